@@ -1,0 +1,235 @@
+//! JSON bodies of the HTTP API (`/v1`). The node serves them, the client reads them, and the
+//! OpenAPI document is generated from these definitions.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::record::Record;
+
+/// Every error response: `{"error":{"code","message"}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable, stable: e.g. `not_found`, `version_exists`, `missing_scope`.
+    pub code: String,
+    /// Human-readable explanation with what to do next.
+    pub message: String,
+}
+
+/// `GET /v1/node`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct NodeInfo {
+    /// libp2p peer id derived from the node's ed25519 identity.
+    pub peer_id: String,
+    /// Addresses the node listens on for peers (empty while p2p is off).
+    pub p2p_addrs: Vec<String>,
+    /// niso version of the node.
+    pub version: String,
+    /// Hex ed25519 public key that signs this node's records.
+    pub origin: String,
+    pub packages: u64,
+    pub versions: u64,
+    pub anonymous_pull: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct PackageSummary {
+    pub name: String,
+    /// Highest non-prerelease version, if any.
+    pub latest: Option<String>,
+    pub description: String,
+}
+
+/// `GET /v1/packages`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct PackageList {
+    pub packages: Vec<PackageSummary>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VersionInfo {
+    pub version: String,
+    pub arch: String,
+    pub digest: String,
+    pub size: u64,
+    pub description: String,
+    pub published_ms: u64,
+    /// Hex key of the node that published it.
+    pub origin: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TagInfo {
+    pub tag: String,
+    pub version: String,
+    /// `true` for `latest`, which the node maintains itself.
+    pub automatic: bool,
+}
+
+/// `GET /v1/packages/{name}`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct PackageDetail {
+    pub name: String,
+    pub description: String,
+    pub versions: Vec<VersionInfo>,
+    pub tags: Vec<TagInfo>,
+}
+
+/// `GET /v1/packages/{name}/tags`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct TagList {
+    pub tags: Vec<TagInfo>,
+}
+
+/// `PUT /v1/packages/{name}/tags/{tag}`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct SetTag {
+    pub version: String,
+}
+
+/// `GET /v1/packages/{name}/resolve`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Resolved {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    pub digest: String,
+    pub size: u64,
+    pub description: String,
+    /// How the reference matched: `latest`, `tag`, `exact` or `prefix`.
+    pub matched: String,
+}
+
+/// `POST /v1/packages/{name}/uploads`, `HEAD`/`PATCH /v1/uploads/{id}`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct UploadStatus {
+    pub id: String,
+    /// Bytes received so far; the next `PATCH` must start here.
+    pub offset: u64,
+}
+
+/// `PUT /v1/uploads/{id}`: the package is published.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Published {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    pub digest: String,
+    pub size: u64,
+    /// `false` when the exact same bytes were already published.
+    pub created: bool,
+}
+
+/// `POST /v1/keys`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreateKey {
+    pub name: String,
+    pub scopes: Vec<String>,
+    /// Milliseconds since the Unix epoch after which the key stops working.
+    #[serde(default)]
+    pub expires_at_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedKey {
+    /// The secret key. Shown once; the node keeps only a hash.
+    pub key: String,
+    #[serde(flatten)]
+    pub info: KeyInfo,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct KeyInfo {
+    pub id: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub created_ms: u64,
+    pub last_used_ms: Option<u64>,
+    pub expires_at_ms: Option<u64>,
+}
+
+/// `GET /v1/keys`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<KeyInfo>,
+}
+
+/// `GET /v1/whoami`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct WhoAmI {
+    /// Absent for anonymous access.
+    pub key_id: Option<String>,
+    pub name: Option<String>,
+    pub scopes: Vec<String>,
+}
+
+/// `POST /v1/gc`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct GcRequest {
+    /// Keep the newest N versions of each package and architecture (tagged ones always stay).
+    pub keep_versions: u32,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GcVersion {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    pub size: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct GcReport {
+    pub dry_run: bool,
+    /// Versions removed (or that would be).
+    pub versions: Vec<GcVersion>,
+    /// Blob files removed (or that would be).
+    pub blobs: u64,
+    pub blob_bytes: u64,
+    /// Unreferenced blobs left alone because they are younger than the grace period.
+    pub blobs_in_grace: u64,
+}
+
+/// `POST /v1/mirror`: pull everything `from` lets `key` pull into this node.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct MirrorRequest {
+    /// Base URL of the source registry.
+    pub from: String,
+    /// API key for the source, if it needs one.
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct MirrorReport {
+    pub records_seen: u64,
+    pub records_applied: u64,
+    pub versions: u64,
+    pub tags: u64,
+    pub deletions: u64,
+    pub blobs_fetched: u64,
+    pub bytes_fetched: u64,
+    /// Records this node already had.
+    pub skipped: u64,
+    /// Records refused, each with the reason.
+    pub rejected: Vec<String>,
+}
+
+/// `GET /v1/records`: signed records in this node's log order.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RecordPage {
+    #[schema(value_type = Vec<Object>)]
+    pub records: Vec<Record>,
+    /// Position after the last record returned; pass as `after` to continue.
+    pub next: u64,
+    /// Whether more records follow.
+    pub more: bool,
+}
