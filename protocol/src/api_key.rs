@@ -146,7 +146,10 @@ mod tests {
         typo[10] = if typo[10] == b'a' { b'b' } else { b'a' };
         let typo = String::from_utf8(typo).unwrap();
         assert_eq!(ApiKey::parse(&typo), Err(KeyFormatError::Checksum));
-        assert_eq!(ApiKey::parse(&s[..s.len() - 1]), Err(KeyFormatError::Length));
+        assert_eq!(
+            ApiKey::parse(&s[..s.len() - 1]),
+            Err(KeyFormatError::Length)
+        );
         assert_eq!(ApiKey::parse("ghp_abc"), Err(KeyFormatError::Prefix));
     }
 }

@@ -24,7 +24,11 @@ impl Arch {
             && arch
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if ok { Ok(Self(arch)) } else { Err(ArchError(arch)) }
+        if ok {
+            Ok(Self(arch))
+        } else {
+            Err(ArchError(arch))
+        }
     }
 
     /// The architecture this program was compiled for, spelled as packages spell it.

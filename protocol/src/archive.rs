@@ -245,11 +245,7 @@ fn check_tree(kinds: &HashMap<String, Kind>) -> Result<(), ArchiveError> {
 /// A symlink's target, resolved lexically from the link's directory, must stay inside the
 /// package. A `..` that follows a component which is itself a symlink is refused, because its
 /// real meaning depends on where that other link points.
-fn check_link(
-    path: &str,
-    target: &str,
-    kinds: &HashMap<String, Kind>,
-) -> Result<(), ArchiveError> {
+fn check_link(path: &str, target: &str, kinds: &HashMap<String, Kind>) -> Result<(), ArchiveError> {
     let escaping = || ArchiveError::EscapingLink {
         path: path.to_owned(),
         target: target.to_owned(),
@@ -294,9 +290,7 @@ mod tests {
         header.set_size(META.len() as u64);
         header.set_mode(0o644);
         header.set_entry_type(tar::EntryType::Regular);
-        builder
-            .append_data(&mut header, META_ENTRY, META)
-            .unwrap();
+        builder.append_data(&mut header, META_ENTRY, META).unwrap();
         build(&mut builder);
         let tar = builder.into_inner().unwrap();
         zstd::encode_all(&tar[..], 3).unwrap()
@@ -332,9 +326,7 @@ mod tests {
         let mut packer = Packer::new(Vec::new(), META).unwrap();
         packer.add_dir("bin").unwrap();
         packer.add_symlink("bin/alias", "demo").unwrap();
-        packer
-            .add_file("bin/demo", true, 5, &b"hello"[..])
-            .unwrap();
+        packer.add_file("bin/demo", true, 5, &b"hello"[..]).unwrap();
         packer.add_symlink("top", "bin/../bin/demo").unwrap();
         let bytes = packer.finish().unwrap();
         let insp = check(&bytes).unwrap();

@@ -178,7 +178,9 @@ impl<R: Read> Read for ExactReader<R> {
         if self.remaining == 0 {
             return Ok(0);
         }
-        let max = usize::try_from(self.remaining).unwrap_or(usize::MAX).min(buf.len());
+        let max = usize::try_from(self.remaining)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
         let n = self.inner.read(&mut buf[..max])?;
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());

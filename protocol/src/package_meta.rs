@@ -137,8 +137,7 @@ restart = "always"
         assert!(bad_name.is_err());
         let unknown = PackageMeta::parse(b"name='a'\nversion='1.0.0'\narch='any'\nfoo=1\n");
         assert!(unknown.is_err());
-        let escaping =
-            PackageMeta::parse(b"name='a'\nversion='1.0.0'\narch='any'\nbin=['../x']\n");
+        let escaping = PackageMeta::parse(b"name='a'\nversion='1.0.0'\narch='any'\nbin=['../x']\n");
         assert!(matches!(escaping, Err(MetaError::BadPath(_))));
     }
 }

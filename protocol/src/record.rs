@@ -273,7 +273,9 @@ fn check_body(body: &RecordBody) -> Result<(), RecordError> {
         RecordBody::Tag(t) => {
             validate_tag(&t.tag).map_err(|e| RecordError::Field(e.to_string()))?;
             if t.tag == crate::reference::LATEST {
-                return Err(RecordError::Field("`latest` cannot be set explicitly".into()));
+                return Err(RecordError::Field(
+                    "`latest` cannot be set explicitly".into(),
+                ));
             }
             if t.tag_seq == 0 {
                 return Err(RecordError::Field("tag sequence numbers start at 1".into()));
@@ -485,7 +487,9 @@ mod tests {
         let records = bodies
             .into_iter()
             .enumerate()
-            .map(|(i, body)| Record::sign(&secret, i as u64 + 1, 1_767_225_600_000 + i as u64, body))
+            .map(|(i, body)| {
+                Record::sign(&secret, i as u64 + 1, 1_767_225_600_000 + i as u64, body)
+            })
             .collect();
         (secret, records)
     }

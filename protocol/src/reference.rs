@@ -85,7 +85,10 @@ pub enum ResolveError {
     #[error("{name} has no versions{}", for_arch(.arch))]
     NoVersions { name: String, arch: Option<String> },
     #[error("{name} has no release version yet, only prereleases: {}", join(.versions))]
-    NoRelease { name: String, versions: Vec<Version> },
+    NoRelease {
+        name: String,
+        versions: Vec<Version>,
+    },
     #[error(
         "tag `{tag}` of {name} points to {version}, which has no build{}",
         for_arch(.arch)
@@ -172,10 +175,10 @@ pub fn resolve(
             version: version.clone(),
         });
     }
-    if let Ok(exact) = Version::parse(selector) {
-        if versions.contains(&exact) {
-            return Ok(Resolution::Exact(exact));
-        }
+    if let Ok(exact) = Version::parse(selector)
+        && versions.contains(&exact)
+    {
+        return Ok(Resolution::Exact(exact));
     }
     if let Some(prefix) = parse_prefix(selector) {
         let best = versions
@@ -278,7 +281,10 @@ mod tests {
         assert_eq!(r(Some("1.1")).unwrap().version(), &v("1.1.0"));
         let err = r(Some("3")).unwrap_err().to_string();
         assert!(err.contains("tags: beta, latest, stable"), "{err}");
-        assert!(err.contains("versions: 1.0.0, 1.1.0-rc1, 1.1.0, 2.0.0"), "{err}");
+        assert!(
+            err.contains("versions: 1.0.0, 1.1.0-rc1, 1.1.0, 2.0.0"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -70,7 +70,10 @@ impl FromStr for Scope {
         let allowed = |c: char| {
             c.is_ascii_lowercase()
                 || c.is_ascii_digit()
-                || matches!(c, '.' | '_' | '-' | '*' | '?' | '[' | ']' | '{' | '}' | ',' | '!')
+                || matches!(
+                    c,
+                    '.' | '_' | '-' | '*' | '?' | '[' | ']' | '{' | '}' | ',' | '!'
+                )
         };
         if pattern.is_empty() || pattern.len() > 128 || !pattern.chars().all(allowed) {
             return Err(ScopeError::Syntax(s.to_owned()));
@@ -226,8 +229,13 @@ mod tests {
 
     #[test]
     fn parses_and_rejects() {
-        assert_eq!(scopes(&["delete:{a,b}-*"]).list()[0].to_string(), "delete:{a,b}-*");
-        for bad in ["push", "push:", "write:*", "push:A*", "push:a/b", "pull:[", "admin:*"] {
+        assert_eq!(
+            scopes(&["delete:{a,b}-*"]).list()[0].to_string(),
+            "delete:{a,b}-*"
+        );
+        for bad in [
+            "push", "push:", "write:*", "push:A*", "push:a/b", "pull:[", "admin:*",
+        ] {
             assert!(bad.parse::<Scope>().is_err(), "{bad}");
         }
         assert_eq!(Scopes::new(vec![]).unwrap_err(), ScopeError::Empty);

@@ -1,0 +1,102 @@
+//! The HTTP API: routes, middleware, and one module per area.
+
+mod admin;
+mod blobs;
+pub mod error;
+mod extract;
+mod keys;
+pub mod openapi;
+mod packages;
+mod records;
+mod system;
+mod tags;
+mod uploads;
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, Request, State},
+    middleware::{self, Next},
+    response::Response,
+    routing::{get, post, put},
+};
+use tower_http::trace::TraceLayer;
+
+use crate::{NodeState, metrics::RequestLabels};
+
+pub use uploads::UPLOAD_OFFSET;
+
+pub type AppState = Arc<NodeState>;
+
+pub fn router(state: AppState) -> Router {
+    let json_limit = state.config.limits.max_json_bytes;
+    let api = Router::new()
+        .route("/node", get(system::node_info))
+        .route("/openapi.json", get(openapi::serve))
+        .route("/whoami", get(system::whoami))
+        .route("/packages", get(packages::list))
+        .route("/packages/{name}", get(packages::detail))
+        .route("/packages/{name}/resolve", get(packages::resolve_ref))
+        .route(
+            "/packages/{name}/versions/{version}",
+            axum::routing::delete(packages::delete_version),
+        )
+        .route(
+            "/packages/{name}/versions/{version}/{arch}",
+            get(packages::version),
+        )
+        .route("/packages/{name}/tags", get(tags::list))
+        .route(
+            "/packages/{name}/tags/{tag}",
+            put(tags::set).delete(tags::remove),
+        )
+        .route("/packages/{name}/blobs/{digest}", get(blobs::get))
+        .route("/packages/{name}/uploads", post(uploads::create))
+        .route(
+            "/uploads/{id}",
+            get(uploads::status)
+                .patch(uploads::append)
+                .put(uploads::finish)
+                .delete(uploads::cancel),
+        )
+        .route("/records", get(records::list))
+        .route("/keys", post(keys::create).get(keys::list))
+        .route("/keys/{id}", axum::routing::delete(keys::revoke))
+        .route("/gc", post(admin::gc))
+        .route("/mirror", post(admin::mirror))
+        .fallback(not_found);
+    Router::new()
+        .route("/healthz", get(system::healthz))
+        .route("/metrics", get(system::metrics))
+        .nest("/v1", api)
+        .fallback(not_found)
+        // Buffered extractors (JSON) stop at this size; upload bodies stream and are checked
+        // against the package limit instead.
+        .layer(DefaultBodyLimit::max(json_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+            }),
+        )
+        .with_state(state)
+}
+
+async fn not_found() -> error::ApiError {
+    error::ApiError::not_found("no such endpoint; the API is described at /v1/openapi.json")
+}
+
+async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().to_string();
+    let response = next.run(req).await;
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}

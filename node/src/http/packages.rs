@@ -1,0 +1,356 @@
+//! Package endpoints: list and search, details, reference resolution, version lookup and
+//! deletion.
+
+use axum::{Json, extract::State, http::StatusCode};
+use niso_protocol::{
+    Arch, PackageName,
+    api::{PackageDetail, PackageList, PackageSummary, Resolved, TagInfo, VersionInfo},
+    reference::{LATEST, Resolution, latest, resolve},
+    scope::Action,
+};
+use semver::Version;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::{
+    AppState,
+    error::ApiError,
+    extract::{ApiPath, ApiQuery, Auth},
+};
+use crate::store::{LocalChange, VersionRow};
+
+/// Most items one page may hold.
+pub const MAX_LIMIT: usize = 1000;
+const DEFAULT_LIMIT: usize = 100;
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// Words to search for in names and descriptions; omit to list every package.
+    q: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+pub fn check_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(l) if (1..=MAX_LIMIT).contains(&l) => Ok(l),
+        Some(l) => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be between 1 and {MAX_LIMIT}, not {l}"),
+        )),
+    }
+}
+
+pub fn parse_name(name: &str) -> Result<PackageName, ApiError> {
+    PackageName::new(name).map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))
+}
+
+pub fn parse_version(version: &str) -> Result<Version, ApiError> {
+    Version::parse(version).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_version",
+            format!("`{version}` is not a semver version: {e}"),
+        )
+    })
+}
+
+pub fn parse_arch(arch: &str) -> Result<Arch, ApiError> {
+    Arch::new(arch).map_err(|e| ApiError::bad_request("invalid_arch", e.to_string()))
+}
+
+/// Lists packages by name, or searches them when `q` is given. Only packages the key may
+/// pull are shown.
+#[utoipa::path(get, path = "/v1/packages", tag = "packages", params(ListQuery),
+    responses(
+        (status = 200, body = PackageList),
+        (status = 400, body = niso_protocol::api::ErrorBody),
+        (status = 401, body = niso_protocol::api::ErrorBody),
+        (status = 403, body = niso_protocol::api::ErrorBody),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<PackageList>, ApiError> {
+    if !principal.scopes.has_any(Action::Pull) {
+        principal.require(Action::Pull, "*")?;
+    }
+    let limit = check_limit(query.limit)?;
+    let allow = |name: &str| principal.scopes.allows(Action::Pull, name);
+    let (names, next_cursor) = match query.q.as_deref().map(str::trim) {
+        Some(q) if !q.is_empty() => {
+            let offset: usize = match &query.cursor {
+                None => 0,
+                Some(c) => c.parse().map_err(|_| {
+                    ApiError::bad_request("invalid_query", "cursor is not one this node issued")
+                })?,
+            };
+            let (hits, total) = state.store.search(q, offset, limit, allow)?;
+            let next = (offset + hits.len() < total).then(|| (offset + hits.len()).to_string());
+            (
+                hits.into_iter()
+                    .map(|h| (h.name, h.entry.description))
+                    .collect::<Vec<_>>(),
+                next,
+            )
+        }
+        _ => {
+            let rows = state
+                .store
+                .packages_after(query.cursor.as_deref(), limit + 1, allow)?;
+            let more = rows.len() > limit;
+            let rows: Vec<_> = rows.into_iter().take(limit).collect();
+            let next = if more {
+                rows.last().map(|(n, _)| n.clone())
+            } else {
+                None
+            };
+            (
+                rows.into_iter().map(|(n, e)| (n, e.description)).collect(),
+                next,
+            )
+        }
+    };
+    let mut packages = Vec::with_capacity(names.len());
+    for (name, description) in names {
+        let versions = state.store.versions(&name)?;
+        packages.push(PackageSummary {
+            latest: latest(versions.iter().map(|r| &r.version)).map(ToString::to_string),
+            name,
+            description,
+        });
+    }
+    Ok(Json(PackageList {
+        packages,
+        next_cursor,
+    }))
+}
+
+pub fn version_info(row: &VersionRow) -> VersionInfo {
+    VersionInfo {
+        version: row.version.to_string(),
+        arch: row.arch.to_string(),
+        digest: row.digest().to_string(),
+        size: row.entry.size,
+        description: row.entry.description.clone(),
+        published_ms: row.entry.published_ms,
+        origin: niso_protocol::hex::encode(&row.entry.origin),
+    }
+}
+
+/// Explicit tags plus the automatic `latest`, ordered by version.
+pub fn tag_infos(
+    state: &AppState,
+    name: &str,
+    rows: &[VersionRow],
+) -> Result<Vec<TagInfo>, ApiError> {
+    let mut tags: Vec<(Version, TagInfo)> = state
+        .store
+        .tags(name)?
+        .into_iter()
+        .map(|(tag, version)| {
+            (
+                version.clone(),
+                TagInfo {
+                    tag,
+                    version: version.to_string(),
+                    automatic: false,
+                },
+            )
+        })
+        .collect();
+    if let Some(v) = latest(rows.iter().map(|r| &r.version)) {
+        tags.push((
+            v.clone(),
+            TagInfo {
+                tag: LATEST.to_owned(),
+                version: v.to_string(),
+                automatic: true,
+            },
+        ));
+    }
+    tags.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then(a.1.automatic.cmp(&b.1.automatic))
+            .then(a.1.tag.cmp(&b.1.tag))
+    });
+    Ok(tags.into_iter().map(|(_, t)| t).collect())
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "package {name} does not exist on this registry; try `niso search {name}`"
+    ))
+}
+
+/// Every version, architecture and tag of a package.
+#[utoipa::path(get, path = "/v1/packages/{name}", tag = "packages",
+    params(("name" = String, Path, description = "Package name")),
+    responses(
+        (status = 200, body = PackageDetail),
+        (status = 403, body = niso_protocol::api::ErrorBody),
+        (status = 404, body = niso_protocol::api::ErrorBody),
+    ))]
+pub async fn detail(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<PackageDetail>, ApiError> {
+    let name = parse_name(&name)?;
+    principal.require(Action::Pull, name.as_str())?;
+    let rows = state.store.versions(name.as_str())?;
+    let Some(package) = state.store.package(name.as_str())? else {
+        return Err(not_found(name.as_str()));
+    };
+    Ok(Json(PackageDetail {
+        name: name.to_string(),
+        description: package.description,
+        tags: tag_infos(&state, name.as_str(), &rows)?,
+        versions: rows.iter().map(version_info).collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ResolveQuery {
+    /// A tag, an exact version or a version prefix such as `20`; omit for `latest`.
+    #[serde(rename = "ref")]
+    reference: Option<String>,
+    /// The client's architecture; `any` builds also match. Omit to consider every build.
+    arch: Option<String>,
+}
+
+/// Resolves a reference (`latest`, a tag, a version, a version prefix) to one build.
+#[utoipa::path(get, path = "/v1/packages/{name}/resolve", tag = "packages",
+    params(("name" = String, Path, description = "Package name"), ResolveQuery),
+    responses(
+        (status = 200, body = Resolved),
+        (status = 404, description = "Nothing matches; the message lists what exists", body = niso_protocol::api::ErrorBody),
+    ))]
+pub async fn resolve_ref(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(query): ApiQuery<ResolveQuery>,
+) -> Result<Json<Resolved>, ApiError> {
+    let name = parse_name(&name)?;
+    principal.require(Action::Pull, name.as_str())?;
+    let arch = query.arch.as_deref().map(parse_arch).transpose()?;
+    let rows = state.store.versions(name.as_str())?;
+    if rows.is_empty() {
+        return Err(not_found(name.as_str()));
+    }
+    let usable: Vec<&VersionRow> = rows
+        .iter()
+        .filter(|r| {
+            arch.as_ref()
+                .is_none_or(|a| r.arch == *a || r.arch.is_any())
+        })
+        .collect();
+    let mut versions: Vec<Version> = usable.iter().map(|r| r.version.clone()).collect();
+    versions.dedup();
+    let tags = state.store.tags(name.as_str())?;
+    let resolution = resolve(
+        name.as_str(),
+        query.reference.as_deref(),
+        &tags,
+        &versions,
+        arch.as_ref().map(Arch::as_str),
+    )
+    .map_err(|e| ApiError::not_found(e.to_string()))?;
+    let version = resolution.version();
+    let candidates: Vec<&&VersionRow> = usable.iter().filter(|r| &r.version == version).collect();
+    // Prefer the exact architecture over `any`.
+    let row = candidates
+        .iter()
+        .find(|r| arch.as_ref().is_some_and(|a| r.arch == *a))
+        .or_else(|| candidates.iter().find(|r| r.arch.is_any()))
+        .or_else(|| candidates.first())
+        .ok_or_else(|| ApiError::not_found(format!("{name} {version} has no usable build")))?;
+    Ok(Json(Resolved {
+        name: name.to_string(),
+        version: version.to_string(),
+        arch: row.arch.to_string(),
+        digest: row.digest().to_string(),
+        size: row.entry.size,
+        description: row.entry.description.clone(),
+        matched: match resolution {
+            Resolution::Latest(_) => "latest",
+            Resolution::Tag { .. } => "tag",
+            Resolution::Exact(_) => "exact",
+            Resolution::Prefix { .. } => "prefix",
+        }
+        .to_owned(),
+    }))
+}
+
+/// One build of one version.
+#[utoipa::path(get, path = "/v1/packages/{name}/versions/{version}/{arch}", tag = "packages",
+    params(
+        ("name" = String, Path, description = "Package name"),
+        ("version" = String, Path, description = "Exact semver version"),
+        ("arch" = String, Path, description = "Architecture"),
+    ),
+    responses((status = 200, body = VersionInfo), (status = 404, body = niso_protocol::api::ErrorBody)))]
+pub async fn version(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    ApiPath((name, version, arch)): ApiPath<(String, String, String)>,
+) -> Result<Json<VersionInfo>, ApiError> {
+    let name = parse_name(&name)?;
+    principal.require(Action::Pull, name.as_str())?;
+    let version = parse_version(&version)?;
+    let arch = parse_arch(&arch)?;
+    let entry = state
+        .store
+        .version(name.as_str(), &version, &arch)?
+        .ok_or_else(|| ApiError::not_found(format!("{name} {version} ({arch}) does not exist")))?;
+    Ok(Json(version_info(&VersionRow {
+        version,
+        arch,
+        entry,
+    })))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct DeleteQuery {
+    /// Delete only this architecture; omit to delete every build of the version.
+    arch: Option<String>,
+}
+
+/// Deletes a version for good: a tombstone record replaces it, and the same name, version
+/// and architecture can never be published again.
+#[utoipa::path(delete, path = "/v1/packages/{name}/versions/{version}", tag = "packages",
+    params(
+        ("name" = String, Path, description = "Package name"),
+        ("version" = String, Path, description = "Exact semver version"),
+        DeleteQuery,
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, body = niso_protocol::api::ErrorBody),
+        (status = 404, body = niso_protocol::api::ErrorBody),
+        (status = 409, description = "A tag points at the version", body = niso_protocol::api::ErrorBody),
+    ))]
+pub async fn delete_version(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    ApiPath((name, version)): ApiPath<(String, String)>,
+    ApiQuery(query): ApiQuery<DeleteQuery>,
+) -> Result<StatusCode, ApiError> {
+    let name = parse_name(&name)?;
+    principal.require(Action::Delete, name.as_str())?;
+    let version = parse_version(&version)?;
+    let arch = query.arch.as_deref().map(parse_arch).transpose()?;
+    state
+        .store
+        .originate(LocalChange::Delete {
+            name,
+            version,
+            arch,
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

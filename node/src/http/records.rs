@@ -1,0 +1,51 @@
+//! The signed record log, in this node's order, filtered to what the key may pull. Mirrors
+//! read it to copy packages with their original signatures.
+
+use axum::{Json, extract::State};
+use niso_protocol::{api::RecordPage, record::Record, scope::Action};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::{
+    AppState,
+    error::ApiError,
+    extract::{ApiQuery, Auth},
+    packages::check_limit,
+};
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct RecordsQuery {
+    /// Log position to continue after (`next` of the previous page); 0 to start.
+    #[serde(default)]
+    after: u64,
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<usize>,
+}
+
+/// Records after a log position.
+#[utoipa::path(get, path = "/v1/records", tag = "records", params(RecordsQuery),
+    responses((status = 200, body = RecordPage), (status = 401, body = niso_protocol::api::ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    ApiQuery(query): ApiQuery<RecordsQuery>,
+) -> Result<Json<RecordPage>, ApiError> {
+    if !principal.scopes.has_any(Action::Pull) {
+        principal.require(Action::Pull, "*")?;
+    }
+    let limit = check_limit(query.limit)?;
+    let filter = |r: &Record| {
+        principal
+            .scopes
+            .allows(Action::Pull, r.body.package().as_str())
+    };
+    let (records, next, more) =
+        state
+            .store
+            .records_after(query.after, limit, limit * 20, &filter)?;
+    Ok(Json(RecordPage {
+        records,
+        next,
+        more,
+    }))
+}

@@ -1,0 +1,374 @@
+//! Pushing a package: open an upload, send its bytes in one or more `PATCH`es (resuming at the
+//! offset the node reports), then `PUT` with the expected digest to verify and publish.
+
+use axum::{
+    Json,
+    body::Body,
+    extract::State,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use futures::StreamExt;
+use niso_protocol::{
+    Digest,
+    api::{Published, UploadStatus},
+    record::ManifestBody,
+    scope::Action,
+};
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+use utoipa::IntoParams;
+
+use super::{
+    AppState,
+    error::{ApiError, chain},
+    extract::{ApiPath, ApiQuery, Auth},
+    packages::parse_name,
+};
+use crate::{
+    api_keys::Principal,
+    clock::now_ms,
+    ingest::{VerifyError, store_blob, verify_file},
+    node::UploadLease,
+    store::{LocalChange, UploadEntry},
+};
+
+/// Header carrying the byte offset of an upload.
+pub const UPLOAD_OFFSET: &str = "upload-offset";
+
+/// Starts an upload for a package the key may push.
+#[utoipa::path(post, path = "/v1/packages/{name}/uploads", tag = "uploads",
+    params(("name" = String, Path, description = "Package being pushed")),
+    responses(
+        (status = 201, body = UploadStatus),
+        (status = 403, body = niso_protocol::api::ErrorBody),
+        (status = 429, description = "Too many open uploads for this key", body = niso_protocol::api::ErrorBody),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let name = parse_name(&name)?;
+    principal.require(Action::Push, name.as_str())?;
+    let open = state
+        .store
+        .uploads()?
+        .iter()
+        .filter(|(_, u)| u.key_id == principal.key_id)
+        .count();
+    let max = state.config.limits.max_open_uploads_per_key;
+    if open >= max {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_uploads",
+            format!(
+                "this key already has {open} open uploads (limit {max}); finish or cancel some first"
+            ),
+        ));
+    }
+    let mut random = [0u8; 16];
+    getrandom::fill(&mut random).map_err(|e| ApiError::internal(&std::io::Error::other(e)))?;
+    let id = niso_protocol::hex::encode(&random);
+    state
+        .store
+        .create_upload(
+            id.clone(),
+            UploadEntry {
+                name: name.to_string(),
+                key_id: principal.key_id.clone(),
+                created_ms: now_ms(),
+            },
+        )
+        .await?;
+    Ok(status_response(StatusCode::CREATED, id, 0))
+}
+
+fn status_response(status: StatusCode, id: String, offset: u64) -> Response {
+    let mut response = (status, Json(UploadStatus { id, offset })).into_response();
+    response
+        .headers_mut()
+        .insert(UPLOAD_OFFSET, HeaderValue::from(offset));
+    response
+}
+
+/// Looks up an upload, checks the key may push its package, and takes it for this request.
+async fn open_upload<'a>(
+    state: &'a AppState,
+    principal: &Principal,
+    id: &str,
+) -> Result<(UploadEntry, UploadLease<'a>, std::path::PathBuf), ApiError> {
+    let missing = || {
+        ApiError::not_found(format!(
+            "upload {id} does not exist (finished, cancelled or expired); start a new push"
+        ))
+    };
+    if !id.bytes().all(|b| b.is_ascii_hexdigit()) || id.len() != 32 {
+        return Err(missing());
+    }
+    let entry = state.store.upload(id)?.ok_or_else(missing)?;
+    principal.require(Action::Push, &entry.name)?;
+    let lease = state.lease_upload(id).ok_or_else(|| {
+        ApiError::conflict(
+            "upload_busy",
+            "another request is writing to this upload; retry when it ends",
+        )
+    })?;
+    let path = state.store.upload_path(id);
+    if !path.exists() {
+        return Err(missing());
+    }
+    Ok((entry, lease, path))
+}
+
+/// Reports how many bytes an upload holds (also in the `Upload-Offset` header).
+#[utoipa::path(get, path = "/v1/uploads/{id}", tag = "uploads",
+    params(("id" = String, Path, description = "Upload id")),
+    responses((status = 200, body = UploadStatus), (status = 404, body = niso_protocol::api::ErrorBody)))]
+pub async fn status(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let (_, _lease, path) = open_upload(&state, &principal, &id).await?;
+    let offset = tokio::fs::metadata(&path).await?.len();
+    Ok(status_response(StatusCode::OK, id, offset))
+}
+
+/// Appends the request body to the upload. `Upload-Offset` must equal the bytes already held.
+#[utoipa::path(patch, path = "/v1/uploads/{id}", tag = "uploads",
+    params(
+        ("id" = String, Path, description = "Upload id"),
+        ("Upload-Offset" = u64, Header, description = "Where this chunk starts"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 200, body = UploadStatus),
+        (status = 409, description = "Offset mismatch; the message gives the right one", body = niso_protocol::api::ErrorBody),
+        (status = 413, body = niso_protocol::api::ErrorBody),
+    ))]
+pub async fn append(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (_, lease, path) = open_upload(&state, &principal, &id).await?;
+    let current = tokio::fs::metadata(&path).await?.len();
+    let offset: u64 = headers
+        .get(UPLOAD_OFFSET)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_offset",
+                "send the `Upload-Offset` header with the byte offset this chunk starts at",
+            )
+        })?;
+    if offset != current {
+        return Err(ApiError::conflict(
+            "offset_mismatch",
+            format!("upload holds {current} bytes; resume with Upload-Offset: {current}"),
+        ));
+    }
+    let max = state.config.limits.max_package_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| current.saturating_add(len) > max) {
+        drop(lease);
+        state.store.remove_upload(id).await?;
+        return Err(too_large(max));
+    }
+    let file = tokio::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .await?;
+    let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
+    let mut written = current;
+    let mut stream = body.into_data_stream();
+    let mut interrupted = None;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => {
+                written += bytes.len() as u64;
+                if written > max {
+                    drop(file);
+                    drop(lease);
+                    state.store.remove_upload(id).await?;
+                    return Err(too_large(max));
+                }
+                file.write_all(&bytes).await?;
+            }
+            Err(e) => {
+                interrupted = Some(e);
+                break;
+            }
+        }
+    }
+    file.flush().await?;
+    state.metrics.upload_bytes.inc_by(written - current);
+    if let Some(e) = interrupted {
+        // What arrived is kept: the client asks for the offset and resumes from there.
+        let held = tokio::fs::metadata(&path).await?.len();
+        tracing::info!(upload = %id, held, error = %e, "upload interrupted");
+        return Err(ApiError::bad_request(
+            "upload_interrupted",
+            format!(
+                "the request body ended early; the upload holds {held} bytes, resume from there"
+            ),
+        ));
+    }
+    Ok(status_response(StatusCode::OK, id, written))
+}
+
+fn too_large(max: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("package is larger than this registry's limit of {max} bytes"),
+    )
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct FinishQuery {
+    /// The `blake3:` digest of the whole package, as the client computed it.
+    digest: String,
+}
+
+/// Verifies the uploaded package against its digest and its own contents, then publishes it.
+#[utoipa::path(put, path = "/v1/uploads/{id}", tag = "uploads",
+    params(("id" = String, Path, description = "Upload id"), FinishQuery),
+    responses(
+        (status = 201, description = "Published", body = Published),
+        (status = 200, description = "These exact bytes were already published", body = Published),
+        (status = 400, description = "Digest mismatch, invalid archive or wrong package name", body = niso_protocol::api::ErrorBody),
+        (status = 409, description = "The version exists with other contents, or was deleted", body = niso_protocol::api::ErrorBody),
+    ))]
+pub async fn finish(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<FinishQuery>,
+) -> Result<Response, ApiError> {
+    let expected: Digest =
+        query
+            .digest
+            .parse()
+            .map_err(|e: niso_protocol::digest::DigestError| {
+                ApiError::bad_request("invalid_digest", e.to_string())
+            })?;
+    let (entry, lease, path) = open_upload(&state, &principal, &id).await?;
+    let verified = match check_upload(&state, &entry, &path, expected).await {
+        Ok(v) => v,
+        Err(error) => {
+            // A bad upload can never succeed: drop it rather than keep its bytes around.
+            if error.status != StatusCode::INTERNAL_SERVER_ERROR {
+                drop(lease);
+                state.store.remove_upload(id).await?;
+            }
+            return Err(error);
+        }
+    };
+    let meta = &verified.meta;
+    let mut published = Published {
+        name: meta.name.to_string(),
+        version: meta.version.to_string(),
+        arch: meta.arch.to_string(),
+        digest: verified.digest.to_string(),
+        size: verified.size,
+        created: true,
+    };
+    // The same bytes already published: succeed without a new record, like a repeated PUT.
+    if let Some(existing) = state
+        .store
+        .version(meta.name.as_str(), &meta.version, &meta.arch)?
+        && existing.digest == *verified.digest.as_bytes()
+    {
+        drop(lease);
+        state.store.remove_upload(id).await?;
+        published.created = false;
+        return Ok((StatusCode::OK, Json(published)).into_response());
+    }
+    state.failpoints.hit("push-before-blob").await;
+    let _pin = store_blob(&state.store, path, verified.digest).await?;
+    state.failpoints.hit("push-blob-committed").await;
+    let change = LocalChange::Publish(ManifestBody {
+        name: meta.name.clone(),
+        version: meta.version.clone(),
+        arch: meta.arch.clone(),
+        digest: verified.digest,
+        size: verified.size,
+        description: meta.description.clone(),
+    });
+    let outcome = state.store.originate(change).await;
+    drop(lease);
+    state.store.remove_upload(id).await?;
+    outcome?;
+    state.metrics.packages_published.inc();
+    tracing::info!(
+        package = %published.name,
+        version = %published.version,
+        arch = %published.arch,
+        size = published.size,
+        "published"
+    );
+    Ok((StatusCode::CREATED, Json(published)).into_response())
+}
+
+/// Hashes and inspects the uploaded file and checks it is what the client said it pushed.
+async fn check_upload(
+    state: &AppState,
+    entry: &UploadEntry,
+    path: &std::path::Path,
+    expected: Digest,
+) -> Result<crate::ingest::Verified, ApiError> {
+    let limits = state.config.archive_limits();
+    let file = path.to_owned();
+    let verified = tokio::task::spawn_blocking(move || verify_file(&file, &limits))
+        .await
+        .map_err(|e| ApiError::internal(&std::io::Error::other(e)))?
+        .map_err(|e| match e {
+            VerifyError::Archive(e) => ApiError::bad_request("invalid_archive", chain(&e)),
+            VerifyError::Io(e) => ApiError::internal(&e),
+        })?;
+    if verified.digest != expected {
+        return Err(ApiError::bad_request(
+            "digest_mismatch",
+            format!(
+                "the upload hashes to {} but the client said {expected}; the bytes changed in transit, push again",
+                verified.digest
+            ),
+        ));
+    }
+    if verified.meta.name.as_str() != entry.name {
+        return Err(ApiError::bad_request(
+            "name_mismatch",
+            format!(
+                "the archive's niso.toml names package {} but the upload was opened for {}",
+                verified.meta.name, entry.name
+            ),
+        ));
+    }
+    if verified.size > state.config.limits.max_package_bytes {
+        return Err(too_large(state.config.limits.max_package_bytes));
+    }
+    Ok(verified)
+}
+
+/// Cancels an upload and deletes what it received.
+#[utoipa::path(delete, path = "/v1/uploads/{id}", tag = "uploads",
+    params(("id" = String, Path, description = "Upload id")),
+    responses((status = 204, description = "Cancelled"), (status = 404, body = niso_protocol::api::ErrorBody)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let (_, lease, _) = open_upload(&state, &principal, &id).await?;
+    drop(lease);
+    state.store.remove_upload(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,106 @@
+//! The node's ed25519 identity: kept in `DATA_DIR/node.key` (0600), it signs the node's records
+//! and, as a libp2p peer id, names the node.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use niso_protocol::record::{NodeSecret, OriginKey};
+
+const KEY_FILE: &str = "node.key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("could not read node key {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not write node key {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("node key {0} is corrupt (expected 32 bytes)")]
+    Corrupt(PathBuf),
+    #[error("the operating system's random number generator failed")]
+    Random,
+}
+
+/// Loads the node key, creating it on first start.
+pub fn load_or_create(data_dir: &Path) -> Result<NodeSecret, IdentityError> {
+    let path = data_dir.join(KEY_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let bytes: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| IdentityError::Corrupt(path.clone()))?;
+            Ok(NodeSecret::from_bytes(&bytes))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes).map_err(|_| IdentityError::Random)?;
+            write_secret_file(&path, &bytes).map_err(|source| IdentityError::Write {
+                path: path.clone(),
+                source,
+            })?;
+            Ok(NodeSecret::from_bytes(&bytes))
+        }
+        Err(source) => Err(IdentityError::Read { path, source }),
+    }
+}
+
+/// Writes a file only its owner can read, durably, without ever exposing a partial file.
+pub(crate) fn write_secret_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// The libp2p peer id for an origin key.
+pub fn peer_id(origin: &OriginKey) -> String {
+    libp2p_identity::ed25519::PublicKey::try_from_bytes(&origin.0)
+        .map(|pk| {
+            libp2p_identity::PublicKey::from(pk)
+                .to_peer_id()
+                .to_string()
+        })
+        .unwrap_or_else(|_| origin.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn created_once_then_reloaded_with_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = load_or_create(dir.path()).unwrap();
+        let b = load_or_create(dir.path()).unwrap();
+        assert_eq!(a.origin(), b.origin());
+        let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(peer_id(&a.origin()).starts_with("12D3KooW"));
+    }
+}

@@ -1,0 +1,21 @@
+//! The niso registry node as a library: storage, the HTTP API, API keys and scopes, garbage
+//! collection and HTTP mirroring.
+//!
+//! Architecture invariant: this crate never installs a tracing subscriber and never reads the
+//! environment; the binary decides both and hands the node a [`NodeConfig`].
+
+pub mod api_keys;
+mod clock;
+pub mod config;
+pub mod failpoint;
+pub mod http;
+pub mod identity;
+pub mod ingest;
+mod last_used;
+pub mod metrics;
+pub mod mirror;
+mod node;
+pub mod store;
+
+pub use config::NodeConfig;
+pub use node::{ADMIN_KEY_FILE, Node, NodeError, NodeState};

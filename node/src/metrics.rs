@@ -1,0 +1,105 @@
+//! Prometheus metrics served at `/metrics`.
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    pub status: u16,
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub upload_bytes: Counter,
+    pub download_bytes: Counter,
+    pub packages_published: Counter,
+    pub records_applied: Counter,
+    pub records_rejected: Counter,
+    pub auth_failures: Counter,
+    pub gc_runs: Counter,
+    pub packages: Gauge,
+    pub versions: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("niso");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let upload_bytes = Counter::default();
+        let download_bytes = Counter::default();
+        let packages_published = Counter::default();
+        let records_applied = Counter::default();
+        let records_rejected = Counter::default();
+        let auth_failures = Counter::default();
+        let gc_runs = Counter::default();
+        let packages = Gauge::default();
+        let versions = Gauge::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "upload_bytes",
+            "Package bytes received",
+            upload_bytes.clone(),
+        );
+        registry.register(
+            "download_bytes",
+            "Blob bytes served",
+            download_bytes.clone(),
+        );
+        registry.register(
+            "packages_published",
+            "Package versions published here",
+            packages_published.clone(),
+        );
+        registry.register(
+            "records_applied",
+            "Records from elsewhere applied",
+            records_applied.clone(),
+        );
+        registry.register(
+            "records_rejected",
+            "Records from elsewhere refused",
+            records_rejected.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Requests refused for a missing or bad key",
+            auth_failures.clone(),
+        );
+        registry.register("gc_runs", "Garbage collection runs", gc_runs.clone());
+        registry.register("packages", "Packages held", packages.clone());
+        registry.register("versions", "Package versions held", versions.clone());
+        Self {
+            registry,
+            requests,
+            upload_bytes,
+            download_bytes,
+            packages_published,
+            records_applied,
+            records_rejected,
+            auth_failures,
+            gc_runs,
+            packages,
+            versions,
+        }
+    }
+}
+
+impl Metrics {
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

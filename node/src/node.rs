@@ -1,0 +1,234 @@
+//! A running node: its state, start-up (data dir, identity, first admin key), background
+//! tasks, and the HTTP server.
+
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::Router;
+use niso_protocol::scope::Scope;
+use tokio::net::TcpListener;
+
+use crate::{
+    api_keys::issue_key,
+    config::NodeConfig,
+    failpoint::Failpoints,
+    identity::{self, IdentityError, peer_id},
+    last_used::LastUsed,
+    metrics::Metrics,
+    store::{Store, StoreError},
+};
+
+/// File the first admin key is written to, in the data dir.
+pub const ADMIN_KEY_FILE: &str = "admin.key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("no data directory is configured")]
+    NoDataDir,
+    #[error("could not prepare data directory {path}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("could not open the store")]
+    Store(#[from] StoreError),
+    #[error("could not write the admin key to {path}")]
+    AdminKey {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Everything request handlers and background tasks share.
+#[derive(Debug)]
+pub struct NodeState {
+    pub config: NodeConfig,
+    pub store: Store,
+    pub metrics: Metrics,
+    pub last_used: LastUsed,
+    pub failpoints: Failpoints,
+    pub http: reqwest::Client,
+    pub peer_id: String,
+    busy_uploads: Mutex<HashSet<String>>,
+}
+
+/// Marks an upload as in use by one request; dropping it frees the upload.
+#[derive(Debug)]
+pub struct UploadLease<'a> {
+    state: &'a NodeState,
+    id: String,
+}
+
+impl Drop for UploadLease<'_> {
+    fn drop(&mut self) {
+        let mut busy = self
+            .state
+            .busy_uploads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        busy.remove(&self.id);
+    }
+}
+
+impl NodeState {
+    /// Takes the upload for this request, or `None` if another request holds it.
+    pub fn lease_upload(&self, id: &str) -> Option<UploadLease<'_>> {
+        let mut busy = self.busy_uploads.lock().unwrap_or_else(|p| p.into_inner());
+        busy.insert(id.to_owned()).then(|| UploadLease {
+            state: self,
+            id: id.to_owned(),
+        })
+    }
+
+    /// Writes buffered "last used" times to the database.
+    pub async fn flush_last_used(&self) {
+        let pending = self.last_used.take();
+        if pending.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.touch_keys(pending).await {
+            tracing::warn!(error = %e, "could not record key use times");
+        }
+    }
+
+    pub fn refresh_gauges(&self) {
+        if let Ok((packages, versions)) = self.store.counts() {
+            self.metrics
+                .packages
+                .set(i64::try_from(packages).unwrap_or(i64::MAX));
+            self.metrics
+                .versions
+                .set(i64::try_from(versions).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+/// A node with its store open, ready to serve.
+#[derive(Debug, Clone)]
+pub struct Node {
+    state: Arc<NodeState>,
+}
+
+impl Node {
+    /// Opens the data dir (creating it and the node identity on first start) and makes sure an
+    /// admin key exists.
+    pub async fn open(config: NodeConfig) -> Result<Self, NodeError> {
+        if config.data_dir.as_os_str().is_empty() {
+            return Err(NodeError::NoDataDir);
+        }
+        let data_dir = config.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|source| NodeError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+        restrict_dir(&data_dir).map_err(|source| NodeError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+        let secret = identity::load_or_create(&data_dir)?;
+        let peer_id = peer_id(&secret.origin());
+        let store = Store::open(&data_dir, secret)?;
+        let state = Arc::new(NodeState {
+            failpoints: Failpoints::new(&config.failpoints),
+            config,
+            store,
+            metrics: Metrics::default(),
+            last_used: LastUsed::default(),
+            http: crate::mirror::http_client(),
+            peer_id,
+            busy_uploads: Mutex::default(),
+        });
+        ensure_admin_key(&state).await?;
+        state.refresh_gauges();
+        tracing::info!(peer_id = %state.peer_id, data_dir = %data_dir.display(), "node opened");
+        Ok(Self { state })
+    }
+
+    pub fn state(&self) -> &Arc<NodeState> {
+        &self.state
+    }
+
+    /// The HTTP API, without a socket: tests drive it with `tower::ServiceExt::oneshot`.
+    pub fn router(&self) -> Router {
+        crate::http::router(self.state.clone())
+    }
+
+    /// Binds the configured listen address.
+    pub async fn bind(&self) -> Result<TcpListener, NodeError> {
+        let addr = self.state.config.listen;
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| NodeError::Bind { addr, source })
+    }
+
+    /// Serves HTTP on `listener` until `shutdown` resolves, then flushes buffered state.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), NodeError> {
+        let flusher = tokio::spawn(flush_loop(self.state.clone()));
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(NodeError::Serve);
+        flusher.abort();
+        self.state.flush_last_used().await;
+        tracing::info!("node stopped");
+        result
+    }
+}
+
+async fn flush_loop(state: Arc<NodeState>) {
+    let every = Duration::from_secs(state.config.keys.last_used_flush_secs.max(1));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        state.flush_last_used().await;
+        state.refresh_gauges();
+    }
+}
+
+fn restrict_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// With no admin key in the store (first start, or every admin key revoked), issues one and
+/// writes it to `DATA_DIR/admin.key`, mode 0600. The key itself is never logged.
+async fn ensure_admin_key(state: &NodeState) -> Result<(), NodeError> {
+    if state.store.has_admin_key()? {
+        return Ok(());
+    }
+    let (key, info) = issue_key(&state.store, "admin".into(), vec![Scope::Admin], None).await?;
+    let path = state.config.data_dir.join(ADMIN_KEY_FILE);
+    identity::write_secret_file(&path, format!("{}\n", key.expose()).as_bytes()).map_err(
+        |source| NodeError::AdminKey {
+            path: path.clone(),
+            source,
+        },
+    )?;
+    tracing::info!(key_id = %info.id, path = %path.display(), "created admin key");
+    Ok(())
+}

@@ -1,0 +1,343 @@
+//! The record log and the state derived from it. Every change, whether this node made it or a
+//! peer relayed it, is a signed record appended here; the version, tag and tombstone tables
+//! are a function of the records applied so far.
+
+use niso_protocol::{
+    Arch, Digest, PackageName,
+    record::{ManifestBody, NodeSecret, OriginKey, Record, RecordBody, TagBody, TombstoneBody},
+    reference::LATEST,
+};
+use redb::{ReadableTable, WriteTransaction};
+use semver::Version;
+
+use super::{
+    catalog::{tags_from, versions_from},
+    entries::{PackageEntry, TagEntry, VersionEntry, decode, encode},
+    error::{ChangeError, StoreError, db},
+    tables::{
+        LOG, ORIGINS, PACKAGES, RECORDS, TAGS, TOMBSTONES, VERSIONS, package_range, record_key,
+        split_key, tag_key, version_key,
+    },
+};
+use crate::clock::now_ms;
+
+/// What applying a record did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// New record, now part of the log.
+    Stored,
+    /// The log already held this exact record.
+    Duplicate,
+}
+
+/// A change this node makes on its own behalf, before it is signed.
+#[derive(Debug, Clone)]
+pub enum LocalChange {
+    Publish(ManifestBody),
+    SetTag {
+        name: PackageName,
+        tag: String,
+        /// `None` removes the tag.
+        version: Option<Version>,
+    },
+    Delete {
+        name: PackageName,
+        version: Version,
+        /// `None` deletes every architecture of the version.
+        arch: Option<Arch>,
+    },
+}
+
+/// Signs `change` as this node's next record(s) and applies them.
+pub fn originate(
+    txn: &WriteTransaction,
+    secret: &NodeSecret,
+    change: LocalChange,
+) -> Result<Vec<Record>, ChangeError> {
+    let bodies = match change {
+        LocalChange::Publish(m) => vec![RecordBody::Manifest(m)],
+        LocalChange::SetTag { name, tag, version } => {
+            vec![RecordBody::Tag(prepare_tag(txn, name, tag, version)?)]
+        }
+        LocalChange::Delete {
+            name,
+            version,
+            arch,
+        } => prepare_delete(txn, name, version, arch)?
+            .into_iter()
+            .map(RecordBody::Tombstone)
+            .collect(),
+    };
+    let origin = secret.origin();
+    let mut seq = current_seq(txn, &origin)?;
+    let mut records = Vec::with_capacity(bodies.len());
+    for body in bodies {
+        seq += 1;
+        let record = Record::sign(secret, seq, now_ms(), body);
+        apply(txn, &record)?;
+        records.push(record);
+    }
+    Ok(records)
+}
+
+fn current_seq(txn: &WriteTransaction, origin: &OriginKey) -> Result<u64, StoreError> {
+    let origins = txn.open_table(ORIGINS).map_err(db)?;
+    Ok(origins
+        .get(origin.0.as_slice())
+        .map_err(db)?
+        .map(|v| v.value())
+        .unwrap_or(0))
+}
+
+fn prepare_tag(
+    txn: &WriteTransaction,
+    name: PackageName,
+    tag: String,
+    version: Option<Version>,
+) -> Result<TagBody, ChangeError> {
+    if tag == LATEST {
+        return Err(ChangeError::Refused(
+            "`latest` is maintained automatically (highest release version); pick another tag name"
+                .into(),
+        ));
+    }
+    let tags = txn.open_table(TAGS).map_err(db)?;
+    let current: Option<TagEntry> = tags
+        .get(tag_key(name.as_str(), &tag).as_str())
+        .map_err(db)?
+        .map(|v| decode(v.value()))
+        .transpose()?;
+    match &version {
+        Some(v) => {
+            let live = live_versions(txn, name.as_str())?;
+            if !live.iter().any(|(lv, _)| lv == v) {
+                let mut known: Vec<String> = live.iter().map(|(v, _)| v.to_string()).collect();
+                known.dedup();
+                return Err(ChangeError::NotFound(format!(
+                    "{name} has no version {v}; versions: {}",
+                    if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    }
+                )));
+            }
+        }
+        None => {
+            if current.as_ref().and_then(|c| c.version.as_ref()).is_none() {
+                return Err(ChangeError::NotFound(format!("{name} has no tag `{tag}`")));
+            }
+        }
+    }
+    Ok(TagBody {
+        name,
+        tag,
+        version,
+        tag_seq: current.map(|c| c.tag_seq).unwrap_or(0) + 1,
+    })
+}
+
+fn prepare_delete(
+    txn: &WriteTransaction,
+    name: PackageName,
+    version: Version,
+    arch: Option<Arch>,
+) -> Result<Vec<TombstoneBody>, ChangeError> {
+    let arches: Vec<Arch> = live_versions(txn, name.as_str())?
+        .into_iter()
+        .filter(|(v, a)| *v == version && arch.as_ref().is_none_or(|want| want == a))
+        .map(|(_, a)| a)
+        .collect();
+    if arches.is_empty() {
+        let what = match &arch {
+            Some(a) => format!("{name} {version} ({a})"),
+            None => format!("{name} {version}"),
+        };
+        return Err(ChangeError::NotFound(format!("{what} does not exist")));
+    }
+    let tags = tags_from(&txn.open_table(TAGS).map_err(db)?, name.as_str())?;
+    if let Some((tag, _)) = tags.iter().find(|(_, v)| **v == version) {
+        return Err(ChangeError::Refused(format!(
+            "{name} {version} is tagged `{tag}`; move or remove the tag first"
+        )));
+    }
+    Ok(arches
+        .into_iter()
+        .map(|arch| TombstoneBody {
+            name: name.clone(),
+            version: version.clone(),
+            arch,
+        })
+        .collect())
+}
+
+/// Every live `(version, arch)` of a package, newest first.
+fn live_versions(txn: &WriteTransaction, name: &str) -> Result<Vec<(Version, Arch)>, StoreError> {
+    let versions = txn.open_table(VERSIONS).map_err(db)?;
+    Ok(versions_from(&versions, name)?
+        .into_iter()
+        .map(|r| (r.version, r.arch))
+        .collect())
+}
+
+pub(crate) fn parse_version_key(key: &str) -> Option<(Version, Arch)> {
+    let parts = split_key(key);
+    let version = Version::parse(parts.get(1)?).ok()?;
+    let arch = Arch::new(*parts.get(2)?).ok()?;
+    Some((version, arch))
+}
+
+/// Applies one verified record to the log and the derived tables.
+pub fn apply(txn: &WriteTransaction, record: &Record) -> Result<Applied, ChangeError> {
+    let key = record_key(&record.origin, record.seq);
+    let bytes = record.to_bytes();
+    {
+        let records = txn.open_table(RECORDS).map_err(db)?;
+        if let Some(existing) = records.get(key.as_slice()).map_err(db)? {
+            if existing.value() == bytes.as_slice() {
+                return Ok(Applied::Duplicate);
+            }
+            return Err(ChangeError::Equivocation {
+                origin: record.origin.to_string(),
+                seq: record.seq,
+            });
+        }
+    }
+    match &record.body {
+        RecordBody::Manifest(m) => apply_manifest(txn, record, m)?,
+        RecordBody::Tag(t) => apply_tag(txn, record, t)?,
+        RecordBody::Tombstone(t) => apply_tombstone(txn, t)?,
+    }
+    let mut records = txn.open_table(RECORDS).map_err(db)?;
+    records
+        .insert(key.as_slice(), bytes.as_slice())
+        .map_err(db)?;
+    let mut log = txn.open_table(LOG).map_err(db)?;
+    let next = log
+        .last()
+        .map_err(db)?
+        .map(|(k, _)| k.value() + 1)
+        .unwrap_or(1);
+    log.insert(next, key.as_slice()).map_err(db)?;
+    let mut origins = txn.open_table(ORIGINS).map_err(db)?;
+    let high = origins
+        .get(record.origin.0.as_slice())
+        .map_err(db)?
+        .map(|v| v.value())
+        .unwrap_or(0);
+    if record.seq > high {
+        origins
+            .insert(record.origin.0.as_slice(), record.seq)
+            .map_err(db)?;
+    }
+    Ok(Applied::Stored)
+}
+
+fn apply_manifest(
+    txn: &WriteTransaction,
+    record: &Record,
+    m: &ManifestBody,
+) -> Result<(), ChangeError> {
+    let (name, version, arch) = (m.name.as_str(), m.version.to_string(), m.arch.as_str());
+    let vk = version_key(name, &version, arch);
+    let tombstones = txn.open_table(TOMBSTONES).map_err(db)?;
+    if tombstones.get(vk.as_str()).map_err(db)?.is_some() {
+        return Err(ChangeError::Deleted {
+            name: name.to_owned(),
+            version,
+            arch: arch.to_owned(),
+        });
+    }
+    let mut versions = txn.open_table(VERSIONS).map_err(db)?;
+    if let Some(existing) = versions.get(vk.as_str()).map_err(db)? {
+        let existing: VersionEntry = decode(existing.value())?;
+        if existing.digest == *m.digest.as_bytes() {
+            // Same bytes from another origin: the record joins the log, nothing else changes.
+            return Ok(());
+        }
+        return Err(ChangeError::Conflict {
+            name: name.to_owned(),
+            version,
+            arch: arch.to_owned(),
+            existing: Digest::from_bytes(existing.digest).to_string(),
+        });
+    }
+    let entry = VersionEntry {
+        digest: *m.digest.as_bytes(),
+        size: m.size,
+        description: m.description.clone(),
+        published_ms: record.timestamp_ms,
+        origin: record.origin.0,
+        seq: record.seq,
+    };
+    versions
+        .insert(vk.as_str(), encode(&entry)?.as_slice())
+        .map_err(db)?;
+    let mut packages = txn.open_table(PACKAGES).map_err(db)?;
+    let package = PackageEntry {
+        description: m.description.clone(),
+        updated_ms: now_ms(),
+    };
+    packages
+        .insert(name, encode(&package)?.as_slice())
+        .map_err(db)?;
+    Ok(())
+}
+
+fn apply_tag(txn: &WriteTransaction, record: &Record, t: &TagBody) -> Result<(), ChangeError> {
+    let tk = tag_key(t.name.as_str(), &t.tag);
+    let mut tags = txn.open_table(TAGS).map_err(db)?;
+    let current: Option<TagEntry> = tags
+        .get(tk.as_str())
+        .map_err(db)?
+        .map(|v| decode(v.value()))
+        .transpose()?;
+    if let Some(cur) = current {
+        // Concurrent moves with the same sequence are ordered by origin key, so every node
+        // picks the same winner.
+        if (t.tag_seq, record.origin.0) <= (cur.tag_seq, cur.origin) {
+            return Err(ChangeError::TagRollback {
+                name: t.name.to_string(),
+                tag: t.tag.clone(),
+                current: cur.tag_seq,
+                offered: t.tag_seq,
+            });
+        }
+    }
+    let entry = TagEntry {
+        version: t.version.as_ref().map(ToString::to_string),
+        tag_seq: t.tag_seq,
+        origin: record.origin.0,
+        updated_ms: record.timestamp_ms,
+    };
+    tags.insert(tk.as_str(), encode(&entry)?.as_slice())
+        .map_err(db)?;
+    Ok(())
+}
+
+fn apply_tombstone(txn: &WriteTransaction, t: &TombstoneBody) -> Result<(), ChangeError> {
+    let name = t.name.as_str();
+    let vk = version_key(name, &t.version.to_string(), t.arch.as_str());
+    let mut tombstones = txn.open_table(TOMBSTONES).map_err(db)?;
+    tombstones.insert(vk.as_str(), &[][..]).map_err(db)?;
+    remove_version(txn, name, &vk)?;
+    Ok(())
+}
+
+/// Removes a live version (deletion or local GC) and drops the package from listings once it
+/// has no versions left.
+pub fn remove_version(txn: &WriteTransaction, name: &str, vk: &str) -> Result<bool, StoreError> {
+    let mut versions = txn.open_table(VERSIONS).map_err(db)?;
+    let removed = versions.remove(vk).map_err(db)?.is_some();
+    let (lo, hi) = package_range(name);
+    let empty = versions
+        .range(lo.as_str()..hi.as_str())
+        .map_err(db)?
+        .next()
+        .is_none();
+    if empty {
+        let mut packages = txn.open_table(PACKAGES).map_err(db)?;
+        packages.remove(name).map_err(db)?;
+    }
+    Ok(removed)
+}

@@ -1,0 +1,288 @@
+//! The read side of the store: packages, versions, tags and the record log, as the API
+//! presents them.
+
+use std::collections::BTreeMap;
+
+use niso_protocol::{
+    Arch, Digest,
+    record::{OriginKey, Record, RecordBody},
+};
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
+use semver::Version;
+
+use super::{
+    Store,
+    apply::parse_version_key,
+    entries::{PackageEntry, TagEntry, VersionEntry, decode},
+    error::{StoreError, corrupt, db},
+    tables::{
+        LOG, PACKAGES, RECORDS, TAGS, TOMBSTONES, VERSIONS, package_range, split_key, version_key,
+    },
+};
+
+/// One live `(version, arch)` of a package.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRow {
+    pub version: Version,
+    pub arch: Arch,
+    pub entry: VersionEntry,
+}
+
+impl VersionRow {
+    pub fn digest(&self) -> Digest {
+        Digest::from_bytes(self.entry.digest)
+    }
+}
+
+/// Which records a reader may see.
+pub trait RecordFilter {
+    fn allows(&self, record: &Record) -> bool;
+}
+
+impl<F: Fn(&Record) -> bool> RecordFilter for F {
+    fn allows(&self, record: &Record) -> bool {
+        self(record)
+    }
+}
+
+impl Store {
+    pub fn version(
+        &self,
+        name: &str,
+        version: &Version,
+        arch: &Arch,
+    ) -> Result<Option<VersionEntry>, StoreError> {
+        self.read(|txn| {
+            let t = txn.open_table(VERSIONS).map_err(db)?;
+            let key = version_key(name, &version.to_string(), arch.as_str());
+            t.get(key.as_str())
+                .map_err(db)?
+                .map(|v| decode(v.value()))
+                .transpose()
+        })
+    }
+
+    pub fn is_deleted(
+        &self,
+        name: &str,
+        version: &Version,
+        arch: &Arch,
+    ) -> Result<bool, StoreError> {
+        self.read(|txn| {
+            let t = txn.open_table(TOMBSTONES).map_err(db)?;
+            let key = version_key(name, &version.to_string(), arch.as_str());
+            Ok(t.get(key.as_str()).map_err(db)?.is_some())
+        })
+    }
+
+    /// Every live version of a package, newest first.
+    pub fn versions(&self, name: &str) -> Result<Vec<VersionRow>, StoreError> {
+        self.read(|txn| versions_in(txn, name))
+    }
+
+    /// Explicit tags that currently point somewhere (removed tags are left out).
+    pub fn tags(&self, name: &str) -> Result<BTreeMap<String, Version>, StoreError> {
+        self.read(|txn| tags_in(txn, name))
+    }
+
+    pub fn tag_entry(&self, name: &str, tag: &str) -> Result<Option<TagEntry>, StoreError> {
+        self.read(|txn| {
+            let t = txn.open_table(TAGS).map_err(db)?;
+            t.get(super::tables::tag_key(name, tag).as_str())
+                .map_err(db)?
+                .map(|v| decode(v.value()))
+                .transpose()
+        })
+    }
+
+    pub fn package(&self, name: &str) -> Result<Option<PackageEntry>, StoreError> {
+        self.read(|txn| {
+            let t = txn.open_table(PACKAGES).map_err(db)?;
+            t.get(name)
+                .map_err(db)?
+                .map(|v| decode(v.value()))
+                .transpose()
+        })
+    }
+
+    /// Packages in name order, starting after `after`.
+    pub fn packages_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        allow: impl Fn(&str) -> bool,
+    ) -> Result<Vec<(String, PackageEntry)>, StoreError> {
+        self.read(|txn| {
+            let t = txn.open_table(PACKAGES).map_err(db)?;
+            let range = match after {
+                Some(a) => {
+                    t.range::<&str>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
+                }
+                None => t.range::<&str>(..),
+            }
+            .map_err(db)?;
+            let mut out = Vec::new();
+            for item in range {
+                let (k, v) = item.map_err(db)?;
+                if !allow(k.value()) {
+                    continue;
+                }
+                out.push((k.value().to_owned(), decode(v.value())?));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// `(packages, live versions)` held.
+    pub fn counts(&self) -> Result<(u64, u64), StoreError> {
+        self.read(|txn| {
+            let p = txn.open_table(PACKAGES).map_err(db)?.len().map_err(db)?;
+            let v = txn.open_table(VERSIONS).map_err(db)?.len().map_err(db)?;
+            Ok((p, v))
+        })
+    }
+
+    /// Every digest a live version references.
+    pub fn live_digests(&self) -> Result<std::collections::HashSet<Digest>, StoreError> {
+        self.read(|txn| {
+            let t = txn.open_table(VERSIONS).map_err(db)?;
+            let mut out = std::collections::HashSet::new();
+            for item in t.iter().map_err(db)? {
+                let (_, v) = item.map_err(db)?;
+                let entry: VersionEntry = decode(v.value())?;
+                out.insert(Digest::from_bytes(entry.digest));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Whether `(origin, seq)` is in the log.
+    pub fn has_record(&self, origin: &OriginKey, seq: u64) -> Result<bool, StoreError> {
+        self.read(|txn| {
+            let t = txn.open_table(RECORDS).map_err(db)?;
+            let key = super::tables::record_key(origin, seq);
+            Ok(t.get(key.as_slice()).map_err(db)?.is_some())
+        })
+    }
+
+    /// Records in log order after position `after`, that `filter` allows, skipping manifests
+    /// of versions this node no longer holds (so a reader never chases a missing blob).
+    /// Scans at most `max_scan` positions. Returns the records, the last position scanned,
+    /// and whether the log goes on.
+    pub fn records_after(
+        &self,
+        after: u64,
+        limit: usize,
+        max_scan: usize,
+        filter: &dyn RecordFilter,
+    ) -> Result<(Vec<Record>, u64, bool), StoreError> {
+        self.read(|txn| {
+            let log = txn.open_table(LOG).map_err(db)?;
+            let records = txn.open_table(RECORDS).map_err(db)?;
+            let versions = txn.open_table(VERSIONS).map_err(db)?;
+            let mut out = Vec::new();
+            let mut last = after;
+            let mut scanned = 0;
+            let mut iter = log.range(after.saturating_add(1)..).map_err(db)?;
+            let mut more = false;
+            for item in iter.by_ref() {
+                let (pos, key) = item.map_err(db)?;
+                last = pos.value();
+                scanned += 1;
+                let bytes = records
+                    .get(key.value())
+                    .map_err(db)?
+                    .ok_or_else(|| corrupt(MissingRecord(last)))?;
+                let record = Record::from_bytes(bytes.value()).map_err(corrupt)?;
+                let live = match &record.body {
+                    RecordBody::Manifest(m) => {
+                        let vk =
+                            version_key(m.name.as_str(), &m.version.to_string(), m.arch.as_str());
+                        versions
+                            .get(vk.as_str())
+                            .map_err(db)?
+                            .map(|v| decode::<VersionEntry>(v.value()))
+                            .transpose()?
+                            .is_some_and(|e| e.digest == *m.digest.as_bytes())
+                    }
+                    _ => true,
+                };
+                if live && filter.allows(&record) {
+                    out.push(record);
+                }
+                if out.len() >= limit || scanned >= max_scan {
+                    more = true;
+                    break;
+                }
+            }
+            if more {
+                more = iter.next().is_some();
+            }
+            Ok((out, last, more))
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("log position {0} names a record that is not stored")]
+struct MissingRecord(u64);
+
+/// Byte-valued, string-keyed tables, readable from a read or a write transaction.
+pub(crate) trait StrTable: ReadableTable<&'static str, &'static [u8]> {}
+impl<T: ReadableTable<&'static str, &'static [u8]>> StrTable for T {}
+
+pub(crate) fn versions_in(
+    txn: &ReadTransaction,
+    name: &str,
+) -> Result<Vec<VersionRow>, StoreError> {
+    versions_from(&txn.open_table(VERSIONS).map_err(db)?, name)
+}
+
+pub(crate) fn tags_in(
+    txn: &ReadTransaction,
+    name: &str,
+) -> Result<BTreeMap<String, Version>, StoreError> {
+    tags_from(&txn.open_table(TAGS).map_err(db)?, name)
+}
+
+/// Every live version of a package in the versions table, newest first.
+pub(crate) fn versions_from(t: &impl StrTable, name: &str) -> Result<Vec<VersionRow>, StoreError> {
+    let (lo, hi) = package_range(name);
+    let mut out = Vec::new();
+    for item in t.range(lo.as_str()..hi.as_str()).map_err(db)? {
+        let (k, v) = item.map_err(db)?;
+        if let Some((version, arch)) = parse_version_key(k.value()) {
+            out.push(VersionRow {
+                version,
+                arch,
+                entry: decode(v.value())?,
+            });
+        }
+    }
+    out.sort_by(|a, b| b.version.cmp(&a.version).then(a.arch.cmp(&b.arch)));
+    Ok(out)
+}
+
+/// Tags of a package in the tags table that currently point at a version.
+pub(crate) fn tags_from(
+    t: &impl StrTable,
+    name: &str,
+) -> Result<BTreeMap<String, Version>, StoreError> {
+    let (lo, hi) = package_range(name);
+    let mut out = BTreeMap::new();
+    for item in t.range(lo.as_str()..hi.as_str()).map_err(db)? {
+        let (k, v) = item.map_err(db)?;
+        let entry: TagEntry = decode(v.value())?;
+        let key = k.value().to_owned();
+        let Some(tag) = split_key(&key).get(1).map(|s| (*s).to_owned()) else {
+            continue;
+        };
+        if let Some(version) = entry.version.and_then(|v| Version::parse(&v).ok()) {
+            out.insert(tag, version);
+        }
+    }
+    Ok(out)
+}
