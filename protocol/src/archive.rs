@@ -126,6 +126,35 @@ enum Kind {
     Symlink,
 }
 
+/// Reads only `niso.toml`, the first entry: enough to name a package without unpacking it.
+/// This checks nothing else; [`inspect`] is the full check.
+pub fn read_meta(reader: impl Read) -> Result<PackageMeta, ArchiveError> {
+    let decoder = zstd::Decoder::new(reader).map_err(ArchiveError::Malformed)?;
+    let mut archive = tar::Archive::new(decoder);
+    let mut entries = archive.entries().map_err(ArchiveError::Malformed)?;
+    let mut first = match entries.next() {
+        None => return Err(ArchiveError::Empty),
+        Some(entry) => entry.map_err(ArchiveError::Malformed)?,
+    };
+    read_meta_entry(&mut first)
+}
+
+fn read_meta_entry<R: Read>(first: &mut tar::Entry<'_, R>) -> Result<PackageMeta, ArchiveError> {
+    let path = entry_path(first)?;
+    if path != META_ENTRY || first.header().entry_type() != tar::EntryType::Regular {
+        return Err(ArchiveError::MetaNotFirst(path));
+    }
+    if first.size() > MAX_META_LEN {
+        return Err(MetaError::TooLarge.into());
+    }
+    let mut bytes = Vec::new();
+    first
+        .take(MAX_META_LEN + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ArchiveError::Malformed)?;
+    Ok(PackageMeta::parse(&bytes)?)
+}
+
 /// Reads a whole `.niso` stream and checks every entry. Returns the package metadata.
 ///
 /// The reader is consumed up to the end of the tar stream; callers hashing the same bytes
@@ -135,24 +164,9 @@ pub fn inspect(reader: impl Read, limits: &ArchiveLimits) -> Result<Inspection, 
     let mut archive = tar::Archive::new(decoder);
     let mut entries = archive.entries().map_err(ArchiveError::Malformed)?;
 
-    let meta = {
-        let mut first = match entries.next() {
-            None => return Err(ArchiveError::Empty),
-            Some(entry) => entry.map_err(ArchiveError::Malformed)?,
-        };
-        let path = entry_path(&first)?;
-        if path != META_ENTRY || first.header().entry_type() != tar::EntryType::Regular {
-            return Err(ArchiveError::MetaNotFirst(path));
-        }
-        if first.size() > MAX_META_LEN {
-            return Err(MetaError::TooLarge.into());
-        }
-        let mut bytes = Vec::new();
-        (&mut first)
-            .take(MAX_META_LEN + 1)
-            .read_to_end(&mut bytes)
-            .map_err(ArchiveError::Malformed)?;
-        PackageMeta::parse(&bytes)?
+    let meta = match entries.next() {
+        None => return Err(ArchiveError::Empty),
+        Some(entry) => read_meta_entry(&mut entry.map_err(ArchiveError::Malformed)?)?,
     };
 
     let mut kinds: HashMap<String, Kind> = HashMap::new();

@@ -1,0 +1,212 @@
+//! Command-line grammar: every command, flag and help text, with an example on each command.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "niso",
+    version,
+    about = "Push, pull, search and manage niso packages; run a registry node.",
+    after_help = "Examples:\n  niso registry serve\n  niso login http://127.0.0.1:5000 --key \"$(cat ~/.local/share/niso/registry/admin.key)\"\n  niso push my-api-1.0.0-x86_64.niso\n  niso pull my-api:1.0.0\n\nExit codes: 0 ok, 1 error, 2 usage, 3 authentication or permission, 4 not found,\n5 conflict, 6 registry unreachable, 7 verification failed."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub global: Global,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Registry to talk to: a configured name or a URL (default: the configured default).
+    #[arg(long, global = true, value_name = "NAME|URL")]
+    pub registry: Option<String>,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output on stderr (-v: info, -vv: debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Save a registry URL and API key, checking the key first.
+    #[command(after_help = "Example:\n  niso login https://registry.example.com --key niso_k1_...")]
+    Login {
+        /// Registry URL.
+        url: String,
+        /// API key.
+        #[arg(long)]
+        key: String,
+        /// Name to save it under (default: the URL's host).
+        #[arg(long)]
+        name: Option<String>,
+        /// Make it the default registry.
+        #[arg(long)]
+        default: bool,
+    },
+    /// Build a reproducible .niso package from a directory containing niso.toml.
+    #[command(
+        after_help = "Example:\n  niso pack ./my-api          # writes ./my-api-1.0.0-x86_64.niso"
+    )]
+    Pack {
+        /// Directory with niso.toml at its root.
+        dir: PathBuf,
+        /// Output file (default: NAME-VERSION-ARCH.niso in the current directory).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Upload a package file.
+    #[command(
+        after_help = "Examples:\n  niso push my-api-1.0.0-x86_64.niso\n  niso push my-api-1.0.0-x86_64.niso --registry private"
+    )]
+    Push {
+        /// The .niso file.
+        file: PathBuf,
+    },
+    /// Download a package into the local store, verifying its digest.
+    #[command(
+        after_help = "Examples:\n  niso pull my-api           # latest release\n  niso pull my-api:1.0.0     # exact version\n  niso pull my-api:stable    # tag\n  niso pull nodejs:20        # highest 20.x.y"
+    )]
+    Pull {
+        /// NAME, NAME:TAG, NAME:VERSION or NAME:PREFIX.
+        reference: String,
+        /// Architecture to pull (default: this machine's, else `any`).
+        #[arg(long)]
+        arch: Option<String>,
+        /// Also copy the package here.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Search packages by name and description.
+    #[command(after_help = "Example:\n  niso search postgres")]
+    Search {
+        /// Words to look for.
+        query: Vec<String>,
+        /// Most results to show.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Point a tag at a version: `niso tag SOURCE TARGET`.
+    #[command(after_help = "Example:\n  niso tag my-api:1.0.0 my-api:stable")]
+    Tag {
+        /// NAME:VERSION (or NAME:TAG) to tag.
+        source: String,
+        /// NAME:TAG to create or move.
+        target: String,
+    },
+    /// Delete a version for good (needs a `delete:` scope).
+    #[command(after_help = "Example:\n  niso delete my-api:1.0.0 --arch x86_64")]
+    Delete {
+        /// NAME:VERSION.
+        reference: String,
+        /// Only this architecture (default: every build of the version).
+        #[arg(long)]
+        arch: Option<String>,
+    },
+    /// Run and administer registries.
+    #[command(subcommand)]
+    Registry(RegistryCommand),
+    /// Print shell completions.
+    #[command(
+        after_help = "Example:\n  niso completions bash > ~/.local/share/bash-completion/completions/niso"
+    )]
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Run a registry node.
+    #[command(
+        after_help = "Examples:\n  niso registry serve\n  niso registry serve --listen 0.0.0.0:5000 --data-dir /var/lib/niso-registry"
+    )]
+    Serve(ServeArgs),
+    /// Show a node's identity and size.
+    #[command(after_help = "Example:\n  niso registry info --registry private")]
+    Info,
+    /// Add a named registry to the client configuration.
+    #[command(
+        after_help = "Example:\n  niso registry add private https://registry.example.com --key niso_k1_abc123 --default"
+    )]
+    Add {
+        name: String,
+        url: String,
+        /// API key for it.
+        #[arg(long)]
+        key: Option<String>,
+        /// Make it the default registry.
+        #[arg(long)]
+        default: bool,
+    },
+    /// List configured registries.
+    #[command(after_help = "Example:\n  niso registry list")]
+    List,
+    /// Remove a configured registry.
+    #[command(after_help = "Example:\n  niso registry remove private")]
+    Remove { name: String },
+    /// List a package's tags.
+    #[command(after_help = "Example:\n  niso registry list-tags my-api")]
+    ListTags { name: String },
+    /// Create an API key (needs an admin key).
+    #[command(
+        after_help = "Examples:\n  niso registry create-key --scope \"push:my-*\" --name ci-deploy\n  niso registry create-key --scope pull:* --scope push:team-* --name team --expires 90d"
+    )]
+    CreateKey {
+        /// `push:GLOB`, `pull:GLOB`, `delete:GLOB` or `admin`; repeat for several.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// A label for the key.
+        #[arg(long)]
+        name: String,
+        /// When the key stops working: a duration (`30d`, `12h`, `2w`) or a date (`2027-01-31`).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List API keys (needs an admin key).
+    #[command(after_help = "Example:\n  niso registry list-keys")]
+    ListKeys,
+    /// Revoke an API key by id (needs an admin key).
+    #[command(after_help = "Example:\n  niso registry revoke-key key_abc123")]
+    RevokeKey { id: String },
+    /// Remove old versions and unreferenced blobs (needs an admin key).
+    #[command(
+        after_help = "Examples:\n  niso registry gc --keep-versions 5 --dry-run\n  niso registry gc --keep-versions 5"
+    )]
+    Gc {
+        /// Keep the newest N versions per package and architecture (tagged ones always stay).
+        #[arg(long)]
+        keep_versions: u32,
+        /// Only show what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Copy every package one registry shares into another.
+    #[command(after_help = "Example:\n  niso registry mirror --from niso.dev --to private")]
+    Mirror {
+        /// Source registry (name or URL).
+        #[arg(long)]
+        from: String,
+        /// Target registry (name or URL); needs an admin key there.
+        #[arg(long)]
+        to: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:5000; port 0 picks a free port).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Where to keep the database and blobs (default: $XDG_DATA_HOME/niso/registry).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// TOML configuration file; flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Let clients without a key pull and search.
+    #[arg(long)]
+    pub anonymous_pull: bool,
+}

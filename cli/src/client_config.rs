@@ -1,0 +1,238 @@
+//! The client configuration file: named registries with URL, key and the default flag.
+//! `niso.dev` is built in and is the default until another registry is marked default.
+
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+
+pub const BUILTIN_NAME: &str = "niso.dev";
+pub const BUILTIN_URL: &str = "https://registry.niso.dev";
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Name of the default registry; absent means `niso.dev`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    #[serde(default)]
+    pub registries: BTreeMap<String, RegistryEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryEntry {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// A registry chosen for one command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Configured name, or the URL itself when given as one.
+    pub name: String,
+    pub url: String,
+    pub key: Option<String>,
+}
+
+impl ClientConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text)
+                .with_context(|| format!("client configuration {} is not valid", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(e).with_context(|| format!("could not read {}", path.display())),
+        }
+    }
+
+    /// Writes the file atomically with mode 0600: it holds API keys.
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("could not create {}", dir.display()))?;
+        let text = toml::to_string_pretty(self).context("could not encode the configuration")?;
+        let tmp: PathBuf = path.with_extension("toml.tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("could not write {}", tmp.display()))?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("could not replace {}", path.display()))?;
+        Ok(())
+    }
+
+    pub fn default_name(&self) -> &str {
+        self.default.as_deref().unwrap_or(BUILTIN_NAME)
+    }
+
+    /// Every registry, the built-in one first, then by name.
+    pub fn all(&self) -> Vec<(String, RegistryEntry)> {
+        let mut out = vec![(
+            BUILTIN_NAME.to_owned(),
+            self.registries
+                .get(BUILTIN_NAME)
+                .cloned()
+                .unwrap_or(RegistryEntry {
+                    url: BUILTIN_URL.to_owned(),
+                    key: None,
+                }),
+        )];
+        out.extend(
+            self.registries
+                .iter()
+                .filter(|(n, _)| n.as_str() != BUILTIN_NAME)
+                .map(|(n, e)| (n.clone(), e.clone())),
+        );
+        out
+    }
+
+    /// Resolves `NAME|URL` (or the default when `None`). `env_key` overrides the stored key.
+    pub fn target(&self, which: Option<&str>, env_key: Option<&str>) -> anyhow::Result<Target> {
+        let which = which.unwrap_or_else(|| self.default_name());
+        let mut target = if is_url(which) {
+            let url = normalize_url(which);
+            let known = self
+                .all()
+                .into_iter()
+                .find(|(_, e)| normalize_url(&e.url) == url);
+            Target {
+                name: known
+                    .as_ref()
+                    .map(|(n, _)| n.clone())
+                    .unwrap_or_else(|| url.clone()),
+                key: known.and_then(|(_, e)| e.key),
+                url,
+            }
+        } else {
+            let Some((name, entry)) = self.all().into_iter().find(|(n, _)| n == which) else {
+                let names: Vec<String> = self.all().into_iter().map(|(n, _)| n).collect();
+                bail!(
+                    "no registry named `{which}` (configured: {}); add it with `niso registry add {which} URL`",
+                    names.join(", ")
+                );
+            };
+            Target {
+                name,
+                url: normalize_url(&entry.url),
+                key: entry.key,
+            }
+        };
+        if let Some(key) = env_key {
+            target.key = Some(key.to_owned());
+        }
+        Ok(target)
+    }
+
+    pub fn add(
+        &mut self,
+        name: &str,
+        url: &str,
+        key: Option<String>,
+        make_default: bool,
+    ) -> anyhow::Result<()> {
+        if name.is_empty() || name.chars().any(char::is_whitespace) || is_url(name) {
+            bail!("registry names must be non-empty, without spaces, and not URLs");
+        }
+        if !is_url(url) {
+            bail!("`{url}` is not an http:// or https:// URL");
+        }
+        self.registries.insert(
+            name.to_owned(),
+            RegistryEntry {
+                url: normalize_url(url),
+                key,
+            },
+        );
+        if make_default {
+            self.default = Some(name.to_owned());
+        }
+        Ok(())
+    }
+
+    pub fn remove(&mut self, name: &str) -> anyhow::Result<()> {
+        if self.registries.remove(name).is_none() {
+            if name == BUILTIN_NAME {
+                bail!("{BUILTIN_NAME} is built in and cannot be removed");
+            }
+            bail!("no registry named `{name}`");
+        }
+        if self.default.as_deref() == Some(name) {
+            self.default = None;
+        }
+        Ok(())
+    }
+}
+
+pub fn is_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+pub fn normalize_url(s: &str) -> String {
+    s.trim_end_matches('/').to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_is_default_until_another_is() {
+        let mut c = ClientConfig::default();
+        assert_eq!(c.target(None, None).unwrap().url, BUILTIN_URL);
+        c.add(
+            "private",
+            "https://registry.example.com/",
+            Some("k".into()),
+            false,
+        )
+        .unwrap();
+        assert_eq!(c.target(None, None).unwrap().name, "niso.dev");
+        c.add(
+            "private",
+            "https://registry.example.com",
+            Some("k".into()),
+            true,
+        )
+        .unwrap();
+        let t = c.target(None, None).unwrap();
+        assert_eq!((t.name.as_str(), t.key.as_deref()), ("private", Some("k")));
+        // A URL finds the key of the registry configured with that URL.
+        let t = c
+            .target(Some("https://registry.example.com/"), None)
+            .unwrap();
+        assert_eq!(t.key.as_deref(), Some("k"));
+        // NISO_KEY wins.
+        let t = c.target(Some("private"), Some("env")).unwrap();
+        assert_eq!(t.key.as_deref(), Some("env"));
+        assert!(c.target(Some("nope"), None).is_err());
+        c.remove("private").unwrap();
+        assert_eq!(c.default_name(), BUILTIN_NAME);
+    }
+
+    #[test]
+    fn saved_with_0600_and_reloaded() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("niso/config.toml");
+        let mut c = ClientConfig::default();
+        c.add("a", "http://127.0.0.1:5000", Some("key".into()), true)
+            .unwrap();
+        c.save(&path).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(ClientConfig::load(&path).unwrap(), c);
+    }
+}

@@ -1,0 +1,128 @@
+//! `niso registry gc | mirror | info`.
+
+use anyhow::Context as _;
+use niso_protocol::api::{GcRequest, MirrorRequest};
+
+use crate::{
+    client_config::ClientConfig, context::Context, registry_client::RegistryClient, units,
+};
+
+pub async fn gc(
+    ctx: &Context,
+    client: &RegistryClient,
+    keep: u32,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let report = client
+        .gc(&GcRequest {
+            keep_versions: keep,
+            dry_run,
+        })
+        .await?;
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let verb = if dry_run { "Would remove" } else { "Removed" };
+    println!(
+        "  {verb} {} version{} and {} blob{} ({})",
+        report.versions.len(),
+        plural(report.versions.len() as u64),
+        report.blobs,
+        plural(report.blobs),
+        units::size(report.blob_bytes)
+    );
+    for v in &report.versions {
+        println!(
+            "    {} {} ({})  {}",
+            v.name,
+            v.version,
+            v.arch,
+            units::size(v.size)
+        );
+    }
+    if report.blobs_in_grace > 0 {
+        println!(
+            "  Kept {} unreferenced blob{} younger than the grace period",
+            report.blobs_in_grace,
+            plural(report.blobs_in_grace)
+        );
+    }
+    if dry_run {
+        println!("  Nothing was removed (dry run).");
+    }
+    Ok(())
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+pub async fn mirror(ctx: &Context, from: &str, to: &str) -> anyhow::Result<()> {
+    let config = ClientConfig::load(&ctx.config_path)?;
+    let source = config.target(Some(from), None)?;
+    let target = config.target(Some(to), ctx.env_key.as_deref())?;
+    let client = RegistryClient::new(target.clone());
+    let report = client
+        .mirror(&MirrorRequest {
+            from: source.url.clone(),
+            key: source.key.clone(),
+        })
+        .await
+        .with_context(|| format!("mirroring {} into {} failed", source.name, target.name))?;
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "  Mirrored {} → {}: {} version{}, {} tag update{}, {} deletion{}",
+        source.name,
+        target.name,
+        report.versions,
+        plural(report.versions),
+        report.tags,
+        plural(report.tags),
+        report.deletions,
+        plural(report.deletions)
+    );
+    println!(
+        "  Fetched {} blob{} ({}); {} record{} already present",
+        report.blobs_fetched,
+        plural(report.blobs_fetched),
+        units::size(report.bytes_fetched),
+        report.skipped,
+        plural(report.skipped)
+    );
+    for r in &report.rejected {
+        println!("  Refused: {r}");
+    }
+    Ok(())
+}
+
+pub async fn info(ctx: &Context, client: &RegistryClient) -> anyhow::Result<()> {
+    let info = client.node_info().await?;
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(());
+    }
+    println!(
+        "  Registry   {} ({})",
+        client.target.name, client.target.url
+    );
+    println!("  Peer id    {}", info.peer_id);
+    println!("  Version    {}", info.version);
+    if info.p2p_addrs.is_empty() {
+        println!("  P2P        off");
+    } else {
+        for a in &info.p2p_addrs {
+            println!("  P2P        {a}");
+        }
+    }
+    println!(
+        "  Packages   {} ({} version{})",
+        info.packages,
+        info.versions,
+        plural(info.versions)
+    );
+    Ok(())
+}

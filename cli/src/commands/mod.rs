@@ -1,0 +1,77 @@
+//! One module per command group; [`run`] dispatches.
+
+mod admin;
+mod keys;
+mod pack;
+mod pull;
+mod push;
+mod registries;
+mod search;
+mod serve;
+mod tag;
+
+use clap::CommandFactory;
+
+use crate::{
+    cli::{Cli, Command, RegistryCommand},
+    client_config::ClientConfig,
+    context::Context,
+    registry_client::RegistryClient,
+};
+
+pub async fn run(cli: Cli, ctx: Context) -> anyhow::Result<()> {
+    let client = || -> anyhow::Result<RegistryClient> {
+        let config = ClientConfig::load(&ctx.config_path)?;
+        let target = config.target(ctx.registry.as_deref(), ctx.env_key.as_deref())?;
+        Ok(RegistryClient::new(target))
+    };
+    match cli.command {
+        Command::Login {
+            url,
+            key,
+            name,
+            default,
+        } => registries::login(&ctx, &url, &key, name.as_deref(), default).await,
+        Command::Pack { dir, output } => pack::run(&ctx, &dir, output),
+        Command::Push { file } => push::run(&ctx, &client()?, &file).await,
+        Command::Pull {
+            reference,
+            arch,
+            output,
+        } => pull::run(&ctx, &client()?, &reference, arch.as_deref(), output).await,
+        Command::Search { query, limit } => search::run(&ctx, &client()?, &query, limit).await,
+        Command::Tag { source, target } => tag::tag(&ctx, &client()?, &source, &target).await,
+        Command::Delete { reference, arch } => {
+            tag::delete(&ctx, &client()?, &reference, arch.as_deref()).await
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "niso", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Registry(cmd) => match cmd {
+            RegistryCommand::Serve(args) => serve::run(&ctx, &args).await,
+            RegistryCommand::Info => admin::info(&ctx, &client()?).await,
+            RegistryCommand::Add {
+                name,
+                url,
+                key,
+                default,
+            } => registries::add(&ctx, &name, &url, key, default),
+            RegistryCommand::List => registries::list(&ctx),
+            RegistryCommand::Remove { name } => registries::remove(&ctx, &name),
+            RegistryCommand::ListTags { name } => tag::list(&ctx, &client()?, &name).await,
+            RegistryCommand::CreateKey {
+                scopes,
+                name,
+                expires,
+            } => keys::create(&ctx, &client()?, &scopes, &name, expires.as_deref()).await,
+            RegistryCommand::ListKeys => keys::list(&ctx, &client()?).await,
+            RegistryCommand::RevokeKey { id } => keys::revoke(&ctx, &client()?, &id).await,
+            RegistryCommand::Gc {
+                keep_versions,
+                dry_run,
+            } => admin::gc(&ctx, &client()?, keep_versions, dry_run).await,
+            RegistryCommand::Mirror { from, to } => admin::mirror(&ctx, &from, &to).await,
+        },
+    }
+}

@@ -1,0 +1,204 @@
+//! `niso pull NAME[:REF]`: resolve, download (resuming a partial file), verify the digest, and
+//! keep the package in the local store.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use futures::StreamExt;
+use niso_protocol::{Arch, Digest, api::Resolved, reference::PackageRef};
+use tokio::io::AsyncWriteExt;
+
+use crate::{
+    context::Context,
+    exit::{Hinted, VerificationFailed},
+    local_store::{digest_of, package_path},
+    progress,
+    registry_client::{ClientError, RegistryClient},
+    units,
+};
+
+/// Resolves a reference for this machine: its own architecture, or `any`.
+pub async fn resolve(
+    client: &RegistryClient,
+    reference: &str,
+    arch: Option<&str>,
+) -> anyhow::Result<Resolved> {
+    let r: PackageRef = reference.parse()?;
+    let host = Arch::host();
+    let arch = arch.unwrap_or(host.as_str());
+    match client
+        .resolve(r.name.as_str(), r.selector.as_deref(), Some(arch))
+        .await
+    {
+        Ok(resolved) => Ok(resolved),
+        Err(e @ ClientError::Api { status: 404, .. }) => {
+            let suggestions = close_names(client, r.name.as_str()).await;
+            let err = if suggestions.is_empty() {
+                anyhow::Error::new(e)
+            } else {
+                anyhow::Error::new(Hinted {
+                    hint: format!("similar packages: {}", suggestions.join(", ")),
+                    source: e,
+                })
+            };
+            Err(err.context(format!("cannot pull {reference}")))
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot pull {reference}"))),
+    }
+}
+
+/// Names close to `name` among the packages the key can see, best first.
+async fn close_names(client: &RegistryClient, name: &str) -> Vec<String> {
+    let Ok(list) = client.list_packages(None).await else {
+        return Vec::new();
+    };
+    if list.packages.iter().any(|p| p.name == name) {
+        // The package exists; the reference is what failed, and the message lists options.
+        return Vec::new();
+    }
+    let mut scored: Vec<(f64, String)> = list
+        .packages
+        .into_iter()
+        .map(|p| (strsim::jaro_winkler(name, &p.name), p.name))
+        .filter(|(score, n)| *score > 0.8 || n.contains(name) || name.contains(n.as_str()))
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    scored.into_iter().take(5).map(|(_, n)| n).collect()
+}
+
+pub async fn run(
+    ctx: &Context,
+    client: &RegistryClient,
+    reference: &str,
+    arch: Option<&str>,
+    output: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let resolved = resolve(client, reference, arch).await?;
+    let path = fetch(ctx, client, &resolved).await?;
+    if let Some(out) = &output {
+        let dest = if out.is_dir() {
+            out.join(path.file_name().unwrap_or_default())
+        } else {
+            out.clone()
+        };
+        tokio::fs::copy(&path, &dest)
+            .await
+            .with_context(|| format!("could not copy the package to {}", dest.display()))?;
+    }
+    if ctx.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "name": resolved.name, "version": resolved.version, "arch": resolved.arch,
+                "digest": resolved.digest, "size": resolved.size, "path": path,
+            })
+        );
+    } else {
+        println!(
+            "  Pulled {} {} ({}) — {}",
+            resolved.name,
+            resolved.version,
+            resolved.arch,
+            units::size(resolved.size)
+        );
+        println!("  Saved to {}", path.display());
+    }
+    Ok(())
+}
+
+/// Makes sure the local store holds the verified package and returns its path.
+pub async fn fetch(
+    ctx: &Context,
+    client: &RegistryClient,
+    resolved: &Resolved,
+) -> anyhow::Result<PathBuf> {
+    let digest: Digest = resolved
+        .digest
+        .parse()
+        .context("the registry sent an invalid digest")?;
+    let dir = ctx.packages_dir();
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .with_context(|| format!("could not create {}", dir.display()))?;
+    let path = package_path(&dir, &resolved.name, &resolved.version, &resolved.arch);
+    let existing = path.clone();
+    if tokio::task::spawn_blocking(move || digest_of(&existing)).await?? == Some(digest) {
+        return Ok(path);
+    }
+    let part = path.with_extension("niso.part");
+    download(ctx, client, resolved, &part).await?;
+    let check = part.clone();
+    let got = tokio::task::spawn_blocking(move || digest_of(&check)).await??;
+    if got != Some(digest) {
+        let _ = tokio::fs::remove_file(&part).await;
+        bail!(VerificationFailed(format!(
+            "downloaded {} {} hashes to {} but the registry lists {digest}; nothing was kept, pull again",
+            resolved.name,
+            resolved.version,
+            got.map(|d| d.to_string()).unwrap_or_default()
+        )));
+    }
+    tokio::fs::rename(&part, &path).await?;
+    Ok(path)
+}
+
+/// Streams the blob into `part`, continuing a partial download when one is there.
+async fn download(
+    ctx: &Context,
+    client: &RegistryClient,
+    resolved: &Resolved,
+    part: &Path,
+) -> anyhow::Result<()> {
+    let mut have = tokio::fs::metadata(part)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0);
+    if have >= resolved.size {
+        have = 0;
+    }
+    let response = client
+        .download(&resolved.name, &resolved.digest, have)
+        .await
+        .with_context(|| format!("could not download {} {}", resolved.name, resolved.version))?;
+    let resumed = response.status() == reqwest::StatusCode::PARTIAL_CONTENT;
+    let mut file = if resumed {
+        tokio::fs::OpenOptions::new()
+            .append(true)
+            .open(part)
+            .await?
+    } else {
+        have = 0;
+        tokio::fs::File::create(part).await?
+    };
+    let mut file_buf = tokio::io::BufWriter::with_capacity(1 << 20, &mut file);
+    let bar = progress::bytes(
+        ctx.progress,
+        resolved.size,
+        &format!("{} {}", resolved.name, resolved.version),
+    );
+    bar.set_position(have);
+    let mut stream = response.bytes_stream();
+    let mut received = have;
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.context("the download was interrupted; run the same pull again to resume")?;
+        received += chunk.len() as u64;
+        if received > resolved.size {
+            bail!(VerificationFailed(
+                "the registry sent more bytes than the package's size".into()
+            ));
+        }
+        file_buf.write_all(&chunk).await?;
+        bar.inc(chunk.len() as u64);
+    }
+    file_buf.flush().await?;
+    file.sync_all().await?;
+    bar.finish_and_clear();
+    if received != resolved.size {
+        bail!(
+            "the download stopped at {received} of {} bytes; run the same pull again to resume",
+            resolved.size
+        );
+    }
+    Ok(())
+}

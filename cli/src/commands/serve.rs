@@ -1,0 +1,71 @@
+//! `niso registry serve`: run a node until interrupted.
+
+use std::io::Write;
+
+use anyhow::Context as _;
+use niso_node::{ADMIN_KEY_FILE, Node, NodeConfig};
+
+use crate::{cli::ServeArgs, context::Context};
+
+/// Builds the node's configuration: file (if any), then flags, then the default data dir.
+pub fn config(ctx: &Context, args: &ServeArgs) -> anyhow::Result<NodeConfig> {
+    let mut config = match &args.config {
+        Some(path) => NodeConfig::from_file(path)?,
+        None => NodeConfig::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if config.data_dir.as_os_str().is_empty() {
+        config.data_dir = ctx.default_registry_data();
+    }
+    if args.anonymous_pull {
+        config.anonymous_pull = true;
+    }
+    config.failpoints = ctx.failpoints.clone();
+    Ok(config)
+}
+
+pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
+    let config = config(ctx, args)?;
+    let data_dir = config.data_dir.clone();
+    let node = Node::open(config)
+        .await
+        .with_context(|| format!("could not start a registry in {}", data_dir.display()))?;
+    let listener = node.bind().await?;
+    let addr = listener.local_addr()?;
+    {
+        // The first line is the readiness signal scripts and tests wait for.
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "  niso registry listening on http://{addr}")?;
+        writeln!(out, "  Data directory: {}", data_dir.display())?;
+        let admin_key = data_dir.join(ADMIN_KEY_FILE);
+        if admin_key.exists() {
+            writeln!(
+                out,
+                "  Admin key: {} (log in with: niso login http://{addr} --key \"$(cat {})\")",
+                admin_key.display(),
+                admin_key.display()
+            )?;
+        }
+        out.flush()?;
+    }
+    node.serve(listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,66 @@
+//! Exit codes and hints for failures, chosen from the error's chain.
+
+use crate::registry_client::ClientError;
+
+pub const FAILURE: u8 = 1;
+pub const AUTH: u8 = 3;
+pub const NOT_FOUND: u8 = 4;
+pub const CONFLICT: u8 = 5;
+pub const UNREACHABLE: u8 = 6;
+pub const VERIFICATION: u8 = 7;
+
+/// A downloaded or uploaded package did not match what it claimed to be.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct VerificationFailed(pub String);
+
+/// A registry error with a suggestion for the user (shown as `niso: hint:`).
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct Hinted {
+    pub hint: String,
+    #[source]
+    pub source: ClientError,
+}
+
+fn client_error(err: &anyhow::Error) -> Option<&ClientError> {
+    err.chain().find_map(|e| e.downcast_ref::<ClientError>())
+}
+
+pub fn code(err: &anyhow::Error) -> u8 {
+    if err.chain().any(|e| e.is::<VerificationFailed>()) {
+        return VERIFICATION;
+    }
+    match client_error(err) {
+        Some(ClientError::Unreachable { .. }) => UNREACHABLE,
+        Some(e) => match (e.status(), e.code()) {
+            (Some(401 | 403), _) => AUTH,
+            (Some(404), _) => NOT_FOUND,
+            (Some(409), _) => CONFLICT,
+            (Some(400), Some("digest_mismatch" | "invalid_archive")) => VERIFICATION,
+            _ => FAILURE,
+        },
+        None => FAILURE,
+    }
+}
+
+/// What to try next, when there is something useful to say.
+pub fn hint(err: &anyhow::Error) -> Option<String> {
+    if let Some(h) = err.chain().find_map(|e| e.downcast_ref::<Hinted>()) {
+        return Some(h.hint.clone());
+    }
+    let e = client_error(err)?;
+    match (e.status(), e) {
+        (None, ClientError::Unreachable { url, .. }) => Some(format!(
+            "is the registry running? Start one with `niso registry serve`, or pick another with --registry (tried {url})"
+        )),
+        (Some(401), _) => Some(
+            "log in with `niso login URL --key KEY`, or set NISO_KEY for this command".to_owned(),
+        ),
+        (Some(403), _) => Some(
+            "ask the registry's admin for a key with that scope: `niso registry create-key --scope ...`"
+                .to_owned(),
+        ),
+        _ => None,
+    }
+}

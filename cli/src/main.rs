@@ -1,0 +1,109 @@
+//! `niso`: the registry client, and the registry node behind `niso registry serve`.
+//!
+//! This is the only place that reads the environment: it builds a [`context::Context`] and
+//! hands it down.
+
+mod cli;
+mod client_config;
+mod commands;
+mod context;
+mod exit;
+mod local_store;
+mod progress;
+mod registry_client;
+mod table;
+mod units;
+
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
+
+use clap::Parser;
+
+use crate::{
+    cli::{Cli, Command, RegistryCommand},
+    context::Context,
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let serving = matches!(cli.command, Command::Registry(RegistryCommand::Serve(_)));
+    init_tracing(cli.global.verbose, serving);
+    let ctx = context_from_env(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("niso: error: could not start the async runtime: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    match runtime.block_on(commands::run(cli, ctx)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("niso: error: {}", one_line(&err));
+            if let Some(hint) = exit::hint(&err) {
+                eprintln!("niso: hint: {hint}");
+            }
+            ExitCode::from(exit::code(&err))
+        }
+    }
+}
+
+/// `context: cause: cause`, skipping causes whose text repeats the line so far.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+fn init_tracing(verbose: u8, serving: bool) {
+    let default = match (verbose, serving) {
+        (0, false) => "warn",
+        (0, true) | (1, _) => "info",
+        _ => "debug",
+    };
+    let filter = std::env::var("NISO_LOG").unwrap_or_else(|_| default.to_owned());
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+fn context_from_env(cli: &Cli) -> Context {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let home = var("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let config_home = var("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".config"));
+    let data_home = var("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".local/share"));
+    Context {
+        config_path: config_home.join("niso/config.toml"),
+        data_home: data_home.join("niso"),
+        registry: cli.global.registry.clone().or_else(|| var("NISO_REGISTRY")),
+        env_key: var("NISO_KEY"),
+        json: cli.global.json,
+        progress: std::io::stderr().is_terminal() && !cli.global.json,
+        failpoints: var("NISO_FAILPOINTS")
+            .map(|v| v.split(',').map(str::to_owned).collect())
+            .unwrap_or_default(),
+    }
+}

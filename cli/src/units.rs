@@ -1,0 +1,76 @@
+//! Human units: sizes like `8.2 MB`, dates like `2026-04-12`, and expiry specs like `30d`.
+
+use anyhow::{Context as _, bail};
+
+/// Decimal units, one decimal place, as `8.2 MB`.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
+    if bytes < 1000 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1000.0;
+    let mut unit = 0;
+    while value >= 999.95 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// `YYYY-MM-DD` in UTC.
+pub fn date(ms: u64) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map(|t| t.strftime("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+/// `30d`, `12h`, `2w`, `45m` from now, or a date `2027-01-31` (midnight UTC), as epoch ms.
+pub fn expiry(spec: &str, now_ms: u64) -> anyhow::Result<u64> {
+    let spec = spec.trim();
+    if let Some(unit) = spec.chars().last().filter(char::is_ascii_alphabetic) {
+        let number = &spec[..spec.len() - 1];
+        if let Ok(n) = number.parse::<u64>() {
+            let secs = match unit {
+                'm' => 60,
+                'h' => 3600,
+                'd' => 86_400,
+                'w' => 7 * 86_400,
+                _ => bail!("unknown unit `{unit}` in `{spec}`; use m, h, d or w"),
+            };
+            return Ok(now_ms.saturating_add(n.saturating_mul(secs).saturating_mul(1000)));
+        }
+    }
+    let date: jiff::civil::Date = spec.parse().with_context(|| {
+        format!("`{spec}` is neither a duration like 30d nor a date like 2027-01-31")
+    })?;
+    let ts = date
+        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .context("date out of range")?
+        .timestamp();
+    u64::try_from(ts.as_millisecond()).context("date before 1970")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(999), "999 B");
+        assert_eq!(size(8_200_000), "8.2 MB");
+        assert_eq!(size(1_073_741_824), "1.1 GB");
+        assert_eq!(size(999_960), "1.0 MB");
+    }
+
+    #[test]
+    fn dates_and_expiry() {
+        assert_eq!(date(1_776_000_000_000), "2026-04-12");
+        assert_eq!(expiry("2d", 1000).unwrap(), 1000 + 2 * 86_400_000);
+        assert_eq!(expiry("1970-01-02", 0).unwrap(), 86_400_000);
+        assert!(expiry("soon", 0).is_err());
+        assert!(expiry("3y", 0).is_err());
+    }
+}
