@@ -90,6 +90,12 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// Show a package's versions, architectures and tags.
+    #[command(after_help = "Example:\n  niso show my-api")]
+    Show {
+        /// Package name.
+        name: String,
+    },
     /// Point a tag at a version: `niso tag SOURCE TARGET`.
     #[command(after_help = "Example:\n  niso tag my-api:1.0.0 my-api:stable")]
     Tag {

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use niso_protocol::api::{
     CreateKey, CreatedKey, ErrorBody, GcReport, GcRequest, KeyList, MirrorReport, MirrorRequest,
-    NodeInfo, PackageList, Published, Resolved, SetTag, TagInfo, TagList, UploadStatus, WhoAmI,
+    NodeInfo, PackageDetail, PackageList, Published, Resolved, SetTag, TagInfo, TagList,
+    UploadStatus, WhoAmI,
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::{Serialize, de::DeserializeOwned};
@@ -152,6 +153,10 @@ impl RegistryClient {
             rb = rb.query(&[("cursor", c)]);
         }
         self.json(rb).await
+    }
+
+    pub async fn package(&self, name: &str) -> Result<PackageDetail, ClientError> {
+        self.get(&format!("/v1/packages/{name}")).await
     }
 
     pub async fn resolve(

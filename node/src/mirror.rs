@@ -138,7 +138,7 @@ async fn mirror_record(
                         return Ok(());
                     }
                     _pin = Some(store_blob(&state.store, file, m.digest).await?);
-                    state.failpoints.hit("mirror-blob-committed").await;
+                    state.failpoints.hit("mirror-blob-committed", 0).await;
                     report.blobs_fetched += 1;
                     report.bytes_fetched += size;
                 }

@@ -144,9 +144,10 @@ impl Node {
         })?;
         let secret = identity::load_or_create(&data_dir)?;
         let peer_id = peer_id(&secret.origin());
-        let store = Store::open(&data_dir, secret)?;
+        let failpoints = Failpoints::new(&config.failpoints);
+        let store = Store::open(&data_dir, secret, failpoints.clone())?;
         let state = Arc::new(NodeState {
-            failpoints: Failpoints::new(&config.failpoints),
+            failpoints,
             config,
             store,
             metrics: Metrics::default(),

@@ -40,6 +40,7 @@ pub async fn run(cli: Cli, ctx: Context) -> anyhow::Result<()> {
             output,
         } => pull::run(&ctx, &client()?, &reference, arch.as_deref(), output).await,
         Command::Search { query, limit } => search::run(&ctx, &client()?, &query, limit).await,
+        Command::Show { name } => search::show(&ctx, &client()?, &name).await,
         Command::Tag { source, target } => tag::tag(&ctx, &client()?, &source, &target).await,
         Command::Delete { reference, arch } => {
             tag::delete(&ctx, &client()?, &reference, arch.as_deref()).await

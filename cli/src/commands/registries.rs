@@ -54,14 +54,14 @@ pub async fn login(
         let who = me.name.unwrap_or_default();
         let id = me.key_id.unwrap_or_default();
         println!("  Logged in to {url} as {who} ({id})");
-        println!(
-            "  Saved as registry `{name}`{}",
-            if config.default_name() == name {
-                " (default)"
-            } else {
-                ""
-            }
-        );
+        if config.default_name() == name {
+            println!("  Saved as registry `{name}` (default)");
+        } else {
+            println!(
+                "  Saved as registry `{name}`; the default is still `{}` (use --registry {name}, or log in again with --default)",
+                config.default_name()
+            );
+        }
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
-//! `niso search WORDS`: matching packages as `NAME  LATEST  DESCRIPTION`.
+//! `niso search WORDS` (matching packages as `NAME  LATEST  DESCRIPTION`) and `niso show NAME`.
 
-use crate::{context::Context, registry_client::RegistryClient, table};
+use crate::{context::Context, registry_client::RegistryClient, table, units};
 
 pub async fn run(
     ctx: &Context,
@@ -30,5 +30,39 @@ pub async fn run(
         })
         .collect();
     print!("{}", table::render(&rows));
+    Ok(())
+}
+
+pub async fn show(ctx: &Context, client: &RegistryClient, name: &str) -> anyhow::Result<()> {
+    let name: niso_protocol::PackageName = name.parse()?;
+    let detail = client.package(name.as_str()).await?;
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&detail)?);
+        return Ok(());
+    }
+    println!("  {} — {}", detail.name, detail.description);
+    let mut rows = vec![vec![
+        "VERSION".to_owned(),
+        "ARCH".to_owned(),
+        "SIZE".to_owned(),
+        "PUBLISHED".to_owned(),
+    ]];
+    rows.extend(detail.versions.iter().map(|v| {
+        vec![
+            v.version.clone(),
+            v.arch.clone(),
+            units::size(v.size),
+            units::date(v.published_ms),
+        ]
+    }));
+    print!("{}", table::render(&rows));
+    let tags: Vec<String> = detail
+        .tags
+        .iter()
+        .map(|t| format!("{} → {}", t.tag, t.version))
+        .collect();
+    if !tags.is_empty() {
+        println!("  Tags: {}", tags.join(", "));
+    }
     Ok(())
 }

@@ -30,7 +30,7 @@ use crate::{
     clock::now_ms,
     ingest::{VerifyError, store_blob, verify_file},
     node::UploadLease,
-    store::{LocalChange, UploadEntry},
+    store::{ChangeError, LocalChange, UploadEntry},
 };
 
 /// Header carrying the byte offset of an upload.
@@ -201,6 +201,7 @@ pub async fn append(
                     return Err(too_large(max));
                 }
                 file.write_all(&bytes).await?;
+                state.failpoints.hit("upload-bytes", written).await;
             }
             Err(e) => {
                 interrupted = Some(e);
@@ -281,20 +282,44 @@ pub async fn finish(
         size: verified.size,
         created: true,
     };
-    // The same bytes already published: succeed without a new record, like a repeated PUT.
-    if let Some(existing) = state
+    // Answer what can be answered before the blob is stored, so a refused push leaves no
+    // orphan behind. The writer checks again under its lock.
+    let existing = state
         .store
-        .version(meta.name.as_str(), &meta.version, &meta.arch)?
-        && existing.digest == *verified.digest.as_bytes()
-    {
+        .version(meta.name.as_str(), &meta.version, &meta.arch)?;
+    let refusal = match &existing {
+        Some(e) if e.digest == *verified.digest.as_bytes() => None,
+        Some(e) => Some(ChangeError::Conflict {
+            name: published.name.clone(),
+            version: published.version.clone(),
+            arch: published.arch.clone(),
+            existing: Digest::from_bytes(e.digest).to_string(),
+        }),
+        None if state
+            .store
+            .is_deleted(meta.name.as_str(), &meta.version, &meta.arch)? =>
+        {
+            Some(ChangeError::Deleted {
+                name: published.name.clone(),
+                version: published.version.clone(),
+                arch: published.arch.clone(),
+            })
+        }
+        None => None,
+    };
+    if existing.is_some() || refusal.is_some() {
         drop(lease);
         state.store.remove_upload(id).await?;
+        if let Some(refusal) = refusal {
+            return Err(refusal.into());
+        }
+        // The same bytes already published: succeed without a new record.
         published.created = false;
         return Ok((StatusCode::OK, Json(published)).into_response());
     }
-    state.failpoints.hit("push-before-blob").await;
+    state.failpoints.hit("push-before-blob", 0).await;
     let _pin = store_blob(&state.store, path, verified.digest).await?;
-    state.failpoints.hit("push-blob-committed").await;
+    state.failpoints.hit("push-blob-committed", 0).await;
     let change = LocalChange::Publish(ManifestBody {
         name: meta.name.clone(),
         version: meta.version.clone(),

@@ -81,7 +81,7 @@ impl Store {
             })
             .await?;
         outcome.versions = removed;
-        failpoints.hit("gc-versions-removed").await;
+        failpoints.hit("gc-versions-removed", 0).await;
         let live = self.live_digests()?;
         self.sweep(&live, grace, false, &mut outcome)?;
         Ok(outcome)

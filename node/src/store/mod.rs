@@ -29,6 +29,7 @@ pub use error::{ChangeError, StoreError};
 pub use gc::GcOutcome;
 pub use search::SearchHit;
 
+use crate::failpoint::Failpoints;
 use error::db;
 use writer::Writer;
 
@@ -54,14 +55,18 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens (or creates) the store in `data_dir`.
-    pub fn open(data_dir: &Path, secret: NodeSecret) -> Result<Self, StoreError> {
+    pub fn open(
+        data_dir: &Path,
+        secret: NodeSecret,
+        failpoints: Failpoints,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir)?;
         let uploads_dir = data_dir.join("uploads");
         std::fs::create_dir_all(&uploads_dir)?;
         let db = Database::create(data_dir.join(DB_FILE)).map_err(db)?;
         create_tables(&db)?;
         let db = Arc::new(db);
-        let writer = Writer::spawn(db.clone())?;
+        let writer = Writer::spawn(db.clone(), failpoints)?;
         Ok(Self {
             db,
             writer,

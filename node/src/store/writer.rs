@@ -11,6 +11,7 @@ use redb::{Database, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::{StoreError, db};
+use crate::failpoint::Failpoints;
 
 /// How many queued jobs one transaction takes at most.
 const MAX_BATCH: usize = 256;
@@ -35,11 +36,11 @@ impl std::fmt::Debug for Writer {
 
 impl Writer {
     /// Starts the writer thread. It stops when every handle is dropped.
-    pub fn spawn(database: Arc<Database>) -> std::io::Result<Self> {
+    pub fn spawn(database: Arc<Database>, failpoints: Failpoints) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
         thread::Builder::new()
             .name("niso-db-writer".into())
-            .spawn(move || run(&database, rx))?;
+            .spawn(move || run(&database, rx, &failpoints))?;
         Ok(Self { tx })
     }
 
@@ -95,8 +96,9 @@ impl std::error::Error for SharedError {
     }
 }
 
-fn run(database: &Database, mut rx: mpsc::Receiver<Job>) {
+fn run(database: &Database, mut rx: mpsc::Receiver<Job>, failpoints: &Failpoints) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut batches: u64 = 0;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -106,7 +108,10 @@ fn run(database: &Database, mut rx: mpsc::Receiver<Job>) {
             }
         }
         let size = batch.len();
-        let (finishes, commit) = run_batch(database, batch.drain(..));
+        batches += 1;
+        let (finishes, commit) = run_batch(database, batch.drain(..), || {
+            failpoints.hit_blocking("db-commit", batches);
+        });
         if let Err(e) = &commit {
             tracing::error!(error = %e, jobs = size, "database commit failed");
         }
@@ -119,6 +124,7 @@ fn run(database: &Database, mut rx: mpsc::Receiver<Job>) {
 fn run_batch(
     database: &Database,
     jobs: impl Iterator<Item = Job>,
+    before_commit: impl FnOnce(),
 ) -> (Vec<Finish>, Result<(), Arc<StoreError>>) {
     let mut txn = match database.begin_write() {
         Ok(t) => t,
@@ -151,7 +157,10 @@ fn run_batch(
     let commit = match broken {
         // Dropping the transaction aborts it: nothing of this batch becomes visible.
         Some(e) => Err(Arc::new(e)),
-        None => txn.commit().map_err(|e| Arc::new(db(e))),
+        None => {
+            before_commit();
+            txn.commit().map_err(|e| Arc::new(db(e)))
+        }
     };
     (finishes, commit)
 }

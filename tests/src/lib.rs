@@ -1,0 +1,233 @@
+//! Harness for end-to-end tests: build and locate the real `niso` binary, give each test its
+//! own HOME, start registry nodes on free ports and wait for their readiness line.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test harness: failures are test failures"
+)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{OnceLock, mpsc},
+    time::Duration,
+};
+
+/// How long a node may take to print its listening line.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The `niso` binary, built on first use with the same profile as the tests.
+pub fn niso_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(path) = std::env::var_os("NISO_BIN") {
+            return PathBuf::from(path);
+        }
+        escargot::CargoBuild::new()
+            .package("niso-cli")
+            .bin("niso")
+            .current_release()
+            .run()
+            .expect("building the niso binary")
+            .path()
+            .to_owned()
+    })
+}
+
+/// An isolated user: its own HOME, config and data dirs.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `niso ARGS…` as this user, with no NISO_* variables inherited.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(niso_bin());
+        c.current_dir(self.path())
+            .env("HOME", self.path())
+            .env("XDG_CONFIG_HOME", self.path().join("config"))
+            .env("XDG_DATA_HOME", self.path().join("data"))
+            .env_remove("NISO_REGISTRY")
+            .env_remove("NISO_KEY")
+            .env_remove("NISO_LOG")
+            .env_remove("NISO_FAILPOINTS");
+        c
+    }
+
+    /// Runs `niso ARGS…` and returns its output without judging it.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().unwrap()
+    }
+
+    /// Runs `niso ARGS…`, asserts success and returns stdout.
+    #[track_caller]
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "niso {} failed ({}):\nstdout: {}\nstderr: {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs `niso ARGS…`, asserts it fails with `code` and returns stderr.
+    #[track_caller]
+    pub fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "niso {}:\nstdout: {}\nstderr: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+}
+
+/// A `niso registry serve` process.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    stderr_lines: mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// Starts a node on a free port with `data_dir`, extra flags and environment.
+    pub fn start(sandbox: &Sandbox, data_dir: &Path, flags: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut cmd = sandbox.command();
+        cmd.args(["registry", "serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(flags)
+            .env("NISO_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(url) = line.trim().strip_prefix("niso registry listening on ") {
+                    let _ = ready_tx.send(url.to_owned());
+                }
+            }
+        });
+        let (line_tx, stderr_lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let url = match ready_rx.recv_timeout(READY_TIMEOUT) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                let log: Vec<String> = stderr_lines.try_iter().collect();
+                panic!("node did not become ready:\n{}", log.join("\n"));
+            }
+        };
+        Self {
+            child,
+            url,
+            data_dir: data_dir.to_owned(),
+            stderr_lines,
+        }
+    }
+
+    pub fn admin_key(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin.key"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// Waits until the node logs a line containing `needle` (a failpoint, say).
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Result<String, Vec<String>> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.stderr_lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Ok(line),
+                Ok(line) => seen.push(line),
+                Err(_) => return Err(seen),
+            }
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait: the graceful path.
+    pub fn stop(mut self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes a package directory with `niso.toml` and one executable, ready for `niso pack`.
+pub fn package_dir(
+    root: &Path,
+    name: &str,
+    version: &str,
+    arch: &str,
+    description: &str,
+    payload: &[u8],
+) -> PathBuf {
+    let dir = root.join(format!("src-{name}-{version}-{arch}"));
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    std::fs::write(
+        dir.join("niso.toml"),
+        format!("name = \"{name}\"\nversion = \"{version}\"\narch = \"{arch}\"\ndescription = \"{description}\"\nbin = [\"bin/{name}\"]\n"),
+    )
+    .unwrap();
+    let script = dir.join(format!("bin/{name}"));
+    std::fs::write(&script, format!("#!/bin/sh\necho {name} {version}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.join("payload.bin"), payload).unwrap();
+    dir
+}
