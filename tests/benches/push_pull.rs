@@ -5,7 +5,12 @@
 //! 1024). Prints throughput, the pull/raw-copy ratio (target ≥ 0.5) and the node's peak RSS
 //! (target < 100 MiB).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, reason = "benchmark program")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "benchmark program"
+)]
 
 use std::{
     io::{Read, Write},
@@ -48,7 +53,10 @@ fn raw_copy(from: &Path, to: &Path) -> f64 {
 }
 
 fn main() {
-    let mib: u64 = std::env::var("NISO_BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
+    let mib: u64 = std::env::var("NISO_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
     let seed = 0xbe9c_0001_u64;
     let user = Sandbox::new();
     println!("push/pull benchmark: {mib} MiB incompressible payload, seed {seed:#x}");
@@ -56,7 +64,11 @@ fn main() {
     // A package directory with one large file, packed by the real client.
     let dir = user.path().join("pkg");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("niso.toml"), "name = \"bench\"\nversion = \"1.0.0\"\narch = \"any\"\n").unwrap();
+    std::fs::write(
+        dir.join("niso.toml"),
+        "name = \"bench\"\nversion = \"1.0.0\"\narch = \"any\"\n",
+    )
+    .unwrap();
     {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("payload")).unwrap());
@@ -77,7 +89,12 @@ fn main() {
     std::fs::remove_file(user.path().join("raw.copy")).unwrap();
     std::fs::remove_file(user.path().join("warm.copy")).unwrap();
 
-    let node = Server::start(&user, &user.path().join("node"), &[], &[("NISO_LOG", "warn")]);
+    let node = Server::start(
+        &user,
+        &user.path().join("node"),
+        &[],
+        &[("NISO_LOG", "warn")],
+    );
     user.ok(&["login", &node.url, "--key", &node.admin_key()]);
 
     let start = Instant::now();
@@ -94,12 +111,25 @@ fn main() {
     let pull = mib_per_sec(size, pull_secs);
     let ratio = pull / raw;
     println!();
-    println!("  package size         {:>10.1} MiB", size as f64 / 1048576.0);
+    println!(
+        "  package size         {:>10.1} MiB",
+        size as f64 / 1048576.0
+    );
     println!("  raw copy (baseline)  {raw:>10.1} MiB/s");
-    println!("  push                 {push:>10.1} MiB/s   ({push_secs:.2} s, includes hashing and verification)");
-    println!("  pull                 {pull:>10.1} MiB/s   ({pull_secs:.2} s, includes digest check)");
-    println!("  pull / raw copy      {ratio:>10.2}        target >= 0.50  {}", verdict(ratio >= 0.5));
-    println!("  node peak RSS        {rss_mib:>10.1} MiB       target <  100   {}", verdict(rss_mib < 100.0));
+    println!(
+        "  push                 {push:>10.1} MiB/s   ({push_secs:.2} s, includes hashing and verification)"
+    );
+    println!(
+        "  pull                 {pull:>10.1} MiB/s   ({pull_secs:.2} s, includes digest check)"
+    );
+    println!(
+        "  pull / raw copy      {ratio:>10.2}        target >= 0.50  {}",
+        verdict(ratio >= 0.5)
+    );
+    println!(
+        "  node peak RSS        {rss_mib:>10.1} MiB       target <  100   {}",
+        verdict(rss_mib < 100.0)
+    );
     node.stop();
 }
 

@@ -1,6 +1,10 @@
 //! End-to-end tests: the real `niso` binary, real sockets, one test binary.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests: a failed unwrap is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed unwrap is a failed test"
+)]
 
 mod crash;
 mod walkthrough;

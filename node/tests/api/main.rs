@@ -1,6 +1,10 @@
 //! HTTP API tests: the node's router driven in-process, without sockets.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests: a failed unwrap is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed unwrap is a failed test"
+)]
 
 mod flows;
 mod hostile;
