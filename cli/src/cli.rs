@@ -50,11 +50,15 @@ pub enum Command {
     },
     /// Build a reproducible .niso package from a directory containing niso.toml.
     #[command(
-        after_help = "Example:\n  niso pack ./my-api          # writes ./my-api-1.0.0-x86_64.niso"
+        after_help = "Examples:\n  niso pack ./my-api          # writes ./my-api-1.0.0-x86_64.niso\n  niso pack --self            # this niso as the niso-registry package"
     )]
     Pack {
         /// Directory with niso.toml at its root.
-        dir: PathBuf,
+        #[arg(required_unless_present = "self_package")]
+        dir: Option<PathBuf>,
+        /// Package this niso binary as `niso-registry`, whose service runs `niso registry serve`.
+        #[arg(long = "self", conflicts_with = "dir")]
+        self_package: bool,
         /// Output file (default: NAME-VERSION-ARCH.niso in the current directory).
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -113,6 +117,53 @@ pub enum Command {
         #[arg(long)]
         arch: Option<String>,
     },
+    /// Download, verify and unpack a package without activating it.
+    #[command(after_help = "Example:\n  niso install my-api:1.0.0")]
+    Install {
+        /// NAME, NAME:TAG, NAME:VERSION or NAME:PREFIX.
+        reference: String,
+    },
+    /// Make a version the active one (installing it first if needed); runs its service.
+    #[command(
+        after_help = "Examples:\n  niso activate my-api:1.0.0\n  niso activate niso-registry"
+    )]
+    Activate {
+        reference: String,
+        /// Install the service as a system unit instead of a user unit.
+        #[arg(long)]
+        system: bool,
+    },
+    /// Stop a package's service and remove its executables from the bin directory.
+    #[command(after_help = "Example:\n  niso deactivate my-api")]
+    Deactivate { name: String },
+    /// Switch back to the previously active version.
+    #[command(after_help = "Example:\n  niso rollback my-api")]
+    Rollback { name: String },
+    /// Pull, install and activate in one step; with no name, upgrade everything installed.
+    #[command(
+        after_help = "Examples:\n  niso upgrade my-api\n  niso upgrade my-api:1.1.0\n  niso upgrade"
+    )]
+    Upgrade {
+        /// NAME or NAME:REF; the reference is remembered for later upgrades.
+        reference: Option<String>,
+        /// Install services as system units instead of user units.
+        #[arg(long)]
+        system: bool,
+    },
+    /// List installed packages and their active versions.
+    #[command(after_help = "Example:\n  niso list")]
+    List,
+    /// Remove installed versions (the active one only with --force).
+    #[command(after_help = "Examples:\n  niso remove my-api:1.0.0\n  niso remove my-api --force")]
+    Remove {
+        /// NAME (every version) or NAME:VERSION.
+        reference: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run package services.
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// Run and administer registries.
     #[command(subcommand)]
     Registry(RegistryCommand),
@@ -121,6 +172,13 @@ pub enum Command {
         after_help = "Example:\n  niso completions bash > ~/.local/share/bash-completion/completions/niso"
     )]
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Run the active version's service in the foreground, with its restart policy.
+    #[command(after_help = "Example:\n  niso service run niso-registry")]
+    Run { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,7 +267,7 @@ pub struct ServeArgs {
     /// Where to keep the database and blobs (default: $XDG_DATA_HOME/niso/registry).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// TOML configuration file; flags override it.
+    /// TOML configuration file; flags override it (default: $XDG_CONFIG_HOME/niso/registry.toml if present).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Let clients without a key pull and search.

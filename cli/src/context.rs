@@ -7,6 +7,10 @@ use std::path::PathBuf;
 pub struct Context {
     /// The client configuration file, `$XDG_CONFIG_HOME/niso/config.toml`.
     pub config_path: PathBuf,
+    /// `$XDG_CONFIG_HOME` itself: systemd user units and the registry's config live under it.
+    pub config_home: PathBuf,
+    /// The directories of `PATH`, to tell users when the bin directory is missing from it.
+    pub path_dirs: Vec<PathBuf>,
     /// `$XDG_DATA_HOME/niso`: pulled packages and the default registry data dir live here.
     pub data_home: PathBuf,
     /// `--registry`, else `NISO_REGISTRY`.
@@ -16,7 +20,9 @@ pub struct Context {
     pub json: bool,
     /// Whether to draw progress bars (stderr is a terminal).
     pub progress: bool,
-    /// `NISO_FAILPOINTS`, for crash tests of `registry serve`.
+    /// Whether to use systemd for services when it runs (`NISO_NO_SYSTEMD` turns it off).
+    pub systemd: bool,
+    /// `NISO_FAILPOINTS`, for crash and fault tests.
     pub failpoints: Vec<String>,
 }
 
@@ -27,5 +33,10 @@ impl Context {
 
     pub fn default_registry_data(&self) -> PathBuf {
         self.data_home.join("registry")
+    }
+
+    /// The registry configuration `niso registry serve` reads when given no `--config`.
+    pub fn default_registry_config(&self) -> PathBuf {
+        self.config_home.join("niso/registry.toml")
     }
 }

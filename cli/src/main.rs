@@ -8,11 +8,15 @@ mod client_config;
 mod commands;
 mod context;
 mod exit;
+mod failpoints;
+mod installed;
 mod local_store;
 mod progress;
 mod registry_client;
+mod service;
 mod table;
 mod units;
+mod unpack;
 
 use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
 
@@ -39,7 +43,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(commands::run(cli, ctx)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("niso: error: {}", one_line(&err));
             if let Some(hint) = exit::hint(&err) {
@@ -97,10 +101,15 @@ fn context_from_env(cli: &Cli) -> Context {
         .unwrap_or_else(|| home.join(".local/share"));
     Context {
         config_path: config_home.join("niso/config.toml"),
+        path_dirs: std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect())
+            .unwrap_or_default(),
+        config_home,
         data_home: data_home.join("niso"),
         registry: cli.global.registry.clone().or_else(|| var("NISO_REGISTRY")),
         env_key: var("NISO_KEY"),
         json: cli.global.json,
+        systemd: var("NISO_NO_SYSTEMD").is_none(),
         progress: std::io::stderr().is_terminal() && !cli.global.json,
         failpoints: var("NISO_FAILPOINTS")
             .map(|v| v.split(',').map(str::to_owned).collect())

@@ -7,4 +7,5 @@
 )]
 
 mod crash;
+mod lifecycle;
 mod walkthrough;

@@ -68,7 +68,9 @@ impl Sandbox {
             .env_remove("NISO_REGISTRY")
             .env_remove("NISO_KEY")
             .env_remove("NISO_LOG")
-            .env_remove("NISO_FAILPOINTS");
+            .env_remove("NISO_FAILPOINTS")
+            // Tests run services in the foreground; they never touch the machine's systemd.
+            .env("NISO_NO_SYSTEMD", "1");
         c
     }
 
@@ -122,13 +124,20 @@ impl Server {
         let mut cmd = sandbox.command();
         cmd.args(["registry", "serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
-            .args(flags)
-            .env("NISO_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .args(flags);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Self::spawn(cmd, data_dir)
+    }
+
+    /// Runs `cmd` (anything that ends up running `niso registry serve`) and waits for the
+    /// node's listening line on its stdout.
+    pub fn spawn(mut cmd: Command, data_dir: &Path) -> Self {
+        if std::env::var_os("NISO_LOG").is_none() {
+            cmd.env("NISO_LOG", "info");
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
@@ -230,4 +239,18 @@ pub fn package_dir(
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(dir.join("payload.bin"), payload).unwrap();
     dir
+}
+
+/// `GET path` over plain HTTP/1.0 on `url` (`http://host:port`): status line and body.
+pub fn http_get(url: &str, path: &str) -> std::io::Result<(String, String)> {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    Ok((status, body.to_owned()))
 }

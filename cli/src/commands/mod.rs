@@ -2,6 +2,7 @@
 
 mod admin;
 mod keys;
+mod lifecycle;
 mod pack;
 mod pull;
 mod push;
@@ -13,13 +14,22 @@ mod tag;
 use clap::CommandFactory;
 
 use crate::{
-    cli::{Cli, Command, RegistryCommand},
+    cli::{Cli, Command, RegistryCommand, ServiceCommand},
     client_config::ClientConfig,
     context::Context,
     registry_client::RegistryClient,
 };
 
-pub async fn run(cli: Cli, ctx: Context) -> anyhow::Result<()> {
+/// Runs one command; returns the process exit code on success.
+pub async fn run(cli: Cli, ctx: Context) -> anyhow::Result<u8> {
+    if let Command::Service(ServiceCommand::Run { name }) = &cli.command {
+        let code = lifecycle::service_run(&ctx, name).await?;
+        return Ok(u8::try_from(code).unwrap_or(1));
+    }
+    run_command(cli, ctx).await.map(|()| 0)
+}
+
+async fn run_command(cli: Cli, ctx: Context) -> anyhow::Result<()> {
     let client = || -> anyhow::Result<RegistryClient> {
         let config = ClientConfig::load(&ctx.config_path)?;
         let target = config.target(ctx.registry.as_deref(), ctx.env_key.as_deref())?;
@@ -32,7 +42,26 @@ pub async fn run(cli: Cli, ctx: Context) -> anyhow::Result<()> {
             name,
             default,
         } => registries::login(&ctx, &url, &key, name.as_deref(), default).await,
-        Command::Pack { dir, output } => pack::run(&ctx, &dir, output),
+        Command::Pack {
+            dir,
+            self_package,
+            output,
+        } => match dir {
+            Some(dir) if !self_package => pack::run(&ctx, &dir, output),
+            _ => pack::pack_self(&ctx, output),
+        },
+        Command::Install { reference } => lifecycle::install(&ctx, &client()?, &reference).await,
+        Command::Activate { reference, system } => {
+            lifecycle::activate(&ctx, &client()?, &reference, system).await
+        }
+        Command::Deactivate { name } => lifecycle::deactivate(&ctx, &name),
+        Command::Rollback { name } => lifecycle::rollback(&ctx, &name),
+        Command::Upgrade { reference, system } => {
+            lifecycle::upgrade(&ctx, &client()?, reference.as_deref(), system).await
+        }
+        Command::List => lifecycle::list(&ctx),
+        Command::Remove { reference, force } => lifecycle::remove(&ctx, &reference, force),
+        Command::Service(ServiceCommand::Run { .. }) => unreachable!("handled in `run`"),
         Command::Push { file } => push::run(&ctx, &client()?, &file).await,
         Command::Pull {
             reference,

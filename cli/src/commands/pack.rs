@@ -155,3 +155,32 @@ fn walk(root: &Path) -> anyhow::Result<Vec<(String, Item)>> {
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
+
+/// `niso pack --self`: this very binary as `niso-registry-VERSION-ARCH.niso`, whose service
+/// runs `niso registry serve` (configured by `$XDG_CONFIG_HOME/niso/registry.toml`).
+pub fn pack_self(ctx: &Context, output: Option<PathBuf>) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("could not find the running niso binary")?;
+    let staging = tempfile::tempdir().context("could not create a staging directory")?;
+    let bin = staging.path().join("bin");
+    fs::create_dir_all(&bin)?;
+    fs::copy(&exe, bin.join("niso"))
+        .with_context(|| format!("could not copy {}", exe.display()))?;
+    fs::set_permissions(bin.join("niso"), fs::Permissions::from_mode(0o755))?;
+    let meta = format!(
+        r#"name = "niso-registry"
+version = "{version}"
+arch = "{arch}"
+description = "niso registry node"
+bin = ["bin/niso"]
+
+[service]
+command = "bin/niso"
+args = ["registry", "serve"]
+restart = "on-failure"
+"#,
+        version = env!("CARGO_PKG_VERSION"),
+        arch = niso_protocol::Arch::host(),
+    );
+    fs::write(staging.path().join(META_ENTRY), meta)?;
+    run(ctx, staging.path(), output)
+}

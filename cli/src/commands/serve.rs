@@ -9,8 +9,10 @@ use crate::{cli::ServeArgs, context::Context};
 
 /// Builds the node's configuration: file (if any), then flags, then the default data dir.
 pub fn config(ctx: &Context, args: &ServeArgs) -> anyhow::Result<NodeConfig> {
+    let default_file = ctx.default_registry_config();
     let mut config = match &args.config {
         Some(path) => NodeConfig::from_file(path)?,
+        None if default_file.is_file() => NodeConfig::from_file(&default_file)?,
         None => NodeConfig::default(),
     };
     if let Some(listen) = args.listen {

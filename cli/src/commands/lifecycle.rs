@@ -1,0 +1,552 @@
+//! The package lifecycle on this machine: install, activate, deactivate, rollback, upgrade,
+//! list, remove, and running a package's service in the foreground.
+//!
+//! Every step is verified and ordered so that a failure leaves the previously active version
+//! active and intact: a new version is unpacked beside the old ones and becomes active only by
+//! one atomic symlink swap, after every check has passed.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use niso_protocol::{PackageMeta, api::Resolved, archive::META_ENTRY, reference::PackageRef};
+
+use crate::{
+    commands::pull,
+    context::Context,
+    failpoints::Failpoints,
+    installed::{Installed, InstalledVersion, PackageState, swap_symlink},
+    registry_client::RegistryClient,
+    service, table,
+    unpack::unpack,
+};
+
+fn installed(ctx: &Context) -> Installed {
+    Installed::new(&ctx.data_home)
+}
+
+fn read_meta(dir: &Path) -> anyhow::Result<PackageMeta> {
+    let bytes = std::fs::read(dir.join(META_ENTRY))
+        .with_context(|| format!("{} is not an installed package", dir.display()))?;
+    Ok(PackageMeta::parse(&bytes)?)
+}
+
+/// Pulls (verified) and unpacks `resolved` unless that exact build is already installed.
+/// Returns whether anything was installed.
+async fn install_resolved(
+    ctx: &Context,
+    client: &RegistryClient,
+    resolved: &Resolved,
+) -> anyhow::Result<bool> {
+    let inst = installed(ctx);
+    let mut state = inst.state(&resolved.name)?;
+    if let Some(have) = state.installed.get(&resolved.version) {
+        if have.digest == resolved.digest {
+            return Ok(false);
+        }
+        bail!(
+            "{} {} is already installed from other bytes ({} {}); remove it first with `niso remove {}:{}`",
+            resolved.name,
+            resolved.version,
+            have.arch,
+            have.digest,
+            resolved.name,
+            resolved.version
+        );
+    }
+    let archive = pull::fetch(ctx, client, resolved).await?;
+    let dest = inst.version_dir(&resolved.name, &resolved.version);
+    let tmp = inst
+        .package_dir(&resolved.name)
+        .join(format!(".{}.installing", resolved.version));
+    std::fs::create_dir_all(inst.package_dir(&resolved.name))?;
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    if dest.exists() {
+        // Left by an install that crashed after its rename but before its state write.
+        std::fs::remove_dir_all(&dest)?;
+    }
+    let failpoints = Failpoints::new(&ctx.failpoints);
+    let check = (archive.clone(), tmp.clone());
+    let meta = tokio::task::spawn_blocking(move || unpack(&check.0, &check.1, &failpoints)).await?;
+    let meta = match meta {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e.context(format!(
+                "could not install {} {}",
+                resolved.name, resolved.version
+            )));
+        }
+    };
+    if meta.name.as_str() != resolved.name
+        || meta.version.to_string() != resolved.version
+        || meta.arch.as_str() != resolved.arch
+    {
+        let _ = std::fs::remove_dir_all(&tmp);
+        bail!(crate::exit::VerificationFailed(format!(
+            "the archive is {} {} ({}), not the {} {} ({}) the registry listed",
+            meta.name, meta.version, meta.arch, resolved.name, resolved.version, resolved.arch
+        )));
+    }
+    std::fs::rename(&tmp, &dest)?;
+    state.installed.insert(
+        resolved.version.clone(),
+        InstalledVersion {
+            arch: resolved.arch.clone(),
+            digest: resolved.digest.clone(),
+        },
+    );
+    inst.save_state(&resolved.name, &state)?;
+    Ok(true)
+}
+
+/// Where the executables a package declares will be linked, and where each link points.
+fn bin_links(inst: &Installed, name: &str, meta: &PackageMeta) -> Vec<(PathBuf, PathBuf)> {
+    meta.bin
+        .iter()
+        .map(|path| {
+            let exe = Path::new(path)
+                .file_name()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(path));
+            let target = Path::new("..")
+                .join("pkgs")
+                .join(name)
+                .join("current")
+                .join(path);
+            (inst.bin.join(exe), target)
+        })
+        .collect()
+}
+
+/// Links in the bin dir that point into `name`'s current version.
+fn owned_links(inst: &Installed, name: &str) -> anyhow::Result<Vec<PathBuf>> {
+    let prefix = Path::new("..").join("pkgs").join(name).join("current");
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(&inst.bin) else {
+        return Ok(out);
+    };
+    for e in entries {
+        let e = e?;
+        if let Ok(target) = std::fs::read_link(e.path())
+            && target.starts_with(&prefix)
+        {
+            out.push(e.path());
+        }
+    }
+    Ok(out)
+}
+
+/// Makes `version` the active one: checks, then one atomic swap of `current`, then the bin
+/// links and the service.
+fn activate_installed(
+    ctx: &Context,
+    name: &str,
+    version: &str,
+    system: bool,
+) -> anyhow::Result<()> {
+    let inst = installed(ctx);
+    let mut state = inst.state(name)?;
+    if !state.installed.contains_key(version) {
+        bail!("{name} {version} is not installed");
+    }
+    let dir = inst.version_dir(name, version);
+    let meta = read_meta(&dir)?;
+    let links = bin_links(&inst, name, &meta);
+    for (link, target) in &links {
+        if !dir
+            .join(
+                target
+                    .strip_prefix(Path::new("..").join("pkgs").join(name).join("current"))
+                    .unwrap_or(target),
+            )
+            .exists()
+        {
+            bail!(
+                "{name} {version} declares executable {} but does not contain it",
+                target.display()
+            );
+        }
+        if let Ok(existing) = std::fs::read_link(link) {
+            let ours = existing.starts_with(Path::new("..").join("pkgs").join(name));
+            if !ours {
+                bail!(
+                    "{} already belongs to another package ({})",
+                    link.display(),
+                    existing.display()
+                );
+            }
+        }
+    }
+    std::fs::create_dir_all(&inst.bin)?;
+    swap_symlink(Path::new(version), &inst.current_link(name))?;
+    let wanted: Vec<&PathBuf> = links.iter().map(|(l, _)| l).collect();
+    for stale in owned_links(&inst, name)? {
+        if !wanted.contains(&&stale) {
+            std::fs::remove_file(stale)?;
+        }
+    }
+    for (link, target) in &links {
+        swap_symlink(target, link)?;
+    }
+    if state.active.as_deref() != Some(version) {
+        state.previous = state.active.take();
+        state.active = Some(version.to_owned());
+    }
+    state.system_service = system;
+    inst.save_state(name, &state)?;
+    if let Some(spec) = &meta.service {
+        if ctx.systemd && service::systemd_available() {
+            let unit = service::unit_text(name, &meta.description, spec, &inst.current_link(name));
+            service::install_and_start(
+                &service::unit_dir(system, &ctx.config_home),
+                name,
+                &unit,
+                system,
+            )?;
+            report(
+                ctx,
+                &format!(
+                    "Service {} is running under systemd",
+                    service::unit_name(name)
+                ),
+            );
+        } else {
+            report(
+                ctx,
+                &format!(
+                    "systemd is not running here; run the service in the foreground with `niso service run {name}`"
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn report(ctx: &Context, line: &str) {
+    if !ctx.json {
+        println!("  {line}");
+    }
+}
+
+/// Resolves `reference` against the registry, or finds it installed locally when it names an
+/// exact installed version.
+async fn resolve_for_install(
+    ctx: &Context,
+    client: &RegistryClient,
+    reference: &PackageRef,
+) -> anyhow::Result<Option<Resolved>> {
+    if let Some(sel) = &reference.selector {
+        let state = installed(ctx).state(reference.name.as_str())?;
+        if state.installed.contains_key(sel) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(
+        pull::resolve(client, &reference.to_string(), None).await?,
+    ))
+}
+
+pub async fn install(
+    ctx: &Context,
+    client: &RegistryClient,
+    reference: &str,
+) -> anyhow::Result<()> {
+    let r: PackageRef = reference.parse()?;
+    let Some(resolved) = resolve_for_install(ctx, client, &r).await? else {
+        report(ctx, &format!("{reference} is already installed"));
+        return Ok(());
+    };
+    let fresh = install_resolved(ctx, client, &resolved).await?;
+    let verb = if fresh {
+        "Installed"
+    } else {
+        "Already installed"
+    };
+    report(
+        ctx,
+        &format!(
+            "{verb} {} {} ({})",
+            resolved.name, resolved.version, resolved.arch
+        ),
+    );
+    Ok(())
+}
+
+pub async fn activate(
+    ctx: &Context,
+    client: &RegistryClient,
+    reference: &str,
+    system: bool,
+) -> anyhow::Result<()> {
+    let r: PackageRef = reference.parse()?;
+    let version = match resolve_for_install(ctx, client, &r).await? {
+        None => r.selector.clone().unwrap_or_default(),
+        Some(resolved) => {
+            install_resolved(ctx, client, &resolved).await?;
+            let inst = installed(ctx);
+            let mut state = inst.state(r.name.as_str())?;
+            state.registry = Some(client.target.name.clone());
+            inst.save_state(r.name.as_str(), &state)?;
+            resolved.version
+        }
+    };
+    activate_installed(ctx, r.name.as_str(), &version, system)?;
+    report(ctx, &format!("Activated {} {version}", r.name));
+    bin_path_hint(ctx);
+    Ok(())
+}
+
+fn bin_path_hint(ctx: &Context) {
+    let bin = installed(ctx).bin;
+    if !ctx.path_dirs.contains(&bin) {
+        report(
+            ctx,
+            &format!(
+                "Add {} to your PATH to run package executables",
+                bin.display()
+            ),
+        );
+    }
+}
+
+pub fn deactivate(ctx: &Context, name: &str) -> anyhow::Result<()> {
+    let inst = installed(ctx);
+    let mut state = inst.state(name)?;
+    let Some(active) = state.active.take() else {
+        bail!("{name} is not active");
+    };
+    let unit_dir = service::unit_dir(state.system_service, &ctx.config_home);
+    if service::stop_and_remove(&unit_dir, name, state.system_service)? {
+        report(
+            ctx,
+            &format!("Stopped and removed {}", service::unit_name(name)),
+        );
+    }
+    for link in owned_links(&inst, name)? {
+        std::fs::remove_file(link)?;
+    }
+    let current = inst.current_link(name);
+    if current.exists() || std::fs::symlink_metadata(&current).is_ok() {
+        std::fs::remove_file(current)?;
+    }
+    state.previous = Some(active.clone());
+    inst.save_state(name, &state)?;
+    report(ctx, &format!("Deactivated {name} {active}"));
+    Ok(())
+}
+
+pub fn rollback(ctx: &Context, name: &str) -> anyhow::Result<()> {
+    let inst = installed(ctx);
+    let state = inst.state(name)?;
+    let Some(previous) = state.previous.clone() else {
+        bail!("{name} has no previous version to roll back to");
+    };
+    if !state.installed.contains_key(&previous) {
+        bail!("{name} {previous} is no longer installed");
+    }
+    activate_installed(ctx, name, &previous, state.system_service)?;
+    report(ctx, &format!("Rolled back {name} to {previous}"));
+    Ok(())
+}
+
+/// `niso upgrade [NAME[:REF]]`: pull, install and activate the newest build the tracked
+/// reference names. Without a name, every installed package.
+pub async fn upgrade(
+    ctx: &Context,
+    client: &RegistryClient,
+    reference: Option<&str>,
+    system: bool,
+) -> anyhow::Result<()> {
+    let inst = installed(ctx);
+    // A named package without a reference means `latest`; no name means each package's
+    // tracked reference.
+    let targets: Vec<(String, Option<String>)> = match reference {
+        Some(r) => {
+            let r: PackageRef = r.parse()?;
+            let selector = r.selector.unwrap_or_else(|| "latest".to_owned());
+            vec![(r.name.to_string(), Some(selector))]
+        }
+        None => inst.packages()?.into_iter().map(|n| (n, None)).collect(),
+    };
+    if targets.is_empty() {
+        report(ctx, "Nothing is installed");
+        return Ok(());
+    }
+    let mut failures = Vec::new();
+    for (name, selector) in targets {
+        let state = inst.state(&name)?;
+        let track = selector
+            .or(state.track.clone())
+            .unwrap_or_else(|| "latest".to_owned());
+        match upgrade_one(ctx, client, &name, &track, &state, system).await {
+            Ok(line) => report(ctx, &line),
+            Err(e) => {
+                report(
+                    ctx,
+                    &format!(
+                        "{name}: upgrade failed, {} stays active",
+                        state.active.as_deref().unwrap_or("nothing")
+                    ),
+                );
+                failures.push(e.context(format!("upgrading {name}")));
+            }
+        }
+    }
+    match failures.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+async fn upgrade_one(
+    ctx: &Context,
+    client: &RegistryClient,
+    name: &str,
+    track: &str,
+    state: &PackageState,
+    system: bool,
+) -> anyhow::Result<String> {
+    let reference = format!("{name}:{track}");
+    let resolved = pull::resolve(client, &reference, None).await?;
+    if state.active.as_deref() == Some(resolved.version.as_str()) {
+        save_track(ctx, name, track, client)?;
+        return Ok(format!(
+            "{name} {} is up to date ({track})",
+            resolved.version
+        ));
+    }
+    install_resolved(ctx, client, &resolved).await?;
+    activate_installed(ctx, name, &resolved.version, system)?;
+    save_track(ctx, name, track, client)?;
+    Ok(match &state.active {
+        Some(old) => format!("Upgraded {name} {old} → {} ({track})", resolved.version),
+        None => format!(
+            "Installed and activated {name} {} ({track})",
+            resolved.version
+        ),
+    })
+}
+
+fn save_track(
+    ctx: &Context,
+    name: &str,
+    track: &str,
+    client: &RegistryClient,
+) -> anyhow::Result<()> {
+    let inst = installed(ctx);
+    let mut state = inst.state(name)?;
+    state.track = Some(track.to_owned());
+    state.registry = Some(client.target.name.clone());
+    inst.save_state(name, &state)
+}
+
+pub fn list(ctx: &Context) -> anyhow::Result<()> {
+    let inst = installed(ctx);
+    let mut rows = vec![vec![
+        "NAME".to_owned(),
+        "ACTIVE".to_owned(),
+        "INSTALLED".to_owned(),
+        "TRACKS".to_owned(),
+    ]];
+    let mut json = Vec::new();
+    for name in inst.packages()? {
+        let state = inst.state(&name)?;
+        let mut versions: Vec<&String> = state.installed.keys().collect();
+        versions.sort_by(
+            |a, b| match (semver::Version::parse(a), semver::Version::parse(b)) {
+                (Ok(a), Ok(b)) => a.cmp(&b),
+                _ => a.cmp(b),
+            },
+        );
+        json.push(serde_json::json!({"name": name, "active": state.active, "installed": versions, "track": state.track}));
+        rows.push(vec![
+            name.clone(),
+            state.active.clone().unwrap_or_else(|| "-".into()),
+            versions
+                .iter()
+                .map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            state.track.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else if rows.len() == 1 {
+        println!("  Nothing is installed. Try `niso upgrade NAME`.");
+    } else {
+        print!("{}", table::render(&rows));
+    }
+    Ok(())
+}
+
+pub fn remove(ctx: &Context, reference: &str, force: bool) -> anyhow::Result<()> {
+    let r: PackageRef = reference.parse()?;
+    let name = r.name.as_str();
+    let inst = installed(ctx);
+    let mut state = inst.state(name)?;
+    if state.installed.is_empty() {
+        bail!("{name} is not installed");
+    }
+    let versions: Vec<String> = match &r.selector {
+        Some(v) if state.installed.contains_key(v) => vec![v.clone()],
+        Some(v) => bail!(
+            "{name} {v} is not installed; installed: {}",
+            state
+                .installed
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => state.installed.keys().cloned().collect(),
+    };
+    if let Some(active) = state.active.clone()
+        && versions.contains(&active)
+    {
+        if !force {
+            bail!(
+                "{name} {active} is active; deactivate it first (`niso deactivate {name}`) or pass --force"
+            );
+        }
+        deactivate(ctx, name)?;
+        state = inst.state(name)?;
+    }
+    for v in &versions {
+        std::fs::remove_dir_all(inst.version_dir(name, v)).or_else(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })?;
+        state.installed.remove(v);
+        if state.previous.as_deref() == Some(v.as_str()) {
+            state.previous = None;
+        }
+    }
+    if state.installed.is_empty() {
+        std::fs::remove_dir_all(inst.package_dir(name))?;
+    } else {
+        inst.save_state(name, &state)?;
+    }
+    report(ctx, &format!("Removed {name} {}", versions.join(", ")));
+    Ok(())
+}
+
+/// `niso service run NAME`: the active version's service, in the foreground.
+pub async fn service_run(ctx: &Context, name: &str) -> anyhow::Result<i32> {
+    let inst = installed(ctx);
+    let state = inst.state(name)?;
+    let Some(active) = state.active else {
+        bail!("{name} is not active; activate it with `niso activate {name}`");
+    };
+    let dir = inst.version_dir(name, &active);
+    let meta = read_meta(&dir)?;
+    let Some(spec) = &meta.service else {
+        bail!("{name} {active} declares no [service]");
+    };
+    service::run_foreground(name, spec, &inst.current_link(name)).await
+}
