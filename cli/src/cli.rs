@@ -84,6 +84,9 @@ pub enum Command {
         /// Also copy the package here.
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Try every configured registry, nearest (lowest latency) first, falling back on failure.
+        #[arg(long)]
+        nearest: bool,
     },
     /// Search packages by name and description.
     #[command(after_help = "Example:\n  niso search postgres")]
@@ -247,6 +250,27 @@ pub enum RegistryCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Write records and blobs into one bundle file, for air-gapped sites.
+    #[command(
+        after_help = "Examples:\n  niso registry export --to all.niso-bundle\n  niso registry export --to week.niso-bundle --packages 'acme-*' --since 1042"
+    )]
+    Export {
+        /// The bundle file to write.
+        #[arg(long)]
+        to: PathBuf,
+        /// Only these packages (globs); repeat for several.
+        #[arg(long = "packages", num_args = 1..)]
+        packages: Vec<String>,
+        /// Only changes after this mark (printed by the previous export).
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+    },
+    /// Verify a bundle file and add what it holds to a registry (needs an admin key).
+    #[command(after_help = "Example:\n  niso registry import week.niso-bundle --registry airgap")]
+    Import {
+        /// The bundle file.
+        file: PathBuf,
+    },
     /// Copy every package one registry shares into another.
     #[command(after_help = "Example:\n  niso registry mirror --from niso.dev --to private")]
     Mirror {
@@ -273,4 +297,16 @@ pub struct ServeArgs {
     /// Let clients without a key pull and search.
     #[arg(long)]
     pub anonymous_pull: bool,
+    /// libp2p listen multiaddr (repeatable), e.g. /ip4/0.0.0.0/tcp/4001.
+    #[arg(long = "p2p-listen", value_name = "MULTIADDR")]
+    pub p2p_listen: Vec<String>,
+    /// Peer to dial at start (repeatable): /ip4/…/tcp/…/p2p/PEER_ID.
+    #[arg(long = "bootstrap", value_name = "MULTIADDR")]
+    pub bootstrap: Vec<String>,
+    /// Run without peer-to-peer networking (HTTP only).
+    #[arg(long)]
+    pub no_p2p: bool,
+    /// Do not look for peers on the local network.
+    #[arg(long)]
+    pub no_mdns: bool,
 }

@@ -21,6 +21,15 @@ pub struct ClientConfig {
     pub default: Option<String>,
     #[serde(default)]
     pub registries: BTreeMap<String, RegistryEntry>,
+    /// Named groups of registries: `--registry GROUP` pulls from the nearest member.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub groups: BTreeMap<String, Group>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    pub registries: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +143,35 @@ impl ClientConfig {
         Ok(target)
     }
 
+    /// The members of group `name`, if it is a group.
+    pub fn group(&self, name: &str, env_key: Option<&str>) -> Option<anyhow::Result<Vec<Target>>> {
+        let group = self.groups.get(name)?;
+        Some(
+            group
+                .registries
+                .iter()
+                .map(|member| self.target(Some(member), env_key))
+                .collect(),
+        )
+    }
+
+    /// Every configured registry except the built-in one (unless it is the only one).
+    pub fn all_targets(&self, env_key: Option<&str>) -> anyhow::Result<Vec<Target>> {
+        let names: Vec<String> = self
+            .registries
+            .keys()
+            .filter(|n| n.as_str() != BUILTIN_NAME)
+            .cloned()
+            .collect();
+        if names.is_empty() {
+            return Ok(vec![self.target(None, env_key)?]);
+        }
+        names
+            .iter()
+            .map(|n| self.target(Some(n), env_key))
+            .collect()
+    }
+
     pub fn add(
         &mut self,
         name: &str,
@@ -218,6 +256,21 @@ mod tests {
         assert!(c.target(Some("nope"), None).is_err());
         c.remove("private").unwrap();
         assert_eq!(c.default_name(), BUILTIN_NAME);
+    }
+
+    #[test]
+    fn groups_name_several_registries() {
+        let c: ClientConfig = toml::from_str(
+            "[registries.a]\nurl = \"http://a\"\n[registries.b]\nurl = \"http://b\"\n[groups.near]\nregistries = [\"a\", \"b\"]\n",
+        )
+        .unwrap();
+        let members = c.group("near", None).unwrap().unwrap();
+        assert_eq!(
+            members.iter().map(|t| t.url.as_str()).collect::<Vec<_>>(),
+            ["http://a", "http://b"]
+        );
+        assert!(c.group("a", None).is_none());
+        assert_eq!(c.all_targets(None).unwrap().len(), 2);
     }
 
     #[test]

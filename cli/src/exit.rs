@@ -37,7 +37,9 @@ pub fn code(err: &anyhow::Error) -> u8 {
             (Some(401 | 403), _) => AUTH,
             (Some(404), _) => NOT_FOUND,
             (Some(409), _) => CONFLICT,
-            (Some(400), Some("digest_mismatch" | "invalid_archive")) => VERIFICATION,
+            (Some(400), Some("digest_mismatch" | "invalid_archive" | "invalid_bundle")) => {
+                VERIFICATION
+            }
             _ => FAILURE,
         },
         None => FAILURE,

@@ -274,6 +274,31 @@ impl RegistryClient {
         self.send(rb).await
     }
 
+    /// Starts streaming a bundle export.
+    pub async fn export(&self, since: u64, packages: &[String]) -> Result<Response, ClientError> {
+        let mut rb = self
+            .request(Method::GET, "/v1/export")
+            .query(&[("since", since.to_string())]);
+        if !packages.is_empty() {
+            rb = rb.query(&[("packages", packages.join(","))]);
+        }
+        self.send(rb).await
+    }
+
+    pub async fn import(
+        &self,
+        body: reqwest::Body,
+        length: u64,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.json(
+            self.request(Method::POST, "/v1/import")
+                .header(reqwest::header::CONTENT_TYPE, "application/x-tar")
+                .header(reqwest::header::CONTENT_LENGTH, length)
+                .body(body),
+        )
+        .await
+    }
+
     pub async fn create_key(&self, body: &CreateKey) -> Result<CreatedKey, ClientError> {
         self.with_body(Method::POST, "/v1/keys", body).await
     }

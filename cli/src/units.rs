@@ -17,6 +17,11 @@ pub fn size(bytes: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
+/// `""` or `"s"`, for counts in messages.
+pub fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 /// `YYYY-MM-DD` in UTC.
 pub fn date(ms: u64) -> String {
     i64::try_from(ms)

@@ -17,6 +17,11 @@ pub struct NodeConfig {
     pub limits: Limits,
     pub gc: GcConfig,
     pub keys: KeysConfig,
+    pub p2p: P2pConfig,
+    /// What this node takes in from peers, continuously. None: nothing.
+    pub replicate: Vec<ReplicateRule>,
+    /// What this node gives out, and to whom. None: nothing, not even names.
+    pub share: Vec<ShareRule>,
     /// Named points where the node stops dead, for crash tests. Set by the binary from the
     /// environment; never read from a file.
     #[serde(skip)]
@@ -32,6 +37,9 @@ impl Default for NodeConfig {
             limits: Limits::default(),
             gc: GcConfig::default(),
             keys: KeysConfig::default(),
+            p2p: P2pConfig::default(),
+            replicate: Vec::new(),
+            share: Vec::new(),
             failpoints: Vec::new(),
         }
     }
@@ -50,6 +58,8 @@ pub struct Limits {
     pub max_open_uploads_per_key: usize,
     /// Largest JSON request body, in bytes.
     pub max_json_bytes: usize,
+    /// Largest bundle `niso registry import` accepts, in bytes.
+    pub max_bundle_bytes: u64,
 }
 
 impl Default for Limits {
@@ -60,6 +70,7 @@ impl Default for Limits {
             max_entries: 100_000,
             max_open_uploads_per_key: 16,
             max_json_bytes: 1024 * 1024,
+            max_bundle_bytes: 1024 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -95,6 +106,70 @@ impl Default for KeysConfig {
             last_used_flush_secs: 30,
         }
     }
+}
+
+/// Peer-to-peer networking.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct P2pConfig {
+    /// Run the libp2p side at all.
+    pub enabled: bool,
+    /// Multiaddrs to listen on.
+    pub listen: Vec<String>,
+    /// Peers to dial at start (multiaddrs ending in `/p2p/PEER_ID`).
+    pub bootstrap: Vec<String>,
+    /// Find peers on the local network by mDNS.
+    pub mdns: bool,
+    /// Most connections held at once.
+    pub max_connections: u32,
+    /// How often to run anti-entropy sync with every connected peer.
+    pub sync_interval_secs: u64,
+}
+
+impl Default for P2pConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: vec!["/ip4/0.0.0.0/tcp/4001".to_owned()],
+            bootstrap: Vec::new(),
+            mdns: true,
+            max_connections: 128,
+            sync_interval_secs: 10,
+        }
+    }
+}
+
+/// `[[replicate]]`: take in records of `packages` signed by `from`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicateRule {
+    /// An origin's peer id, or `*` for any origin.
+    pub from: String,
+    /// Package-name globs.
+    pub packages: Vec<String>,
+    #[serde(default)]
+    pub blobs: BlobMode,
+}
+
+/// When replicated package bytes are fetched.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobMode {
+    /// As soon as the record arrives; the version becomes visible once its bytes are here.
+    #[default]
+    Eager,
+    /// On the first pull; the version is visible at once and the pull streams while it fetches.
+    Lazy,
+}
+
+/// `[[share]]`: give out `packages` to peer `to`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareRule {
+    /// A peer id, or `*` for every peer.
+    pub to: String,
+    /// Package-name globs.
+    pub packages: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,5 +223,30 @@ mod tests {
         assert_eq!(c.gc.grace_period_secs, 5);
         assert_eq!(c.gc.upload_ttl_secs, GcConfig::default().upload_ttl_secs);
         assert!(toml::from_str::<NodeConfig>("anonymous_pul = true").is_err());
+    }
+
+    #[test]
+    fn federation_rules_parse_as_the_design_shows() {
+        let c: NodeConfig = toml::from_str(
+            r#"
+[p2p]
+listen = ["/ip4/0.0.0.0/tcp/4001"]
+bootstrap = ["/ip4/192.0.2.10/tcp/4001/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"]
+mdns = true
+
+[[replicate]]
+from = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
+packages = ["acme-*"]
+blobs = "lazy"
+
+[[share]]
+to = "*"
+packages = ["public-*"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.replicate[0].blobs, BlobMode::Lazy);
+        assert_eq!(c.share[0].to, "*");
+        assert!(c.p2p.mdns);
     }
 }

@@ -5,6 +5,7 @@
 //! environment; the binary decides both and hands the node a [`NodeConfig`].
 
 pub mod api_keys;
+pub mod bundle;
 mod clock;
 pub mod config;
 pub mod failpoint;
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod mirror;
 mod node;
 pub mod store;
+pub mod trust;
 
 pub use config::NodeConfig;
 pub use node::{ADMIN_KEY_FILE, Node, NodeError, NodeState};

@@ -21,6 +21,7 @@ use crate::{
     last_used::LastUsed,
     metrics::Metrics,
     store::{Store, StoreError},
+    trust::{Trust, TrustError},
 };
 
 /// File the first admin key is written to, in the data dir.
@@ -54,6 +55,8 @@ pub enum NodeError {
     },
     #[error("the HTTP server failed")]
     Serve(#[source] std::io::Error),
+    #[error("invalid [[replicate]] or [[share]] rule")]
+    Trust(#[from] TrustError),
 }
 
 /// Everything request handlers and background tasks share.
@@ -66,6 +69,7 @@ pub struct NodeState {
     pub failpoints: Failpoints,
     pub http: reqwest::Client,
     pub peer_id: String,
+    pub trust: Trust,
     busy_uploads: Mutex<HashSet<String>>,
 }
 
@@ -144,6 +148,7 @@ impl Node {
         })?;
         let secret = identity::load_or_create(&data_dir)?;
         let peer_id = peer_id(&secret.origin());
+        let trust = Trust::new(&config.replicate, &config.share)?;
         let failpoints = Failpoints::new(&config.failpoints);
         let store = Store::open(&data_dir, secret, failpoints.clone())?;
         let state = Arc::new(NodeState {
@@ -154,6 +159,7 @@ impl Node {
             last_used: LastUsed::default(),
             http: crate::mirror::http_client(),
             peer_id,
+            trust,
             busy_uploads: Mutex::default(),
         });
         ensure_admin_key(&state).await?;

@@ -6,6 +6,7 @@
     reason = "tests: a failed unwrap is a failed test"
 )]
 
+mod airgap;
 mod crash;
 mod lifecycle;
 mod walkthrough;

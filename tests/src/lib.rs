@@ -123,8 +123,18 @@ impl Server {
     pub fn start(sandbox: &Sandbox, data_dir: &Path, flags: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = sandbox.command();
         cmd.args(["registry", "serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(flags);
+            .arg(data_dir);
+        // Tests never take the default p2p port or look at the real LAN unless they ask to.
+        if !flags
+            .iter()
+            .any(|f| f.starts_with("--p2p-listen") || *f == "--no-p2p")
+        {
+            cmd.args(["--p2p-listen", "/ip4/127.0.0.1/tcp/0"]);
+        }
+        if !flags.contains(&"--mdns") {
+            cmd.arg("--no-mdns");
+        }
+        cmd.args(flags.iter().filter(|f| **f != "--mdns"));
         for (k, v) in env {
             cmd.env(k, v);
         }

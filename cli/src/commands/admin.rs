@@ -5,6 +5,7 @@ use niso_protocol::api::{GcRequest, MirrorRequest};
 
 use crate::{
     client_config::ClientConfig, context::Context, registry_client::RegistryClient, units,
+    units::plural,
 };
 
 pub async fn gc(
@@ -52,10 +53,6 @@ pub async fn gc(
         println!("  Nothing was removed (dry run).");
     }
     Ok(())
-}
-
-fn plural(n: u64) -> &'static str {
-    if n == 1 { "" } else { "s" }
 }
 
 pub async fn mirror(ctx: &Context, from: &str, to: &str) -> anyhow::Result<()> {

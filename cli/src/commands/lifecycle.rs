@@ -101,28 +101,41 @@ async fn install_resolved(
     Ok(true)
 }
 
-/// Where the executables a package declares will be linked, and where each link points.
-fn bin_links(inst: &Installed, name: &str, meta: &PackageMeta) -> Vec<(PathBuf, PathBuf)> {
+/// An executable a package declares, and the bin-dir link that exposes it.
+struct BinLink {
+    /// `$XDG_DATA_HOME/niso/bin/EXE`.
+    link: PathBuf,
+    /// What the link points at: `../pkgs/NAME/current/PATH`, so a version swap moves it too.
+    target: PathBuf,
+    /// `PATH` inside the package.
+    inner: PathBuf,
+}
+
+fn current_prefix(name: &str) -> PathBuf {
+    Path::new("..").join("pkgs").join(name).join("current")
+}
+
+fn bin_links(inst: &Installed, name: &str, meta: &PackageMeta) -> Vec<BinLink> {
     meta.bin
         .iter()
         .map(|path| {
-            let exe = Path::new(path)
+            let inner = PathBuf::from(path);
+            let exe = inner
                 .file_name()
                 .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(path));
-            let target = Path::new("..")
-                .join("pkgs")
-                .join(name)
-                .join("current")
-                .join(path);
-            (inst.bin.join(exe), target)
+                .unwrap_or_else(|| inner.clone());
+            BinLink {
+                link: inst.bin.join(exe),
+                target: current_prefix(name).join(&inner),
+                inner,
+            }
         })
         .collect()
 }
 
 /// Links in the bin dir that point into `name`'s current version.
 fn owned_links(inst: &Installed, name: &str) -> anyhow::Result<Vec<PathBuf>> {
-    let prefix = Path::new("..").join("pkgs").join(name).join("current");
+    let prefix = current_prefix(name);
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(&inst.bin) else {
         return Ok(out);
@@ -154,41 +167,32 @@ fn activate_installed(
     let dir = inst.version_dir(name, version);
     let meta = read_meta(&dir)?;
     let links = bin_links(&inst, name, &meta);
-    for (link, target) in &links {
-        if !dir
-            .join(
-                target
-                    .strip_prefix(Path::new("..").join("pkgs").join(name).join("current"))
-                    .unwrap_or(target),
-            )
-            .exists()
-        {
+    for l in &links {
+        if !dir.join(&l.inner).is_file() {
             bail!(
                 "{name} {version} declares executable {} but does not contain it",
-                target.display()
+                l.inner.display()
             );
         }
-        if let Ok(existing) = std::fs::read_link(link) {
-            let ours = existing.starts_with(Path::new("..").join("pkgs").join(name));
-            if !ours {
-                bail!(
-                    "{} already belongs to another package ({})",
-                    link.display(),
-                    existing.display()
-                );
-            }
+        if let Ok(existing) = std::fs::read_link(&l.link)
+            && !existing.starts_with(Path::new("..").join("pkgs").join(name))
+        {
+            bail!(
+                "{} already belongs to another package ({})",
+                l.link.display(),
+                existing.display()
+            );
         }
     }
     std::fs::create_dir_all(&inst.bin)?;
     swap_symlink(Path::new(version), &inst.current_link(name))?;
-    let wanted: Vec<&PathBuf> = links.iter().map(|(l, _)| l).collect();
     for stale in owned_links(&inst, name)? {
-        if !wanted.contains(&&stale) {
+        if !links.iter().any(|l| l.link == stale) {
             std::fs::remove_file(stale)?;
         }
     }
-    for (link, target) in &links {
-        swap_symlink(target, link)?;
+    for l in &links {
+        swap_symlink(&l.target, &l.link)?;
     }
     if state.active.as_deref() != Some(version) {
         state.previous = state.active.take();

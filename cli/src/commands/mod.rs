@@ -1,6 +1,7 @@
 //! One module per command group; [`run`] dispatches.
 
 mod admin;
+mod bundles;
 mod keys;
 mod lifecycle;
 mod pack;
@@ -67,7 +68,25 @@ async fn run_command(cli: Cli, ctx: Context) -> anyhow::Result<()> {
             reference,
             arch,
             output,
-        } => pull::run(&ctx, &client()?, &reference, arch.as_deref(), output).await,
+            nearest,
+        } => {
+            let config = ClientConfig::load(&ctx.config_path)?;
+            let group = ctx
+                .registry
+                .as_deref()
+                .and_then(|r| config.group(r, ctx.env_key.as_deref()));
+            let candidates = match (group, nearest) {
+                (Some(members), _) => Some(members?),
+                (None, true) => Some(config.all_targets(ctx.env_key.as_deref())?),
+                (None, false) => None,
+            };
+            match candidates {
+                Some(targets) => {
+                    pull::run_nearest(&ctx, targets, &reference, arch.as_deref(), output).await
+                }
+                None => pull::run(&ctx, &client()?, &reference, arch.as_deref(), output).await,
+            }
+        }
         Command::Search { query, limit } => search::run(&ctx, &client()?, &query, limit).await,
         Command::Show { name } => search::show(&ctx, &client()?, &name).await,
         Command::Tag { source, target } => tag::tag(&ctx, &client()?, &source, &target).await,
@@ -102,6 +121,12 @@ async fn run_command(cli: Cli, ctx: Context) -> anyhow::Result<()> {
                 dry_run,
             } => admin::gc(&ctx, &client()?, keep_versions, dry_run).await,
             RegistryCommand::Mirror { from, to } => admin::mirror(&ctx, &from, &to).await,
+            RegistryCommand::Export {
+                to,
+                packages,
+                since,
+            } => bundles::export(&ctx, &client()?, &to, &packages, since).await,
+            RegistryCommand::Import { file } => bundles::import(&ctx, &client()?, &file).await,
         },
     }
 }

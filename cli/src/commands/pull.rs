@@ -75,6 +75,68 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let resolved = resolve(client, reference, arch).await?;
     let path = fetch(ctx, client, &resolved).await?;
+    finish(ctx, &resolved, &path, output, None).await
+}
+
+/// Round-trip time of `GET /healthz`, or `None` if the registry does not answer in time.
+async fn latency(client: &RegistryClient) -> Option<std::time::Duration> {
+    let start = std::time::Instant::now();
+    let probe = client.send(client.request(reqwest::Method::GET, "/healthz"));
+    match tokio::time::timeout(std::time::Duration::from_secs(3), probe).await {
+        Ok(Ok(_)) => Some(start.elapsed()),
+        _ => None,
+    }
+}
+
+/// Pulls from the nearest of `targets` that has the package, trying the others in order of
+/// latency when one fails.
+pub async fn run_nearest(
+    ctx: &Context,
+    targets: Vec<crate::client_config::Target>,
+    reference: &str,
+    arch: Option<&str>,
+    output: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let clients: Vec<RegistryClient> = targets.into_iter().map(RegistryClient::new).collect();
+    let probes = futures::future::join_all(clients.iter().map(latency)).await;
+    let mut ranked: Vec<(std::time::Duration, RegistryClient)> = clients
+        .into_iter()
+        .zip(probes)
+        .filter_map(|(c, l)| l.map(|l| (l, c)))
+        .collect();
+    ranked.sort_by_key(|(l, _)| *l);
+    if ranked.is_empty() {
+        bail!("none of the candidate registries answered");
+    }
+    let mut last_error = None;
+    for (rtt, client) in &ranked {
+        let attempt = async {
+            let resolved = resolve(client, reference, arch).await?;
+            let path = fetch(ctx, client, &resolved).await?;
+            Ok::<_, anyhow::Error>((resolved, path))
+        }
+        .await;
+        match attempt {
+            Ok((resolved, path)) => {
+                let from = format!("{} ({} ms)", client.target.name, rtt.as_millis());
+                return finish(ctx, &resolved, &path, output, Some(from)).await;
+            }
+            Err(e) => {
+                tracing::info!(registry = %client.target.name, error = %e, "pull failed, trying the next registry");
+                last_error = Some(e.context(format!("from {}", client.target.name)));
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no registry had {reference}")))
+}
+
+async fn finish(
+    ctx: &Context,
+    resolved: &Resolved,
+    path: &Path,
+    output: Option<PathBuf>,
+    from: Option<String>,
+) -> anyhow::Result<()> {
     if let Some(out) = &output {
         let dest = if out.is_dir() {
             out.join(path.file_name().unwrap_or_default())
@@ -90,12 +152,13 @@ pub async fn run(
             "{}",
             serde_json::json!({
                 "name": resolved.name, "version": resolved.version, "arch": resolved.arch,
-                "digest": resolved.digest, "size": resolved.size, "path": path,
+                "digest": resolved.digest, "size": resolved.size, "path": path, "from": from,
             })
         );
     } else {
+        let from = from.map(|f| format!(" from {f}")).unwrap_or_default();
         println!(
-            "  Pulled {} {} ({}) — {}",
+            "  Pulled {} {} ({}){from} — {}",
             resolved.name,
             resolved.version,
             resolved.arch,

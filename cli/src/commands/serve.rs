@@ -27,6 +27,16 @@ pub fn config(ctx: &Context, args: &ServeArgs) -> anyhow::Result<NodeConfig> {
     if args.anonymous_pull {
         config.anonymous_pull = true;
     }
+    if !args.p2p_listen.is_empty() {
+        config.p2p.listen = args.p2p_listen.clone();
+    }
+    config.p2p.bootstrap.extend(args.bootstrap.iter().cloned());
+    if args.no_p2p {
+        config.p2p.enabled = false;
+    }
+    if args.no_mdns {
+        config.p2p.mdns = false;
+    }
     config.failpoints = ctx.failpoints.clone();
     Ok(config)
 }

@@ -2,6 +2,7 @@
 
 mod admin;
 mod blobs;
+mod bundles;
 pub mod error;
 mod extract;
 mod keys;
@@ -65,6 +66,8 @@ pub fn router(state: AppState) -> Router {
         .route("/keys/{id}", axum::routing::delete(keys::revoke))
         .route("/gc", post(admin::gc))
         .route("/mirror", post(admin::mirror))
+        .route("/export", get(bundles::export_bundle))
+        .route("/import", post(bundles::import_bundle))
         .fallback(not_found);
     Router::new()
         .route("/healthz", get(system::healthz))

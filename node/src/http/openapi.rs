@@ -4,7 +4,7 @@
 use axum::{Json, response::IntoResponse};
 use utoipa::OpenApi;
 
-use super::{admin, blobs, keys, packages, records, system, tags, uploads};
+use super::{admin, blobs, bundles, keys, packages, records, system, tags, uploads};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -38,6 +38,8 @@ use super::{admin, blobs, keys, packages, records, system, tags, uploads};
         keys::revoke,
         admin::gc,
         admin::mirror,
+        bundles::export_bundle,
+        bundles::import_bundle,
     ),
     tags(
         (name = "node", description = "Health, metrics and identity"),

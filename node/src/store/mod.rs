@@ -100,6 +100,31 @@ impl Store {
             .await
     }
 
+    /// Verifies and applies records from elsewhere in one transaction, in order. A record the
+    /// log refuses (conflict, rollback, bad signature) is reported and skipped; a storage
+    /// failure undoes the whole batch.
+    pub async fn apply_all(
+        &self,
+        records: Vec<Record>,
+    ) -> Result<Vec<Result<Applied, ChangeError>>, StoreError> {
+        self.writer
+            .write(move |txn| {
+                let mut out = Vec::with_capacity(records.len());
+                for record in &records {
+                    let outcome = match record.verify() {
+                        Err(e) => Err(ChangeError::from(e)),
+                        Ok(()) => apply::apply(txn, record),
+                    };
+                    match outcome {
+                        Err(ChangeError::Store(e)) => return Err(e),
+                        other => out.push(other),
+                    }
+                }
+                Ok::<_, StoreError>(out)
+            })
+            .await
+    }
+
     /// Verifies and applies a record that came from elsewhere.
     pub async fn apply(&self, record: Record) -> Result<Applied, ChangeError> {
         record.verify()?;

@@ -1,0 +1,133 @@
+//! `niso registry export | import`: bundle files for air-gapped sites.
+
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio_util::io::ReaderStream;
+
+use crate::{context::Context, progress, registry_client::RegistryClient, units};
+
+pub async fn export(
+    ctx: &Context,
+    client: &RegistryClient,
+    to: &Path,
+    packages: &[String],
+    since: u64,
+) -> anyhow::Result<()> {
+    let response = client.export(since, packages).await?;
+    let part = to.with_extension("partial");
+    let mut file = tokio::io::BufWriter::with_capacity(
+        1 << 20,
+        tokio::fs::File::create(&part)
+            .await
+            .with_context(|| format!("could not create {}", part.display()))?,
+    );
+    let bar = progress::bytes(ctx.progress, 0, "export");
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.context("the export was interrupted")?;
+        file.write_all(&chunk).await?;
+        bar.inc(chunk.len() as u64);
+    }
+    file.flush().await?;
+    file.get_ref().sync_all().await?;
+    bar.finish_and_clear();
+    // The node streams; a failure on its side shows up as a truncated tar. Check it whole.
+    let check = part.clone();
+    let header = tokio::task::spawn_blocking(move || read_header(&check)).await?;
+    let header = match header {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(e.context("the registry sent an incomplete bundle; nothing was written"));
+        }
+    };
+    tokio::fs::rename(&part, to).await?;
+    let size = tokio::fs::metadata(to).await?.len();
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&header)?);
+    } else {
+        println!(
+            "  Exported {} records and {} blobs ({}) to {}",
+            header["records"],
+            header["blobs"],
+            units::size(size),
+            to.display()
+        );
+        println!("  Next incremental export: --since {}", header["mark"]);
+    }
+    Ok(())
+}
+
+/// Reads every tar header of a bundle and returns its `niso-bundle.json`.
+fn read_header(path: &Path) -> anyhow::Result<serde_json::Value> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let mut tar = tar::Archive::new(std::io::BufReader::new(file));
+    let mut header = None;
+    let mut complete = false;
+    for entry in tar.entries()? {
+        let mut entry = entry?;
+        if entry.path_bytes().as_ref() == b"niso-bundle.json" {
+            let mut text = String::new();
+            entry.read_to_string(&mut text)?;
+            header = Some(serde_json::from_str(&text)?);
+        }
+        complete = true;
+    }
+    // A truncated tar ends without its end-of-archive blocks; `entries` then errors above or
+    // stops early, and the last entry's data is short.
+    let meta = std::fs::metadata(path)?;
+    if !complete || meta.len() % 512 != 0 {
+        bail!("the bundle is truncated");
+    }
+    header.context("the bundle has no niso-bundle.json")
+}
+
+pub async fn import(ctx: &Context, client: &RegistryClient, file: &Path) -> anyhow::Result<()> {
+    let f = tokio::fs::File::open(file)
+        .await
+        .with_context(|| format!("could not open {}", file.display()))?;
+    let size = f.metadata().await?.len();
+    let bar = progress::bytes(ctx.progress, size, "import");
+    let bar2 = bar.clone();
+    let stream = ReaderStream::with_capacity(f, 256 * 1024).inspect(move |c| {
+        if let Ok(c) = c {
+            bar2.inc(c.len() as u64);
+        }
+    });
+    let report = client
+        .import(reqwest::Body::wrap_stream(stream), size)
+        .await
+        .with_context(|| format!("{} was not imported", file.display()))?;
+    bar.finish_and_clear();
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let n = |k: &str| report[k].as_u64().unwrap_or(0);
+    println!(
+        "  Imported from {}: {} version{}, {} tag update{}, {} deletion{}; {} blob{} ({})",
+        report["source"].as_str().unwrap_or("?"),
+        n("versions"),
+        units::plural(n("versions")),
+        n("tags"),
+        units::plural(n("tags")),
+        n("deletions"),
+        units::plural(n("deletions")),
+        n("blobs"),
+        units::plural(n("blobs")),
+        units::size(n("bytes"))
+    );
+    println!(
+        "  {} already present, {} not accepted by any [[replicate]] rule",
+        n("duplicates"),
+        n("untrusted")
+    );
+    for r in report["refused"].as_array().into_iter().flatten() {
+        println!("  Refused: {}", r.as_str().unwrap_or_default());
+    }
+    Ok(())
+}

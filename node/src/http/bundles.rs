@@ -1,0 +1,152 @@
+//! Air-gapped bundles over HTTP: export streams a bundle out, import streams one in and
+//! verifies it whole before anything becomes visible. Admin only.
+
+use axum::{
+    Json,
+    body::Body,
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use futures::StreamExt;
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+use tokio_util::io::{ReaderStream, SyncIoBridge};
+use utoipa::IntoParams;
+
+use super::{
+    AppState,
+    error::{ApiError, chain},
+    extract::{ApiQuery, Auth},
+};
+use crate::bundle::{BundleError, ExportFilter, ImportReport, export, import};
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ExportQuery {
+    /// Log position to start after: the `mark` of the previous bundle (0 for everything).
+    #[serde(default)]
+    since: u64,
+    /// Comma-separated package-name globs; omit for every package.
+    packages: Option<String>,
+}
+
+/// Streams a bundle (tar) of records and blobs. Its `niso-bundle.json` carries the `mark`
+/// for the next incremental export.
+#[utoipa::path(get, path = "/v1/export", tag = "admin", params(ExportQuery),
+    responses(
+        (status = 200, description = "The bundle", content_type = "application/x-tar"),
+        (status = 400, body = niso_protocol::api::ErrorBody),
+        (status = 403, body = niso_protocol::api::ErrorBody),
+    ))]
+pub async fn export_bundle(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    ApiQuery(query): ApiQuery<ExportQuery>,
+) -> Result<Response, ApiError> {
+    principal.require_admin()?;
+    let mut filter = ExportFilter {
+        since: query.since,
+        packages: Vec::new(),
+    };
+    for g in query
+        .packages
+        .iter()
+        .flat_map(|p| p.split(','))
+        .filter(|g| !g.is_empty())
+    {
+        let glob = globset::Glob::new(g).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("package glob `{g}` is invalid: {}", e.kind()),
+            )
+        })?;
+        filter.packages.push(glob.compile_matcher());
+    }
+    let (writer, reader) = tokio::io::duplex(1 << 20);
+    let exporting = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let out = SyncIoBridge::new(writer);
+        // A failure midway truncates the stream; the client checks the tar is complete.
+        if let Err(e) = export(&exporting, &filter, out) {
+            tracing::warn!(error = %chain(&e), "export failed");
+        }
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-tar"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"niso-bundle.tar\"",
+            ),
+        ],
+        Body::from_stream(ReaderStream::with_capacity(reader, 256 * 1024)),
+    )
+        .into_response())
+}
+
+/// Verifies and imports a bundle. Records no `[[replicate]]` rule accepts are skipped; any bad
+/// signature or digest rejects the bundle whole.
+#[utoipa::path(post, path = "/v1/import", tag = "admin",
+    request_body(content = Vec<u8>, content_type = "application/x-tar"),
+    responses(
+        (status = 200, body = ImportReport),
+        (status = 400, description = "Invalid or tampered bundle; nothing was imported", body = niso_protocol::api::ErrorBody),
+        (status = 403, body = niso_protocol::api::ErrorBody),
+        (status = 413, body = niso_protocol::api::ErrorBody),
+    ))]
+pub async fn import_bundle(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    body: Body,
+) -> Result<Json<ImportReport>, ApiError> {
+    principal.require_admin()?;
+    let path = state.store.blobs().temp_path("bundle")?;
+    let max = state.config.limits.max_bundle_bytes;
+    let received = async {
+        let mut file =
+            tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(&path).await?);
+        let mut stream = body.into_data_stream();
+        let mut total = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                ApiError::bad_request(
+                    "upload_interrupted",
+                    format!("the bundle upload broke off: {e}"),
+                )
+            })?;
+            total += chunk.len() as u64;
+            if total > max {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("bundle is larger than this registry's limit of {max} bytes"),
+                ));
+            }
+            file.write_all(&chunk).await?;
+        }
+        file.flush().await?;
+        Ok::<_, ApiError>(())
+    }
+    .await;
+    if let Err(e) = received {
+        let _ = tokio::fs::remove_file(&path).await;
+        return Err(e);
+    }
+    let outcome = import(&state, path.clone()).await;
+    let _ = tokio::fs::remove_file(&path).await;
+    match outcome {
+        Ok(report) => {
+            tracing::info!(source = %report.source, applied = report.records_applied, blobs = report.blobs, "bundle imported");
+            Ok(Json(report))
+        }
+        Err(e @ (BundleError::Invalid(_) | BundleError::Tampered(_))) => {
+            tracing::warn!(error = %e, "bundle rejected");
+            Err(ApiError::bad_request(
+                "invalid_bundle",
+                format!("{e}; nothing was imported"),
+            ))
+        }
+        Err(BundleError::Io(e)) => Err(e.into()),
+        Err(BundleError::Store(e)) => Err(e.into()),
+    }
+}
