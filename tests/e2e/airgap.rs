@@ -88,7 +88,7 @@ fn export_then_import_on_a_disconnected_node() {
         let mut flipped = false;
         for entry in input.entries().unwrap() {
             let mut entry = entry.unwrap();
-            let mut header = entry.header().clone();
+            let header = entry.header().clone();
             let mut data = Vec::new();
             std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
             if !flipped && entry.path().unwrap().starts_with("blobs") {
@@ -96,7 +96,7 @@ fn export_then_import_on_a_disconnected_node() {
                 data[last] ^= 1;
                 flipped = true;
             }
-            output.append(&mut header, &data[..]).unwrap();
+            output.append(&header, &data[..]).unwrap();
         }
         assert!(flipped);
         output.finish().unwrap();
