@@ -100,10 +100,10 @@ pub fn export(
     let mut blobs: Vec<Digest> = Vec::new();
     let mut seen = HashSet::new();
     for r in &records {
-        if let RecordBody::Manifest(m) = &r.body {
-            if seen.insert(m.digest) {
-                blobs.push(m.digest);
-            }
+        if let RecordBody::Manifest(m) = &r.body
+            && seen.insert(m.digest)
+        {
+            blobs.push(m.digest);
         }
     }
     let header = BundleHeader {

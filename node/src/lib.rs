@@ -9,6 +9,7 @@ pub mod bundle;
 mod clock;
 pub mod config;
 pub mod failpoint;
+pub mod fetch;
 pub mod http;
 pub mod identity;
 pub mod ingest;
@@ -16,6 +17,8 @@ mod last_used;
 pub mod metrics;
 pub mod mirror;
 mod node;
+pub mod p2p;
+pub mod replication;
 pub mod store;
 pub mod trust;
 

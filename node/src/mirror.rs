@@ -1,12 +1,12 @@
 //! Mirroring over HTTP: pull every record another registry lets us see, fetch the blobs they
 //! reference, verify both, and apply them here with their original signatures.
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use niso_protocol::{
     Digest,
-    api::{ErrorBody, MirrorReport, RecordPage},
+    api::{ErrorBody, MirrorReport, NodeInfo, RecordPage},
     record::{Record, RecordBody},
 };
 use tokio::io::AsyncWriteExt;
@@ -14,6 +14,7 @@ use tokio::io::AsyncWriteExt;
 use crate::{
     ingest::{store_blob, verify_file},
     node::NodeState,
+    replication,
     store::{Applied, ChangeError, StoreError},
 };
 
@@ -51,7 +52,7 @@ pub fn http_client() -> reqwest::Client {
 }
 
 pub async fn mirror_from(
-    state: &NodeState,
+    state: &Arc<NodeState>,
     base: &str,
     key: Option<&str>,
 ) -> Result<MirrorReport, MirrorError> {
@@ -59,7 +60,13 @@ pub async fn mirror_from(
     if !(base.starts_with("http://") || base.starts_with("https://")) {
         return Err(MirrorError::BadUrl(base.to_owned()));
     }
-    let mut report = MirrorReport::default();
+    if let Some(report) = mirror_over_p2p(state, base).await {
+        return Ok(report);
+    }
+    let mut report = MirrorReport {
+        via: "http".to_owned(),
+        ..MirrorReport::default()
+    };
     let mut after = 0u64;
     loop {
         let url = format!("{base}/v1/records?after={after}&limit={PAGE}");
@@ -82,6 +89,48 @@ pub async fn mirror_from(
         "mirror finished"
     );
     Ok(report)
+}
+
+/// When the source is a node this one can reach over libp2p, a targeted sync from it.
+/// `None` means: use HTTP.
+async fn mirror_over_p2p(state: &Arc<NodeState>, base: &str) -> Option<MirrorReport> {
+    let p2p = state.p2p.as_ref()?;
+    let info: NodeInfo = get_json(state, &format!("{base}/v1/node"), None)
+        .await
+        .ok()?;
+    let peer: libp2p::PeerId = info.peer_id.parse().ok()?;
+    if peer == p2p.peer_id {
+        return None;
+    }
+    if !p2p.is_connected(&peer) {
+        for addr in &info.p2p_addrs {
+            if let Ok(addr) = addr.parse() {
+                let _ = p2p.dial(addr).await;
+            }
+        }
+        if !p2p.wait_connected(&peer, Duration::from_secs(5)).await {
+            tracing::info!(%peer, "source is not reachable over libp2p, mirroring over HTTP");
+            return None;
+        }
+    }
+    match replication::mirror_from_peer(state, peer).await {
+        Ok(o) => Some(MirrorReport {
+            via: "p2p".to_owned(),
+            records_seen: o.seen,
+            records_applied: o.applied,
+            versions: o.versions,
+            tags: o.tags,
+            deletions: o.deletions,
+            blobs_fetched: o.blobs,
+            bytes_fetched: o.bytes,
+            skipped: o.skipped,
+            rejected: o.rejected,
+        }),
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "libp2p mirror failed, falling back to HTTP");
+            None
+        }
+    }
 }
 
 async fn mirror_record(

@@ -17,9 +17,12 @@ use crate::{
     api_keys::issue_key,
     config::NodeConfig,
     failpoint::Failpoints,
+    fetch::Fetcher,
     identity::{self, IdentityError, peer_id},
     last_used::LastUsed,
     metrics::Metrics,
+    p2p::{P2p, P2pError, TransportChoice},
+    replication::SyncGate,
     store::{Store, StoreError},
     trust::{Trust, TrustError},
 };
@@ -57,6 +60,8 @@ pub enum NodeError {
     Serve(#[source] std::io::Error),
     #[error("invalid [[replicate]] or [[share]] rule")]
     Trust(#[from] TrustError),
+    #[error("could not start peer-to-peer networking")]
+    P2p(#[from] P2pError),
 }
 
 /// Everything request handlers and background tasks share.
@@ -70,6 +75,10 @@ pub struct NodeState {
     pub http: reqwest::Client,
     pub peer_id: String,
     pub trust: Trust,
+    /// The libp2p side, when p2p is enabled.
+    pub p2p: Option<P2p>,
+    pub fetcher: Fetcher,
+    pub(crate) sync_gate: SyncGate,
     busy_uploads: Mutex<HashSet<String>>,
 }
 
@@ -128,12 +137,21 @@ impl NodeState {
 #[derive(Debug, Clone)]
 pub struct Node {
     state: Arc<NodeState>,
+    tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl Node {
     /// Opens the data dir (creating it and the node identity on first start) and makes sure an
     /// admin key exists.
     pub async fn open(config: NodeConfig) -> Result<Self, NodeError> {
+        Self::open_with(config, TransportChoice::Tcp).await
+    }
+
+    /// Like [`Node::open`], with the p2p side on the given transport.
+    pub async fn open_with(
+        config: NodeConfig,
+        transport: TransportChoice,
+    ) -> Result<Self, NodeError> {
         if config.data_dir.as_os_str().is_empty() {
             return Err(NodeError::NoDataDir);
         }
@@ -147,11 +165,24 @@ impl Node {
             source,
         })?;
         let secret = identity::load_or_create(&data_dir)?;
+        let secret_bytes = secret.to_bytes();
         let peer_id = peer_id(&secret.origin());
         let trust = Trust::new(&config.replicate, &config.share)?;
         let failpoints = Failpoints::new(&config.failpoints);
         let store = Store::open(&data_dir, secret, failpoints.clone())?;
+        let mut tasks = Vec::new();
+        let (p2p, events) = if config.p2p.enabled {
+            let (p2p, events, events_tx, event_loop) =
+                P2p::start(secret_bytes, &config.p2p, trust.clone(), transport).await?;
+            tasks.push(event_loop);
+            (Some(p2p), Some((events, events_tx)))
+        } else {
+            (None, None)
+        };
         let state = Arc::new(NodeState {
+            p2p,
+            fetcher: Fetcher::default(),
+            sync_gate: SyncGate::default(),
             failpoints,
             config,
             store,
@@ -164,12 +195,35 @@ impl Node {
         });
         ensure_admin_key(&state).await?;
         state.refresh_gauges();
+        if let Some((events, events_tx)) = events {
+            tasks.push(
+                tokio::spawn(crate::p2p::sync::serve(state.clone(), events_tx)).abort_handle(),
+            );
+            tasks
+                .push(tokio::spawn(crate::p2p::blob_exchange::serve(state.clone())).abort_handle());
+            tasks.push(tokio::spawn(crate::replication::run(state.clone(), events)).abort_handle());
+        }
         tracing::info!(peer_id = %state.peer_id, data_dir = %data_dir.display(), "node opened");
-        Ok(Self { state })
+        Ok(Self {
+            state,
+            tasks: Arc::new(Mutex::new(tasks)),
+        })
     }
 
     pub fn state(&self) -> &Arc<NodeState> {
         &self.state
+    }
+
+    /// Stops the node's background tasks (p2p included), as a crash or shutdown would.
+    pub fn shutdown(&self) {
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
     }
 
     /// The HTTP API, without a socket: tests drive it with `tower::ServiceExt::oneshot`.
@@ -192,6 +246,7 @@ impl Node {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), NodeError> {
         let flusher = tokio::spawn(flush_loop(self.state.clone()));
+        let _ = &self.tasks;
         let app = self
             .router()
             .into_make_service_with_connect_info::<SocketAddr>();

@@ -210,6 +210,8 @@ pub struct MirrorRequest {
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct MirrorReport {
+    /// `p2p` when the target synced from the source over libp2p, `http` otherwise.
+    pub via: String,
     pub records_seen: u64,
     pub records_applied: u64,
     pub versions: u64,

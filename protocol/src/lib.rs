@@ -11,6 +11,7 @@ pub mod api_key;
 pub mod arch;
 pub mod archive;
 pub mod digest;
+pub mod federation;
 pub mod hex;
 pub mod name;
 pub mod pack;

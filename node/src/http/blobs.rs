@@ -11,6 +11,7 @@ use axum::{
 };
 use niso_protocol::{Digest, scope::Action};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
 use tokio_util::io::ReaderStream;
 
 use super::{
@@ -52,25 +53,25 @@ pub async fn get(
         })?;
     // A blob is served only through a package that references it, so a key scoped to some
     // packages cannot read another package's bytes by digest.
-    let referenced = state
-        .store
-        .versions(name.as_str())?
-        .iter()
-        .any(|r| r.digest() == digest);
-    if !referenced {
+    let versions = state.store.versions(name.as_str())?;
+    let Some(row) = versions.iter().find(|r| r.digest() == digest) else {
         return Err(ApiError::not_found(format!("{name} has no blob {digest}")));
-    }
-    let path = state.store.blobs().path(&digest);
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            tracing::error!(%digest, "blob referenced by a live version is missing");
-            return Err(ApiError::not_found(format!(
-                "blob {digest} is missing on this node"
-            )));
-        }
-        Err(e) => return Err(e.into()),
     };
+    let path = state.store.blobs().path(&digest);
+    if !path.is_file() {
+        // A lazily replicated version: fetch from peers, streaming verified bytes meanwhile.
+        let origin = crate::identity::peer_id(&niso_protocol::record::OriginKey(row.entry.origin));
+        return lazy(
+            &state,
+            digest,
+            row.entry.size,
+            origin,
+            headers.contains_key(header::RANGE),
+            &method,
+        )
+        .await;
+    }
+    let mut file = tokio::fs::File::open(&path).await?;
     let size = file.metadata().await?.len();
 
     let range = match headers.get(header::RANGE) {
@@ -127,6 +128,116 @@ pub async fn get(
     file.seek(SeekFrom::Start(start)).await?;
     state.metrics.download_bytes.inc_by(len);
     let stream = ReaderStream::with_capacity(file.take(len), STREAM_CHUNK);
+    builder
+        .body(Body::from_stream(stream))
+        .map_err(|e| ApiError::internal(&e))
+}
+
+/// Serves a blob this node holds only as a record: starts (or joins) the fetch from peers and
+/// streams each verified byte as it lands. Range requests wait for the whole blob.
+async fn lazy(
+    state: &AppState,
+    digest: Digest,
+    size: u64,
+    origin: String,
+    ranged: bool,
+    method: &Method,
+) -> Result<Response, ApiError> {
+    use crate::fetch::FetchState;
+    if state.p2p.is_none() {
+        tracing::error!(%digest, "blob referenced by a live version is missing");
+        return Err(ApiError::not_found(format!(
+            "blob {digest} is missing on this node"
+        )));
+    }
+    let hints: Vec<libp2p::PeerId> = origin.parse().into_iter().collect();
+    let mut progress = state.fetcher.start(state, digest, size, hints);
+    let partial = state.store.blobs().partial_dir().join(digest.hex());
+    let final_path = state.store.blobs().path(&digest);
+    // Wait until the fetch has created its file, finished, or failed.
+    let file = loop {
+        let now = progress.borrow_and_update().clone();
+        match now {
+            FetchState::Failed(e) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "fetch_failed",
+                    format!(
+                        "this node replicates the package lazily and could not fetch it from peers: {e}"
+                    ),
+                ));
+            }
+            FetchState::Done if final_path.is_file() => {
+                break tokio::fs::File::open(&final_path).await?;
+            }
+            FetchState::Running { .. } if !ranged && partial.is_file() => {
+                break tokio::fs::File::open(&partial).await?;
+            }
+            _ => {}
+        }
+        if progress.changed().await.is_err() && !final_path.is_file() {
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "fetch_failed",
+                "the fetch stopped",
+            ));
+        }
+    };
+    let builder = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, size)
+        .header(header::ETAG, format!("\"{digest}\""));
+    if *method == Method::HEAD {
+        return builder
+            .body(Body::empty())
+            .map_err(|e| ApiError::internal(&e));
+    }
+    state.metrics.download_bytes.inc_by(size);
+    let stream = futures::stream::unfold(
+        (file, 0u64, progress),
+        move |(mut file, offset, mut progress)| async move {
+            if offset >= size {
+                return None;
+            }
+            loop {
+                let now = progress.borrow_and_update().clone();
+                let allowed = match now {
+                    FetchState::Running { verified } => verified,
+                    FetchState::Done => size,
+                    FetchState::Failed(e) => {
+                        let err = std::io::Error::other(format!("fetch failed: {e}"));
+                        return Some((Err(err), (file, size, progress)));
+                    }
+                };
+                if allowed > offset {
+                    let want = usize::try_from((allowed - offset).min(STREAM_CHUNK as u64))
+                        .unwrap_or(STREAM_CHUNK);
+                    let mut buf = vec![0u8; want];
+                    let read = async {
+                        file.seek(SeekFrom::Start(offset)).await?;
+                        file.read_exact(&mut buf).await?;
+                        Ok::<_, std::io::Error>(())
+                    }
+                    .await;
+                    return Some(match read {
+                        Ok(()) => (
+                            Ok(bytes::Bytes::from(buf)),
+                            (file, offset + want as u64, progress),
+                        ),
+                        Err(e) => (Err(e), (file, size, progress)),
+                    });
+                }
+                if progress.changed().await.is_err() {
+                    // The fetch task ended; its last state is final.
+                    if !matches!(*progress.borrow(), FetchState::Done) {
+                        let err = std::io::Error::other("fetch ended early");
+                        return Some((Err(err), (file, size, progress)));
+                    }
+                }
+            }
+        },
+    );
     builder
         .body(Body::from_stream(stream))
         .map_err(|e| ApiError::internal(&e))

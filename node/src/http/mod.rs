@@ -34,6 +34,7 @@ pub fn router(state: AppState) -> Router {
     let json_limit = state.config.limits.max_json_bytes;
     let api = Router::new()
         .route("/node", get(system::node_info))
+        .route("/peers", get(system::peers))
         .route("/openapi.json", get(openapi::serve))
         .route("/whoami", get(system::whoami))
         .route("/packages", get(packages::list))

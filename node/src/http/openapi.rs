@@ -18,6 +18,7 @@ use super::{admin, blobs, bundles, keys, packages, records, system, tags, upload
         system::metrics,
         system::node_info,
         system::whoami,
+        system::peers,
         packages::list,
         packages::detail,
         packages::resolve_ref,

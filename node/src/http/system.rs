@@ -39,7 +39,11 @@ pub async fn node_info(State(state): State<AppState>) -> Result<Json<NodeInfo>, 
     let (packages, versions) = state.store.counts()?;
     Ok(Json(NodeInfo {
         peer_id: state.peer_id.clone(),
-        p2p_addrs: Vec::new(),
+        p2p_addrs: state
+            .p2p
+            .as_ref()
+            .map(|p| p.listen_addrs())
+            .unwrap_or_default(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         origin: state.store.origin().to_string(),
         packages,
@@ -65,4 +69,20 @@ pub async fn whoami(Auth(principal): Auth) -> Json<WhoAmI> {
             .map(ToString::to_string)
             .collect(),
     })
+}
+
+/// Peers this node knows: addresses, latency, sync state, strikes.
+#[utoipa::path(get, path = "/v1/peers", tag = "node",
+    responses(
+        (status = 200, body = Vec<crate::p2p::PeerInfo>),
+        (status = 403, body = niso_protocol::api::ErrorBody),
+    ))]
+pub async fn peers(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+) -> Result<Json<Vec<crate::p2p::PeerInfo>>, ApiError> {
+    principal.require_admin()?;
+    Ok(Json(
+        state.p2p.as_ref().map(|p| p.peers()).unwrap_or_default(),
+    ))
 }

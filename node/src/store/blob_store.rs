@@ -123,10 +123,50 @@ impl BlobStore {
     }
 
     pub fn remove(&self, digest: &Digest) -> io::Result<()> {
+        let _ = fs::remove_file(self.outboard_path(digest));
         match fs::remove_file(self.path(digest)) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,
         }
+    }
+
+    fn outboard_path(&self, digest: &Digest) -> PathBuf {
+        self.path(digest).with_extension("obao")
+    }
+
+    /// The bao outboard (the blob's hash tree) for serving verified ranges, computed and kept
+    /// beside the blob on first use.
+    pub fn outboard(&self, digest: &Digest, block: bao_tree::BlockSize) -> io::Result<PathBuf> {
+        let path = self.outboard_path(digest);
+        if path.is_file() {
+            return Ok(path);
+        }
+        let data = fs::File::open(self.path(digest))?;
+        let size = data.metadata()?.len();
+        let tmp = self.temp_path("obao")?;
+        {
+            let mut out = io::BufWriter::new(fs::File::create(&tmp)?);
+            let root = bao_tree::io::sync::outboard_post_order(
+                io::BufReader::with_capacity(1 << 20, data),
+                bao_tree::BaoTree::new(size, block),
+                &mut out,
+            )?;
+            if root.as_bytes() != digest.as_bytes() {
+                let _ = fs::remove_file(&tmp);
+                return Err(io::Error::other(format!(
+                    "blob {digest} does not match its name"
+                )));
+            }
+            out.flush()?;
+            out.get_ref().sync_all()?;
+        }
+        fs::rename(&tmp, &path)?;
+        Ok(path)
+    }
+
+    /// Directory for blobs being fetched from peers; it survives restarts so fetches resume.
+    pub fn partial_dir(&self) -> PathBuf {
+        self.root.with_file_name("partial")
     }
 
     /// Every blob file. Files whose names are not digests are skipped.

@@ -159,6 +159,30 @@ impl Store {
         })
     }
 
+    /// Packages that have a live version whose blob is `digest`.
+    pub fn packages_with_blob(&self, digest: &Digest) -> Result<Vec<String>, StoreError> {
+        self.read(|txn| {
+            let t = txn.open_table(VERSIONS).map_err(db)?;
+            let mut out: Vec<String> = Vec::new();
+            for item in t.iter().map_err(db)? {
+                let (k, v) = item.map_err(db)?;
+                let entry: VersionEntry = decode(v.value())?;
+                if entry.digest == *digest.as_bytes() {
+                    let key = k.value().to_owned();
+                    let name = split_key(&key)
+                        .first()
+                        .copied()
+                        .unwrap_or_default()
+                        .to_owned();
+                    if !out.contains(&name) {
+                        out.push(name);
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// Whether `(origin, seq)` is in the log.
     pub fn has_record(&self, origin: &OriginKey, seq: u64) -> Result<bool, StoreError> {
         self.read(|txn| {

@@ -47,6 +47,15 @@ pub struct UploadEntry {
     pub created_ms: u64,
 }
 
+/// Sync progress with one peer: its log position we have pulled to, and the fingerprints of
+/// the rules that position was reached under (a change restarts from 0).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerSync {
+    pub cursor: u64,
+    pub share_fingerprint: u64,
+    pub replicate_fingerprint: u64,
+}
+
 pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     postcard::to_stdvec(v).map_err(corrupt)
 }

@@ -24,7 +24,7 @@ use redb::{Database, ReadTransaction, ReadableDatabase};
 pub use apply::{Applied, LocalChange};
 pub use blob_store::{BlobStore, Pin, hash_file};
 pub use catalog::{RecordFilter, VersionRow};
-pub use entries::{KeyEntry, TagEntry, UploadEntry, VersionEntry};
+pub use entries::{KeyEntry, PeerSync, TagEntry, UploadEntry, VersionEntry};
 pub use error::{ChangeError, StoreError};
 pub use gc::GcOutcome;
 pub use search::SearchHit;
@@ -43,6 +43,8 @@ pub struct Store {
     blobs: BlobStore,
     secret: NodeSecret,
     uploads_dir: PathBuf,
+    /// The last log position; watchers learn of every change to the log.
+    log_head: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -67,12 +69,14 @@ impl Store {
         create_tables(&db)?;
         let db = Arc::new(db);
         let writer = Writer::spawn(db.clone(), failpoints)?;
+        let head = last_log_position(&db)?;
         Ok(Self {
             db,
             writer,
             blobs: BlobStore::open(data_dir)?,
             secret,
             uploads_dir,
+            log_head: Arc::new(tokio::sync::watch::channel(head).0),
         })
     }
 
@@ -92,11 +96,56 @@ impl Store {
         f(&txn)
     }
 
+    /// A receiver that sees the log position move whenever records are added.
+    pub fn watch_log(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.log_head.subscribe()
+    }
+
+    pub fn log_position(&self) -> u64 {
+        *self.log_head.borrow()
+    }
+
+    fn log_changed(&self) {
+        if let Ok(head) = last_log_position(&self.db) {
+            self.log_head.send_if_modified(|h| {
+                let moved = *h != head;
+                *h = head;
+                moved
+            });
+        }
+    }
+
     /// Signs and applies a change made on this node. Returns the new records.
     pub async fn originate(&self, change: LocalChange) -> Result<Vec<Record>, ChangeError> {
         let secret = self.secret.clone();
-        self.writer
+        let records = self
+            .writer
             .write(move |txn| apply::originate(txn, &secret, change))
+            .await?;
+        self.log_changed();
+        Ok(records)
+    }
+
+    /// How far this node has pulled from `peer`.
+    pub fn peer_sync(&self, peer: &str) -> Result<PeerSync, StoreError> {
+        self.read(|txn| {
+            let t = txn.open_table(tables::PEER_SYNC).map_err(db)?;
+            t.get(peer)
+                .map_err(db)?
+                .map(|v| entries::decode(v.value()))
+                .transpose()
+                .map(Option::unwrap_or_default)
+        })
+    }
+
+    pub async fn set_peer_sync(&self, peer: String, sync: PeerSync) -> Result<(), StoreError> {
+        self.writer
+            .write(move |txn| {
+                let mut t = txn.open_table(tables::PEER_SYNC).map_err(db)?;
+                t.insert(peer.as_str(), entries::encode(&sync)?.as_slice())
+                    .map_err(db)?;
+                Ok::<_, StoreError>(())
+            })
             .await
     }
 
@@ -123,15 +172,26 @@ impl Store {
                 Ok::<_, StoreError>(out)
             })
             .await
+            .inspect(|_| self.log_changed())
     }
 
     /// Verifies and applies a record that came from elsewhere.
     pub async fn apply(&self, record: Record) -> Result<Applied, ChangeError> {
         record.verify()?;
-        self.writer
+        let applied = self
+            .writer
             .write(move |txn| apply::apply(txn, &record))
-            .await
+            .await?;
+        self.log_changed();
+        Ok(applied)
     }
+}
+
+fn last_log_position(database: &Database) -> Result<u64, StoreError> {
+    use redb::ReadableTable;
+    let txn = database.begin_read().map_err(db)?;
+    let log = txn.open_table(tables::LOG).map_err(db)?;
+    Ok(log.last().map_err(db)?.map(|(k, _)| k.value()).unwrap_or(0))
 }
 
 fn create_tables(database: &Database) -> Result<(), StoreError> {
@@ -147,6 +207,7 @@ fn create_tables(database: &Database) -> Result<(), StoreError> {
     txn.open_table(KEYS).map_err(db)?;
     txn.open_table(KEY_HASHES).map_err(db)?;
     txn.open_table(UPLOADS).map_err(db)?;
+    txn.open_table(PEER_SYNC).map_err(db)?;
     txn.commit().map_err(db)?;
     Ok(())
 }

@@ -49,3 +49,5 @@ pub fn package_range(name: &str) -> (String, String) {
 pub fn split_key(key: &str) -> Vec<&str> {
     key.split('\0').collect()
 }
+/// Peer id → postcard `PeerSync`: how far this node has pulled from that peer.
+pub const PEER_SYNC: TableDefinition<&str, &[u8]> = TableDefinition::new("peer_sync_v1");

@@ -6,6 +6,7 @@
     reason = "tests: a failed unwrap is a failed test"
 )]
 
+mod federation;
 mod flows;
 mod hostile;
 mod scopes;

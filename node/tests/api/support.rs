@@ -6,7 +6,7 @@ use axum::{
     http::{Method, Request, StatusCode},
 };
 use http_body_util::BodyExt;
-use niso_node::{Node, NodeConfig, api_keys::issue_key};
+use niso_node::{Node, NodeConfig, api_keys::issue_key, p2p::TransportChoice};
 use niso_protocol::{Digest, pack::Packer, scope::Scope};
 use serde_json::Value;
 use tower::ServiceExt;
@@ -54,14 +54,29 @@ impl TestNode {
         Self::with(|_| {}).await
     }
 
+    /// A node without p2p (HTTP tests).
     pub async fn with(tweak: impl FnOnce(&mut NodeConfig)) -> Self {
+        Self::with_transport(
+            |c| {
+                c.p2p.enabled = false;
+                tweak(c);
+            },
+            TransportChoice::Memory,
+        )
+        .await
+    }
+
+    pub async fn with_transport(
+        tweak: impl FnOnce(&mut NodeConfig),
+        transport: TransportChoice,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = NodeConfig {
             data_dir: dir.path().join("data"),
             ..NodeConfig::default()
         };
         tweak(&mut config);
-        let node = Node::open(config).await.unwrap();
+        let node = Node::open_with(config, transport).await.unwrap();
         let admin = std::fs::read_to_string(dir.path().join("data/admin.key"))
             .unwrap()
             .trim()

@@ -1,0 +1,313 @@
+//! The node's libp2p side. One task owns the `Swarm` (`event_loop.rs`); everything else talks
+//! to it through the cloneable [`P2p`] handle (commands with `oneshot` replies over a bounded
+//! channel) and opens protocol streams through `libp2p_stream::Control`.
+
+mod behaviour;
+pub mod blob_exchange;
+mod event_loop;
+pub mod frames;
+pub mod sync;
+pub mod transport;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use libp2p::{Multiaddr, PeerId, identity::Keypair};
+use niso_protocol::{Digest, record::Record};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{config::P2pConfig, trust::Trust};
+
+pub use transport::TransportChoice;
+
+/// Commands the handle sends to the event loop.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Dial(Multiaddr, oneshot::Sender<Result<(), String>>),
+    Publish(Vec<u8>),
+    Provide(Digest),
+    Providers(Digest, oneshot::Sender<Vec<PeerId>>),
+    Strike(PeerId, String),
+}
+
+/// What the event loop tells the replication engine.
+#[derive(Debug)]
+pub enum P2pEvent {
+    Connected(PeerId),
+    Disconnected(PeerId),
+    /// A verified record that arrived by gossip.
+    Gossip {
+        from: PeerId,
+        record: Record,
+    },
+    /// A peer says it has something new for us.
+    Poked(PeerId),
+}
+
+/// What the node knows about one peer.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct PeerInfo {
+    pub peer_id: String,
+    pub addrs: Vec<String>,
+    pub connected: bool,
+    /// Round-trip time of the last ping, in milliseconds.
+    pub latency_ms: Option<u64>,
+    /// When records were last pulled from this peer, in ms since the epoch.
+    pub last_sync_ms: Option<u64>,
+    /// This peer's log position we have synced up to.
+    pub synced_to: Option<u64>,
+    /// Bad messages or bytes received from it; at 3 it is blocked.
+    pub strikes: u32,
+    pub blocked: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub listen_addrs: RwLock<Vec<Multiaddr>>,
+    pub peers: RwLock<HashMap<PeerId, PeerInfo>>,
+    /// Bumped on every connection change, so callers can wait for one.
+    pub connections: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            listen_addrs: RwLock::default(),
+            peers: RwLock::default(),
+            connections: tokio::sync::watch::channel(0).0,
+        }
+    }
+}
+
+/// Strikes after which a peer is blocked.
+pub const MAX_STRIKES: u32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum P2pError {
+    #[error("could not build the libp2p swarm")]
+    Build(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("`{0}` is not a valid multiaddr")]
+    BadAddr(String),
+    #[error("could not listen on {addr}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("the p2p event loop has stopped")]
+    Stopped,
+}
+
+/// A cloneable handle to the node's libp2p side.
+#[derive(Clone)]
+pub struct P2p {
+    tx: mpsc::Sender<Command>,
+    control: libp2p_stream::Control,
+    pub peer_id: PeerId,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for P2p {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("P2p")
+            .field("peer_id", &self.peer_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Bound on queued commands and events: beyond it senders wait (commands) or events are
+/// dropped (anti-entropy recovers anything gossip loses).
+const QUEUE: usize = 1024;
+
+impl P2p {
+    /// Builds the swarm, starts listening and dialing, and spawns the event loop.
+    pub async fn start(
+        secret: [u8; 32],
+        config: &P2pConfig,
+        trust: Trust,
+        transport: TransportChoice,
+    ) -> Result<
+        (
+            Self,
+            mpsc::Receiver<P2pEvent>,
+            mpsc::Sender<P2pEvent>,
+            tokio::task::AbortHandle,
+        ),
+        P2pError,
+    > {
+        let key = Keypair::ed25519_from_bytes(secret).map_err(|e| P2pError::Build(Box::new(e)))?;
+        let peer_id = key.public().to_peer_id();
+        let mdns = config.mdns && matches!(transport, TransportChoice::Tcp);
+        let mut swarm = transport::build(key, config, mdns, transport)?;
+        for addr in &config.listen {
+            let ma: Multiaddr = addr.parse().map_err(|_| P2pError::BadAddr(addr.clone()))?;
+            swarm.listen_on(ma).map_err(|e| P2pError::Listen {
+                addr: addr.clone(),
+                source: Box::new(e),
+            })?;
+        }
+        let control = swarm.behaviour().stream.new_control();
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let (events_tx, events_rx) = mpsc::channel(QUEUE);
+        let shared = Arc::new(Shared::default());
+        let mut bootstrap = Vec::new();
+        for addr in &config.bootstrap {
+            bootstrap.push(
+                addr.parse::<Multiaddr>()
+                    .map_err(|_| P2pError::BadAddr(addr.clone()))?,
+            );
+        }
+        let task = tokio::spawn(event_loop::run(
+            swarm,
+            rx,
+            events_tx.clone(),
+            shared.clone(),
+            trust,
+            bootstrap,
+        ));
+        Ok((
+            Self {
+                tx,
+                control,
+                peer_id,
+                shared,
+            },
+            events_rx,
+            events_tx,
+            task.abort_handle(),
+        ))
+    }
+
+    pub fn control(&self) -> libp2p_stream::Control {
+        self.control.clone()
+    }
+
+    /// Listen addresses, each ending in `/p2p/PEER_ID`.
+    pub fn listen_addrs(&self) -> Vec<String> {
+        let addrs = self
+            .shared
+            .listen_addrs
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        addrs
+            .iter()
+            .map(|a| format!("{a}/p2p/{}", self.peer_id))
+            .collect()
+    }
+
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        let peers = self.shared.peers.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<PeerInfo> = peers.values().cloned().collect();
+        out.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        out
+    }
+
+    pub fn connected_peers(&self) -> Vec<PeerId> {
+        let peers = self.shared.peers.read().unwrap_or_else(|p| p.into_inner());
+        peers
+            .iter()
+            .filter(|(_, i)| i.connected && !i.blocked)
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    /// Waits until `peer` is connected, up to `timeout`.
+    pub async fn wait_connected(&self, peer: &PeerId, timeout: Duration) -> bool {
+        let mut changes = self.shared.connections.subscribe();
+        let wait = async {
+            loop {
+                if self.is_connected(peer) {
+                    return true;
+                }
+                if changes.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.unwrap_or(false)
+    }
+
+    /// Waits until the swarm listens somewhere (or `timeout` passes).
+    pub async fn wait_listening(&self, timeout: Duration) -> bool {
+        let mut changes = self.shared.connections.subscribe();
+        let wait = async {
+            loop {
+                if !self
+                    .shared
+                    .listen_addrs
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_empty()
+                {
+                    return true;
+                }
+                if changes.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.unwrap_or(false)
+    }
+
+    pub fn is_connected(&self, peer: &PeerId) -> bool {
+        let peers = self.shared.peers.read().unwrap_or_else(|p| p.into_inner());
+        peers.get(peer).is_some_and(|i| i.connected)
+    }
+
+    /// Records a finished sync with `peer`.
+    pub(crate) fn note_sync(&self, peer: &PeerId, position: u64, at_ms: u64) {
+        let mut peers = self.shared.peers.write().unwrap_or_else(|p| p.into_inner());
+        let info = peers.entry(*peer).or_insert_with(|| PeerInfo {
+            peer_id: peer.to_string(),
+            ..PeerInfo::default()
+        });
+        info.synced_to = Some(position);
+        info.last_sync_ms = Some(at_ms);
+    }
+
+    async fn send(&self, cmd: Command) -> Result<(), P2pError> {
+        self.tx.send(cmd).await.map_err(|_| P2pError::Stopped)
+    }
+
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), P2pError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Dial(addr.clone(), tx)).await?;
+        rx.await
+            .map_err(|_| P2pError::Stopped)?
+            .map_err(|e| P2pError::Listen {
+                addr: addr.to_string(),
+                source: e.into(),
+            })
+    }
+
+    /// Broadcasts a record of a package shared with everyone.
+    pub async fn publish(&self, record: &Record) -> Result<(), P2pError> {
+        self.send(Command::Publish(record.to_bytes())).await
+    }
+
+    pub async fn provide(&self, digest: Digest) -> Result<(), P2pError> {
+        self.send(Command::Provide(digest)).await
+    }
+
+    /// Peers the DHT lists as holding `digest` (waits at most a few seconds).
+    pub async fn providers(&self, digest: Digest) -> Vec<PeerId> {
+        let (tx, rx) = oneshot::channel();
+        if self.send(Command::Providers(digest, tx)).await.is_err() {
+            return Vec::new();
+        }
+        tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    }
+
+    /// Counts a misdeed against `peer`; enough of them block it.
+    pub async fn strike(&self, peer: PeerId, reason: &str) {
+        tracing::warn!(security = true, %peer, reason, "peer misbehaved");
+        let _ = self.send(Command::Strike(peer, reason.to_owned())).await;
+    }
+}

@@ -1,0 +1,181 @@
+//! The sync protocol: a peer pulls pages of records after a position in our log, filtered by
+//! what we share with it and what it wants; a poke asks a peer to pull from us now.
+//!
+//! Gossip loses messages; this is the anti-entropy that makes every node converge: each node
+//! keeps, per peer, the position in that peer's log it has pulled to.
+
+use std::sync::Arc;
+
+use futures::{AsyncWriteExt, StreamExt};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use libp2p::{PeerId, StreamProtocol};
+use niso_protocol::{
+    federation::{MAX_FRAME, MAX_PAGE, SYNC_PROTOCOL, SyncMessage, SyncPage},
+    record::Record,
+};
+use tokio::sync::Semaphore;
+
+use super::{
+    P2pEvent,
+    frames::{WireError, read_frame, write_frame},
+};
+use crate::{identity::peer_id as origin_peer_id, node::NodeState};
+
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new(SYNC_PROTOCOL);
+
+/// Sync requests served at once; more wait (bounded), so a flood cannot exhaust the node.
+const CONCURRENT: usize = 32;
+/// The most `(peer, globs)` pairs a request may state.
+const MAX_WANTS: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("could not open a sync stream")]
+    Open(#[from] libp2p_stream::OpenStreamError),
+    #[error(transparent)]
+    Wire(#[from] WireError),
+}
+
+/// A peer's stated wants, compiled once per request.
+struct Wants(Vec<(String, GlobSet)>);
+
+impl Wants {
+    fn compile(raw: &[(String, Vec<String>)]) -> Self {
+        let mut out = Vec::new();
+        for (peer, globs) in raw.iter().take(MAX_WANTS) {
+            let mut b = GlobSetBuilder::new();
+            for g in globs.iter().take(MAX_WANTS) {
+                if let Ok(g) = Glob::new(g) {
+                    b.add(g);
+                }
+            }
+            if let Ok(set) = b.build() {
+                out.push((peer.clone(), set));
+            }
+        }
+        Self(out)
+    }
+
+    fn allows(&self, origin: &str, package: &str) -> bool {
+        self.0
+            .iter()
+            .any(|(p, set)| (p == "*" || p == origin) && set.is_match(package))
+    }
+}
+
+/// Serves sync requests until the protocol is dropped.
+pub async fn serve(state: Arc<NodeState>, events: tokio::sync::mpsc::Sender<P2pEvent>) {
+    let Some(p2p) = state.p2p.as_ref() else {
+        return;
+    };
+    let mut incoming = match p2p.control().accept(PROTOCOL) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(error = %e, "sync protocol already registered");
+            return;
+        }
+    };
+    let permits = Arc::new(Semaphore::new(CONCURRENT));
+    while let Some((peer, stream)) = incoming.next().await {
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "too many sync requests, dropping one");
+            continue;
+        };
+        let state = state.clone();
+        let events = events.clone();
+        tokio::spawn(async move {
+            let span = tracing::debug_span!("sync-serve", %peer);
+            let _enter = span.enter();
+            if let Err(e) = handle(&state, &events, peer, stream).await {
+                tracing::debug!(%peer, error = %e, "sync request failed");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn handle(
+    state: &NodeState,
+    events: &tokio::sync::mpsc::Sender<P2pEvent>,
+    peer: PeerId,
+    mut stream: libp2p::Stream,
+) -> Result<(), WireError> {
+    let message: SyncMessage = read_frame(&mut stream, 64 * 1024).await?;
+    match message {
+        SyncMessage::Poke => {
+            let _ = events.try_send(P2pEvent::Poked(peer));
+        }
+        SyncMessage::Pull {
+            after,
+            limit,
+            wants,
+        } => {
+            let limit = limit.clamp(1, MAX_PAGE) as usize;
+            let wants = Wants::compile(&wants);
+            let peer_s = peer.to_string();
+            let filter = |r: &Record| {
+                let package = r.body.package().as_str();
+                state.trust.shares_with(&peer_s, package)
+                    && wants.allows(&origin_peer_id(&r.origin), package)
+            };
+            let (records, next, more) = state
+                .store
+                .records_after(after, limit, limit * 20, &filter)
+                .map_err(|e| WireError::Io(std::io::Error::other(e)))?;
+            let page = SyncPage {
+                records: records.iter().map(Record::to_bytes).collect(),
+                next,
+                more,
+                share_fingerprint: state.trust.share_fingerprint(&peer_s),
+            };
+            write_frame(&mut stream, &page).await?;
+        }
+    }
+    let _ = stream.close().await;
+    Ok(())
+}
+
+/// Pulls one page from `peer`.
+pub async fn pull(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    after: u64,
+    wants: Vec<(String, Vec<String>)>,
+) -> Result<SyncPage, SyncError> {
+    let mut stream = open(control, peer).await?;
+    write_frame(
+        &mut stream,
+        &SyncMessage::Pull {
+            after,
+            limit: MAX_PAGE,
+            wants,
+        },
+    )
+    .await?;
+    let page = read_frame(&mut stream, MAX_FRAME).await?;
+    let _ = stream.close().await;
+    Ok(page)
+}
+
+/// Asks `peer` to pull from us.
+pub async fn poke(control: &mut libp2p_stream::Control, peer: PeerId) -> Result<(), SyncError> {
+    let mut stream = open(control, peer).await?;
+    write_frame(&mut stream, &SyncMessage::Poke).await?;
+    let _ = stream.close().await;
+    Ok(())
+}
+
+async fn open(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+) -> Result<libp2p::Stream, SyncError> {
+    match tokio::time::timeout(
+        super::frames::FRAME_TIMEOUT,
+        control.open_stream(peer, PROTOCOL),
+    )
+    .await
+    {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(WireError::Timeout.into()),
+    }
+}
