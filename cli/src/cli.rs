@@ -194,6 +194,9 @@ pub enum RegistryCommand {
     /// Show a node's identity and size.
     #[command(after_help = "Example:\n  niso registry info --registry private")]
     Info,
+    /// List a node's peers: addresses, latency, sync state (needs an admin key).
+    #[command(after_help = "Example:\n  niso registry peers --registry private")]
+    Peers,
     /// Add a named registry to the client configuration.
     #[command(
         after_help = "Example:\n  niso registry add private https://registry.example.com --key niso_k1_abc123 --default"

@@ -133,6 +133,10 @@ impl RegistryClient {
         self.get("/v1/node").await
     }
 
+    pub async fn peers(&self) -> Result<Vec<serde_json::Value>, ClientError> {
+        self.get("/v1/peers").await
+    }
+
     pub async fn whoami(&self) -> Result<WhoAmI, ClientError> {
         self.get("/v1/whoami").await
     }

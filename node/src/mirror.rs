@@ -61,7 +61,10 @@ pub async fn mirror_from(
         return Err(MirrorError::BadUrl(base.to_owned()));
     }
     if let Some(report) = mirror_over_p2p(state, base).await {
-        return Ok(report);
+        // A peer that shares nothing with us over libp2p may still let our key pull over HTTP.
+        if report.records_seen > 0 || key.is_none() {
+            return Ok(report);
+        }
     }
     let mut report = MirrorReport {
         via: "http".to_owned(),

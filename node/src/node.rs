@@ -172,10 +172,10 @@ impl Node {
         let store = Store::open(&data_dir, secret, failpoints.clone())?;
         let mut tasks = Vec::new();
         let (p2p, events) = if config.p2p.enabled {
-            let (p2p, events, events_tx, event_loop) =
+            let (p2p, events, events_tx, event_loop, incoming) =
                 P2p::start(secret_bytes, &config.p2p, trust.clone(), transport).await?;
             tasks.push(event_loop);
-            (Some(p2p), Some((events, events_tx)))
+            (Some(p2p), Some((events, events_tx, incoming)))
         } else {
             (None, None)
         };
@@ -195,12 +195,15 @@ impl Node {
         });
         ensure_admin_key(&state).await?;
         state.refresh_gauges();
-        if let Some((events, events_tx)) = events {
+        if let Some((events, events_tx, incoming)) = events {
+            let (sync, blobs) = (incoming.sync, incoming.blobs);
             tasks.push(
-                tokio::spawn(crate::p2p::sync::serve(state.clone(), events_tx)).abort_handle(),
+                tokio::spawn(crate::p2p::sync::serve(state.clone(), sync, events_tx))
+                    .abort_handle(),
             );
-            tasks
-                .push(tokio::spawn(crate::p2p::blob_exchange::serve(state.clone())).abort_handle());
+            tasks.push(
+                tokio::spawn(crate::p2p::blob_exchange::serve(state.clone(), blobs)).abort_handle(),
+            );
             tasks.push(tokio::spawn(crate::replication::run(state.clone(), events)).abort_handle());
         }
         tracing::info!(peer_id = %state.peer_id, data_dir = %data_dir.display(), "node opened");

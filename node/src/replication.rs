@@ -49,6 +49,8 @@ pub struct Outcome {
     pub untrusted: u64,
     pub blobs: u64,
     pub bytes: u64,
+    /// Records left for a later attempt because their blob could not be fetched yet.
+    pub incomplete: u64,
     pub rejected: Vec<String>,
 }
 
@@ -221,7 +223,13 @@ pub async fn sync_with(state: &Arc<NodeState>, peer: PeerId) -> Result<Outcome, 
         cursor.share_fingerprint = page.share_fingerprint;
         let records = decode_page(&p2p, peer, &page.records).await;
         let outcome = take_in(state, peer, records, Mode::Rules).await;
+        let incomplete = outcome.incomplete > 0;
         merge(&mut total, outcome);
+        if incomplete {
+            // Keep the cursor before this page: the next round retries the missing blobs
+            // (records already applied are skipped cheaply).
+            break;
+        }
         cursor.cursor = page.next.max(cursor.cursor);
         if let Err(e) = state
             .store
@@ -304,6 +312,7 @@ fn merge(total: &mut Outcome, o: Outcome) {
     total.untrusted += o.untrusted;
     total.blobs += o.blobs;
     total.bytes += o.bytes;
+    total.incomplete += o.incomplete;
     total.rejected.extend(o.rejected);
 }
 
@@ -365,8 +374,9 @@ pub async fn take_in(
                                 true
                             }
                             Err(e) => {
+                                out.incomplete += 1;
                                 out.rejected.push(format!(
-                                    "{package} {}: blob not fetched: {e}",
+                                    "{package} {}: blob not fetched yet: {e}",
                                     m.version
                                 ));
                                 false

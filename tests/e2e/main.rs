@@ -8,5 +8,6 @@
 
 mod airgap;
 mod crash;
+mod federation;
 mod lifecycle;
 mod walkthrough;

@@ -279,7 +279,7 @@ fn the_registry_page_end_to_end() {
     let out = admin.ok(&["registry", "mirror", "--from", &a_name, "--to", "b"]);
     assert!(
         out.starts_with(&format!(
-            "  Mirrored {a_name} → b: 3 versions, 2 tag updates, 0 deletions"
+            "  Mirrored {a_name} → b over http: 3 versions, 2 tag updates, 0 deletions"
         )),
         "{out}"
     );

@@ -206,6 +206,11 @@ impl Server {
         }
     }
 
+    /// Everything the node logged so far (and not yet consumed by `wait_for_log`).
+    pub fn log(&self) -> String {
+        self.stderr_lines.try_iter().collect::<Vec<_>>().join("\n")
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill(mut self) {
         self.child.kill().unwrap();
@@ -253,14 +258,59 @@ pub fn package_dir(
 
 /// `GET path` over plain HTTP/1.0 on `url` (`http://host:port`): status line and body.
 pub fn http_get(url: &str, path: &str) -> std::io::Result<(String, String)> {
+    http_get_with_key(url, path, None)
+}
+
+/// Like [`http_get`], with a bearer key.
+pub fn http_get_with_key(
+    url: &str,
+    path: &str,
+    key: Option<&str>,
+) -> std::io::Result<(String, String)> {
     use std::io::{Read, Write};
     let addr = url.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    stream.set_read_timeout(Some(Duration::from_secs(90)))?;
+    let auth = key
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n")?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     let status = head.lines().next().unwrap_or_default().to_owned();
     Ok((status, body.to_owned()))
+}
+
+/// Follows a node's record log (long-polling `/v1/records?wait=`) until `done` says the
+/// records seen so far are enough, or `timeout` passes. Returns every record seen.
+pub fn follow_records(
+    url: &str,
+    key: &str,
+    timeout: Duration,
+    mut done: impl FnMut(&[serde_json::Value]) -> bool,
+) -> Result<Vec<serde_json::Value>, Vec<serde_json::Value>> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut seen = Vec::new();
+    let mut after = 0u64;
+    loop {
+        if done(&seen) {
+            return Ok(seen);
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(seen);
+        }
+        let wait = left.as_secs().clamp(1, 30);
+        let (status, body) = http_get_with_key(
+            url,
+            &format!("/v1/records?after={after}&limit=1000&wait={wait}"),
+            Some(key),
+        )
+        .map_err(|_| seen.clone())?;
+        assert!(status.contains("200"), "{status}: {body}");
+        let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+        seen.extend(page["records"].as_array().unwrap().iter().cloned());
+        after = page["next"].as_u64().unwrap();
+    }
 }

@@ -72,9 +72,10 @@ pub async fn mirror(ctx: &Context, from: &str, to: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "  Mirrored {} → {}: {} version{}, {} tag update{}, {} deletion{}",
+        "  Mirrored {} → {} over {}: {} version{}, {} tag update{}, {} deletion{}",
         source.name,
         target.name,
+        report.via,
         report.versions,
         plural(report.versions),
         report.tags,
@@ -121,5 +122,51 @@ pub async fn info(ctx: &Context, client: &RegistryClient) -> anyhow::Result<()> 
         info.versions,
         plural(info.versions)
     );
+    Ok(())
+}
+
+pub async fn peers(ctx: &Context, client: &RegistryClient) -> anyhow::Result<()> {
+    let peers = client.peers().await?;
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&peers)?);
+        return Ok(());
+    }
+    if peers.is_empty() {
+        println!("  No peers yet.");
+        return Ok(());
+    }
+    let mut rows = vec![vec![
+        "PEER".to_owned(),
+        "STATE".to_owned(),
+        "LATENCY".to_owned(),
+        "SYNCED".to_owned(),
+        "ADDRESS".to_owned(),
+    ]];
+    for p in peers {
+        let state = if p["blocked"].as_bool() == Some(true) {
+            "blocked"
+        } else if p["connected"].as_bool() == Some(true) {
+            "connected"
+        } else {
+            "known"
+        };
+        let latency = p["latency_ms"]
+            .as_u64()
+            .map(|l| format!("{l} ms"))
+            .unwrap_or_else(|| "-".into());
+        let synced = match (p["synced_to"].as_u64(), p["last_sync_ms"].as_u64()) {
+            (Some(pos), Some(at)) => format!("#{pos} at {}", units::date(at)),
+            _ => "never".into(),
+        };
+        let addr = p["addrs"][0].as_str().unwrap_or("-").to_owned();
+        rows.push(vec![
+            p["peer_id"].as_str().unwrap_or("?").to_owned(),
+            state.to_owned(),
+            latency,
+            synced,
+            addr,
+        ]);
+    }
+    print!("{}", crate::table::render(&rows));
     Ok(())
 }

@@ -100,6 +100,7 @@ async fn run_command(cli: Cli, ctx: Context) -> anyhow::Result<()> {
         Command::Registry(cmd) => match cmd {
             RegistryCommand::Serve(args) => serve::run(&ctx, &args).await,
             RegistryCommand::Info => admin::info(&ctx, &client()?).await,
+            RegistryCommand::Peers => admin::peers(&ctx, &client()?).await,
             RegistryCommand::Add {
                 name,
                 url,

@@ -20,6 +20,10 @@ pub struct RecordsQuery {
     after: u64,
     /// Page size, 1 to 1000 (default 100).
     limit: Option<usize>,
+    /// With nothing new after `after`, wait up to this many seconds (at most 60) for records
+    /// to arrive before answering: a long poll for watching a registry.
+    #[serde(default)]
+    wait: u64,
 }
 
 /// Records after a log position.
@@ -39,10 +43,24 @@ pub async fn list(
             .scopes
             .allows(Action::Pull, r.body.package().as_str())
     };
-    let (records, next, more) =
-        state
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(query.wait.min(60));
+    let mut log = state.store.watch_log();
+    let mut after = query.after;
+    let (records, next, more) = loop {
+        let (records, next, more) = state
             .store
-            .records_after(query.after, limit, limit * 20, &filter)?;
+            .records_after(after, limit, limit * 20, &filter)?;
+        if !records.is_empty() || more || tokio::time::Instant::now() >= deadline {
+            break (records, next, more);
+        }
+        after = next;
+        if tokio::time::timeout_at(deadline, log.changed())
+            .await
+            .is_err()
+        {
+            break (records, next, more);
+        }
+    };
     Ok(Json(RecordPage {
         records,
         next,

@@ -37,17 +37,7 @@ pub const BLOCK: BlockSize = BlockSize::from_chunk_log(BLOB_CHUNK_LOG);
 const CONCURRENT: usize = 16;
 
 /// Serves blob ranges until the protocol is dropped.
-pub async fn serve(state: Arc<NodeState>) {
-    let Some(p2p) = state.p2p.as_ref() else {
-        return;
-    };
-    let mut incoming = match p2p.control().accept(PROTOCOL) {
-        Ok(i) => i,
-        Err(e) => {
-            tracing::error!(error = %e, "blob protocol already registered");
-            return;
-        }
-    };
+pub async fn serve(state: Arc<NodeState>, mut incoming: libp2p_stream::IncomingStreams) {
     let permits = Arc::new(Semaphore::new(CONCURRENT));
     while let Some((peer, stream)) = incoming.next().await {
         let Ok(permit) = permits.clone().try_acquire_owned() else {

@@ -82,6 +82,18 @@ impl Default for Shared {
     }
 }
 
+/// Inbound streams of our own protocols, registered before the swarm connects anywhere.
+pub struct Incoming {
+    pub sync: libp2p_stream::IncomingStreams,
+    pub blobs: libp2p_stream::IncomingStreams,
+}
+
+impl std::fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Incoming")
+    }
+}
+
 /// Strikes after which a peer is blocked.
 pub const MAX_STRIKES: u32 = 3;
 
@@ -135,6 +147,7 @@ impl P2p {
             mpsc::Receiver<P2pEvent>,
             mpsc::Sender<P2pEvent>,
             tokio::task::AbortHandle,
+            Incoming,
         ),
         P2pError,
     > {
@@ -149,7 +162,16 @@ impl P2p {
                 source: Box::new(e),
             })?;
         }
-        let control = swarm.behaviour().stream.new_control();
+        let mut control = swarm.behaviour().stream.new_control();
+        // Accept our protocols before the first connection, so no early stream is refused.
+        let incoming = Incoming {
+            sync: control
+                .accept(sync::PROTOCOL)
+                .map_err(|e| P2pError::Build(Box::new(e)))?,
+            blobs: control
+                .accept(blob_exchange::PROTOCOL)
+                .map_err(|e| P2pError::Build(Box::new(e)))?,
+        };
         let (tx, rx) = mpsc::channel(QUEUE);
         let (events_tx, events_rx) = mpsc::channel(QUEUE);
         let shared = Arc::new(Shared::default());
@@ -178,6 +200,7 @@ impl P2p {
             events_rx,
             events_tx,
             task.abort_handle(),
+            incoming,
         ))
     }
 

@@ -64,17 +64,11 @@ impl Wants {
 }
 
 /// Serves sync requests until the protocol is dropped.
-pub async fn serve(state: Arc<NodeState>, events: tokio::sync::mpsc::Sender<P2pEvent>) {
-    let Some(p2p) = state.p2p.as_ref() else {
-        return;
-    };
-    let mut incoming = match p2p.control().accept(PROTOCOL) {
-        Ok(i) => i,
-        Err(e) => {
-            tracing::error!(error = %e, "sync protocol already registered");
-            return;
-        }
-    };
+pub async fn serve(
+    state: Arc<NodeState>,
+    mut incoming: libp2p_stream::IncomingStreams,
+    events: tokio::sync::mpsc::Sender<P2pEvent>,
+) {
     let permits = Arc::new(Semaphore::new(CONCURRENT));
     while let Some((peer, stream)) = incoming.next().await {
         let Ok(permit) = permits.clone().try_acquire_owned() else {

@@ -1,13 +1,13 @@
 //! The single database writer. Every change goes through one thread that groups the jobs
 //! waiting in its queue into one redb transaction, so a burst of pushes costs one fsync.
 //!
-//! Each job runs between an ephemeral savepoint and the next: a job that returns an error is
-//! rolled back alone, and the others in the batch still commit. A job's reply is sent only
-//! after the commit that makes it durable.
+//! Each job runs in its own transaction committed without an fsync, so a job that returns an
+//! error is rolled back alone; one empty durable commit then makes the whole batch durable.
+//! A job's reply is sent only after that durable commit.
 
 use std::{sync::Arc, thread};
 
-use redb::{Database, WriteTransaction};
+use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::{StoreError, db};
@@ -53,31 +53,41 @@ impl Writer {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        let (reply_tx, reply_rx) = oneshot::channel::<Result<T, E>>();
-        let job: Job = Box::new(move |txn| {
-            let result = match txn {
-                Some(txn) => f(txn),
-                None => Err(E::from(StoreError::Unavailable)),
-            };
-            let failed = result.is_err();
-            let finish: Finish = Box::new(move |commit| {
-                let out = match (result, commit) {
-                    (Err(e), _) => Err(e),
-                    (Ok(v), Ok(())) => Ok(v),
-                    (Ok(_), Err(e)) => Err(E::from(StoreError::Database(Box::new(SharedError(e))))),
-                };
-                let _ = reply_tx.send(out);
-            });
-            (failed, finish)
-        });
+        let (job, reply) = job(f);
         self.tx
             .send(job)
             .await
             .map_err(|_| E::from(StoreError::WriterGone))?;
-        reply_rx
-            .await
-            .map_err(|_| E::from(StoreError::WriterGone))?
+        reply.await.map_err(|_| E::from(StoreError::WriterGone))?
     }
+}
+
+/// Wraps `f` as a job whose result arrives on the returned channel after the batch commits.
+fn job<T, E>(
+    f: impl FnOnce(&WriteTransaction) -> Result<T, E> + Send + 'static,
+) -> (Job, oneshot::Receiver<Result<T, E>>)
+where
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    let (reply_tx, reply_rx) = oneshot::channel::<Result<T, E>>();
+    let job: Job = Box::new(move |txn| {
+        let result = match txn {
+            Some(txn) => f(txn),
+            None => Err(E::from(StoreError::Unavailable)),
+        };
+        let failed = result.is_err();
+        let finish: Finish = Box::new(move |commit| {
+            let out = match (result, commit) {
+                (Err(e), _) => Err(e),
+                (Ok(v), Ok(())) => Ok(v),
+                (Ok(_), Err(e)) => Err(E::from(StoreError::Database(Box::new(SharedError(e))))),
+            };
+            let _ = reply_tx.send(out);
+        });
+        (failed, finish)
+    });
+    (job, reply_rx)
 }
 
 /// A commit error shared by every job of the failed batch.
@@ -113,7 +123,14 @@ fn run(database: &Database, mut rx: mpsc::Receiver<Job>, failpoints: &Failpoints
             failpoints.hit_blocking("db-commit", batches);
         });
         if let Err(e) = &commit {
-            tracing::error!(error = %e, jobs = size, "database commit failed");
+            let mut chain = e.to_string();
+            let mut source = std::error::Error::source(e.as_ref());
+            while let Some(cause) = source {
+                chain.push_str(": ");
+                chain.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            tracing::error!(error = %chain, jobs = size, "database commit failed");
         }
         for finish in finishes {
             finish(commit.clone());
@@ -126,41 +143,103 @@ fn run_batch(
     jobs: impl Iterator<Item = Job>,
     before_commit: impl FnOnce(),
 ) -> (Vec<Finish>, Result<(), Arc<StoreError>>) {
-    let mut txn = match database.begin_write() {
-        Ok(t) => t,
-        Err(e) => {
-            let finishes = jobs.map(|job| job(None).1).collect();
-            return (finishes, Err(Arc::new(db(e))));
-        }
-    };
     let mut finishes = Vec::new();
-    let mut broken: Option<StoreError> = None;
+    let mut failure: Option<StoreError> = None;
+    let mut committed = 0usize;
     for job in jobs {
-        if broken.is_some() {
+        if failure.is_some() {
             finishes.push(job(None).1);
             continue;
         }
-        match txn.ephemeral_savepoint() {
+        let mut txn = match database.begin_write() {
+            Ok(t) => t,
             Err(e) => {
-                broken = Some(db(e));
+                failure = Some(db(e));
                 finishes.push(job(None).1);
+                continue;
             }
-            Ok(savepoint) => {
-                let (failed, finish) = job(Some(&txn));
-                if failed && let Err(e) = txn.restore_savepoint(&savepoint) {
-                    broken = Some(db(e));
-                }
-                finishes.push(finish);
+        };
+        // Each job commits on its own (so a failed one rolls back alone) but without an
+        // fsync; the empty durable commit below makes the whole batch durable at once.
+        if let Err(e) = txn.set_durability(Durability::None) {
+            failure = Some(db(e));
+            finishes.push(job(None).1);
+            continue;
+        }
+        let (failed, finish) = job(Some(&txn));
+        finishes.push(finish);
+        if failed {
+            if let Err(e) = txn.abort() {
+                failure = Some(db(e));
             }
+            continue;
+        }
+        match txn.commit() {
+            Ok(()) => committed += 1,
+            Err(e) => failure = Some(db(e)),
         }
     }
-    let commit = match broken {
-        // Dropping the transaction aborts it: nothing of this batch becomes visible.
-        Some(e) => Err(Arc::new(e)),
-        None => {
-            before_commit();
-            txn.commit().map_err(|e| Arc::new(db(e)))
+    if let Some(e) = failure {
+        return (finishes, Err(Arc::new(e)));
+    }
+    if committed == 0 {
+        return (finishes, Ok(()));
+    }
+    before_commit();
+    let durable = database.begin_write().map_err(db).and_then(|mut txn| {
+        txn.set_durability(Durability::Immediate).map_err(db)?;
+        txn.commit().map_err(db)
+    });
+    (finishes, durable.map_err(Arc::new))
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::{ReadableDatabase, TableDefinition};
+
+    use super::*;
+
+    const T: TableDefinition<&str, u64> = TableDefinition::new("t");
+
+    fn put(key: &'static str, fail: bool) -> (Job, oneshot::Receiver<Result<(), StoreError>>) {
+        job(move |txn| {
+            txn.open_table(T).map_err(db)?.insert(key, 1).map_err(db)?;
+            if fail {
+                Err(StoreError::Unavailable)
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    #[test]
+    fn a_failing_job_rolls_back_alone_and_the_batch_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = Database::create(dir.path().join("db")).unwrap();
+        let (a, ra) = put("a", false);
+        let (b, rb) = put("b", true);
+        let (c, rc) = put("c", false);
+        let mut durable_commits = 0;
+        let (finishes, commit) = run_batch(&database, vec![a, b, c].into_iter(), || {
+            durable_commits += 1
+        });
+        assert!(commit.is_ok());
+        assert_eq!(durable_commits, 1, "one fsync for the whole batch");
+        for f in finishes {
+            f(commit.clone());
         }
-    };
-    (finishes, commit)
+        assert!(ra.blocking_recv().unwrap().is_ok());
+        assert!(rb.blocking_recv().unwrap().is_err());
+        assert!(rc.blocking_recv().unwrap().is_ok());
+        drop(database);
+        let database = Database::open(dir.path().join("db")).unwrap();
+        let txn = database.begin_read().unwrap();
+        let t = txn.open_table(T).unwrap();
+        assert!(t.get("a").unwrap().is_some());
+        assert!(
+            t.get("b").unwrap().is_none(),
+            "the failed job's write was rolled back"
+        );
+        assert!(t.get("c").unwrap().is_some());
+    }
 }
