@@ -173,6 +173,11 @@ fn spawn_sync(state: &Arc<NodeState>, peer: PeerId) {
         loop {
             if let Err(e) = sync_with(&state, peer).await {
                 tracing::debug!(%peer, error = %e, "sync failed");
+                if e.is_misbehaviour() {
+                    if let Some(p2p) = &state.p2p {
+                        p2p.strike(peer, &format!("bad sync response: {e}")).await;
+                    }
+                }
             }
             let again = state
                 .sync_gate

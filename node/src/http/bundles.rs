@@ -22,6 +22,7 @@ use super::{
 use crate::bundle::{BundleError, ExportFilter, ImportReport, export, import};
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExportQuery {
     /// Log position to start after: the `mark` of the previous bundle (0 for everything).
     #[serde(default)]

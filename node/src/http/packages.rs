@@ -24,6 +24,7 @@ pub const MAX_LIMIT: usize = 1000;
 const DEFAULT_LIMIT: usize = 100;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Words to search for in names and descriptions; omit to list every package.
     q: Option<String>,
@@ -214,6 +215,7 @@ pub async fn detail(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ResolveQuery {
     /// A tag, an exact version or a version prefix such as `20`; omit for `latest`.
     #[serde(rename = "ref")]
@@ -315,6 +317,7 @@ pub async fn version(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteQuery {
     /// Delete only this architecture; omit to delete every build of the version.
     arch: Option<String>,

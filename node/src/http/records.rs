@@ -14,6 +14,7 @@ use super::{
 };
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RecordsQuery {
     /// Log position to continue after (`next` of the previous page); 0 to start.
     #[serde(default)]

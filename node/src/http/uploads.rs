@@ -234,6 +234,7 @@ fn too_large(max: u64) -> ApiError {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FinishQuery {
     /// The `blake3:` digest of the whole package, as the client computed it.
     digest: String,

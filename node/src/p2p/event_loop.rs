@@ -129,6 +129,7 @@ impl Loop {
                 i.blocked = true;
                 i.connected = false;
             });
+            self.shared.connections.send_modify(|n| *n += 1);
         }
     }
 

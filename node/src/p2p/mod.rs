@@ -237,6 +237,11 @@ impl P2p {
             .collect()
     }
 
+    /// A receiver that changes whenever a peer connects, disconnects or is blocked.
+    pub fn watch_peers(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.connections.subscribe()
+    }
+
     /// Waits until `peer` is connected, up to `timeout`.
     pub async fn wait_connected(&self, peer: &PeerId, timeout: Duration) -> bool {
         let mut changes = self.shared.connections.subscribe();
@@ -309,6 +314,12 @@ impl P2p {
     /// Broadcasts a record of a package shared with everyone.
     pub async fn publish(&self, record: &Record) -> Result<(), P2pError> {
         self.send(Command::Publish(record.to_bytes())).await
+    }
+
+    /// Broadcasts arbitrary bytes on the records topic. Honest nodes only publish records;
+    /// tests and the simulator use this to play a hostile peer.
+    pub async fn publish_raw(&self, bytes: Vec<u8>) -> Result<(), P2pError> {
+        self.send(Command::Publish(bytes)).await
     }
 
     pub async fn provide(&self, digest: Digest) -> Result<(), P2pError> {

@@ -36,6 +36,17 @@ pub enum SyncError {
     Wire(#[from] WireError),
 }
 
+impl SyncError {
+    /// Whether the peer broke the protocol (oversized or malformed frames), as opposed to
+    /// being unreachable or slow.
+    pub fn is_misbehaviour(&self) -> bool {
+        matches!(
+            self,
+            Self::Wire(WireError::TooLarge(_) | WireError::Frame(_))
+        )
+    }
+}
+
 /// A peer's stated wants, compiled once per request.
 struct Wants(Vec<(String, GlobSet)>);
 

@@ -9,5 +9,6 @@
 mod federation;
 mod flows;
 mod hostile;
+mod hostile_peer;
 mod scopes;
 mod support;
