@@ -50,10 +50,10 @@ impl Fetcher {
         hints: Vec<PeerId>,
     ) -> watch::Receiver<FetchState> {
         let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(rx) = inflight.get(&digest) {
-            if !matches!(*rx.borrow(), FetchState::Failed(_)) {
-                return rx.clone();
-            }
+        if let Some(rx) = inflight.get(&digest)
+            && !matches!(*rx.borrow(), FetchState::Failed(_))
+        {
+            return rx.clone();
         }
         let (tx, rx) = watch::channel(FetchState::Running { verified: 0 });
         inflight.insert(digest, rx.clone());
@@ -108,7 +108,7 @@ impl Fetcher {
 }
 
 /// Segment size: about 16 per blob, between 256 KiB and 8 MiB, in whole 16 KiB groups.
-fn segment_bytes(size: u64) -> u64 {
+pub fn segment_bytes(size: u64) -> u64 {
     let group = 16 * 1024;
     (size / 16)
         .clamp(256 * 1024, 8 * 1024 * 1024)

@@ -23,6 +23,7 @@ pub struct Metrics {
     pub records_rejected: Counter,
     pub auth_failures: Counter,
     pub gc_runs: Counter,
+    pub p2p_blob_bytes_served: Counter,
     pub packages: Gauge,
     pub versions: Gauge,
 }
@@ -38,6 +39,7 @@ impl Default for Metrics {
         let records_rejected = Counter::default();
         let auth_failures = Counter::default();
         let gc_runs = Counter::default();
+        let p2p_blob_bytes_served = Counter::default();
         let packages = Gauge::default();
         let versions = Gauge::default();
         registry.register(
@@ -76,6 +78,11 @@ impl Default for Metrics {
             auth_failures.clone(),
         );
         registry.register("gc_runs", "Garbage collection runs", gc_runs.clone());
+        registry.register(
+            "p2p_blob_bytes_served",
+            "Blob bytes sent to peers",
+            p2p_blob_bytes_served.clone(),
+        );
         registry.register("packages", "Packages held", packages.clone());
         registry.register("versions", "Package versions held", versions.clone());
         Self {
@@ -88,6 +95,7 @@ impl Default for Metrics {
             records_rejected,
             auth_failures,
             gc_runs,
+            p2p_blob_bytes_served,
             packages,
             versions,
         }

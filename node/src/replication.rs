@@ -78,7 +78,7 @@ pub async fn run(state: Arc<NodeState>, mut events: mpsc::Receiver<P2pEvent>) {
                 Some(P2pEvent::Gossip { from, record }) => {
                     let state = state.clone();
                     tokio::spawn(async move {
-                        let outcome = take_in(&state, from, vec![record], Mode::Rules).await;
+                        let outcome = take_in(&state, from, vec![*record], Mode::Rules).await;
                         if outcome.applied > 0 {
                             tracing::debug!(%from, "applied a gossiped record");
                         }
@@ -120,10 +120,10 @@ async fn announce(state: &Arc<NodeState>, from: u64) -> u64 {
             let package = record.body.package().as_str();
             if state.trust.shares_publicly(package) {
                 let _ = p2p.publish(record).await;
-                if let RecordBody::Manifest(m) = &record.body {
-                    if state.store.blobs().contains(&m.digest) {
-                        let _ = p2p.provide(m.digest).await;
-                    }
+                if let RecordBody::Manifest(m) = &record.body
+                    && state.store.blobs().contains(&m.digest)
+                {
+                    let _ = p2p.provide(m.digest).await;
                 }
             }
             for peer in &connected {
@@ -173,10 +173,10 @@ fn spawn_sync(state: &Arc<NodeState>, peer: PeerId) {
         loop {
             if let Err(e) = sync_with(&state, peer).await {
                 tracing::debug!(%peer, error = %e, "sync failed");
-                if e.is_misbehaviour() {
-                    if let Some(p2p) = &state.p2p {
-                        p2p.strike(peer, &format!("bad sync response: {e}")).await;
-                    }
+                if e.is_misbehaviour()
+                    && let Some(p2p) = &state.p2p
+                {
+                    p2p.strike(peer, &format!("bad sync response: {e}")).await;
                 }
             }
             let again = state

@@ -9,5 +9,6 @@
 mod airgap;
 mod crash;
 mod federation;
+mod lan;
 mod lifecycle;
 mod walkthrough;

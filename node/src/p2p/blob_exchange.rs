@@ -83,6 +83,15 @@ async fn handle(
     };
     write_frame(&mut stream, &BlobResponse::Ok { size }).await?;
     let ranges = to_ranges(&request.chunk_ranges);
+    let served: u64 = request
+        .chunk_ranges
+        .iter()
+        .map(|&(a, b)| {
+            (b.saturating_mul(1024))
+                .min(size)
+                .saturating_sub(a.saturating_mul(1024))
+        })
+        .sum();
     let writer = SyncIoBridge::new(stream.compat());
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         let data = File::open(&path)?;
@@ -99,6 +108,7 @@ async fn handle(
     })
     .await
     .map_err(|e| WireError::Io(std::io::Error::other(e)))??;
+    state.metrics.p2p_blob_bytes_served.inc_by(served);
     Ok(())
 }
 

@@ -21,14 +21,16 @@ use super::{
 };
 use crate::{identity::peer_id as origin_peer_id, trust::Trust};
 
+/// Providers found so far for one DHT query, and who is waiting for them.
+type ProviderQuery = (HashSet<PeerId>, Option<oneshot::Sender<Vec<PeerId>>>);
+
 struct Loop {
     swarm: Swarm<Behaviour>,
     events: mpsc::Sender<P2pEvent>,
     shared: Arc<Shared>,
     trust: Trust,
     topic: gossipsub::IdentTopic,
-    provider_queries:
-        HashMap<kad::QueryId, (HashSet<PeerId>, Option<oneshot::Sender<Vec<PeerId>>>)>,
+    provider_queries: HashMap<kad::QueryId, ProviderQuery>,
     strikes: HashMap<PeerId, u32>,
     bootstrap: Vec<Multiaddr>,
 }
@@ -218,13 +220,11 @@ impl Loop {
                 peer_id,
                 num_established,
                 ..
-            } => {
-                if num_established == 0 {
-                    tracing::info!(peer = %peer_id, "peer disconnected");
-                    self.peer_mut(&peer_id, |i| i.connected = false);
-                    self.shared.connections.send_modify(|n| *n += 1);
-                    self.emit(P2pEvent::Disconnected(peer_id));
-                }
+            } if num_established == 0 => {
+                tracing::info!(peer = %peer_id, "peer disconnected");
+                self.peer_mut(&peer_id, |i| i.connected = false);
+                self.shared.connections.send_modify(|n| *n += 1);
+                self.emit(P2pEvent::Disconnected(peer_id));
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
@@ -282,16 +282,16 @@ impl Loop {
                 id, result, step, ..
             }) => {
                 if let kad::QueryResult::GetProviders(result) = result {
-                    if let Some((found, _)) = self.provider_queries.get_mut(&id) {
-                        if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = result {
-                            found.extend(providers);
-                        }
+                    if let Some((found, _)) = self.provider_queries.get_mut(&id)
+                        && let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = result
+                    {
+                        found.extend(providers);
                     }
-                    if step.last {
-                        if let Some((found, Some(reply))) = self.provider_queries.remove(&id) {
-                            let me = *self.swarm.local_peer_id();
-                            let _ = reply.send(found.into_iter().filter(|p| *p != me).collect());
-                        }
+                    if step.last
+                        && let Some((found, Some(reply))) = self.provider_queries.remove(&id)
+                    {
+                        let me = *self.swarm.local_peer_id();
+                        let _ = reply.send(found.into_iter().filter(|p| *p != me).collect());
                     }
                 }
             }
@@ -314,7 +314,10 @@ impl Loop {
         let package = record.body.package().to_string();
         let origin = origin_peer_id(&record.origin);
         if self.trust.accepts(&origin, &package).is_some() {
-            self.emit(P2pEvent::Gossip { from, record });
+            self.emit(P2pEvent::Gossip {
+                from,
+                record: Box::new(record),
+            });
         }
         if self.trust.shares_publicly(&package) {
             gossipsub::MessageAcceptance::Accept

@@ -41,7 +41,7 @@ pub enum P2pEvent {
     /// A verified record that arrived by gossip.
     Gossip {
         from: PeerId,
-        record: Record,
+        record: Box<Record>,
     },
     /// A peer says it has something new for us.
     Poked(PeerId),

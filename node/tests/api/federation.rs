@@ -137,3 +137,171 @@ async fn push_replicates_to_a_trusting_peer_and_private_stays_home() {
     let records = b.get("/v1/records?limit=1000", Some(&b.admin)).await.body;
     assert!(!String::from_utf8_lossy(&records).contains("private-api"));
 }
+
+/// Incompressible bytes, so a package is as large as its payload.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    use rand::{Rng, SeedableRng};
+    let mut out = vec![0u8; len];
+    rand_chacha::ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut out);
+    out
+}
+
+fn served(node: &Node) -> u64 {
+    node.state().metrics.p2p_blob_bytes_served.get()
+}
+
+async fn sharing_origin() -> TestNode {
+    mem_node(|c| {
+        c.share = vec![ShareRule {
+            to: "*".into(),
+            packages: vec!["*".into()],
+        }];
+    })
+    .await
+}
+
+#[tokio::test]
+async fn lazy_replicas_fetch_on_first_pull_and_stream_it() {
+    let a = sharing_origin().await;
+    let a_addr = address(&a.node).await;
+    let b = mem_node(|c| {
+        c.p2p.bootstrap = vec![a_addr.clone()];
+        c.replicate = vec![ReplicateRule {
+            from: "*".into(),
+            packages: vec!["*".into()],
+            blobs: BlobMode::Lazy,
+        }];
+    })
+    .await;
+    let bytes = package("lazy-pkg", "1.0.0", "any", &noise(700_000, 1));
+    a.push(&a.admin.clone(), "lazy-pkg", &bytes)
+        .await
+        .expect(StatusCode::CREATED);
+    let digest = Digest::of(&bytes);
+    until(&b.node, "the record on b", || {
+        !b.node
+            .state()
+            .store
+            .versions("lazy-pkg")
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    assert!(
+        !b.node.state().store.blobs().contains(&digest),
+        "lazy: no bytes before the first pull"
+    );
+    assert_eq!(served(&a.node), 0);
+    let pulled = b
+        .get(
+            &format!("/v1/packages/lazy-pkg/blobs/{digest}"),
+            Some(&b.admin),
+        )
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(pulled.body, bytes);
+    // The response streamed while the fetch ran; joining the fetch waits for it to finish.
+    let state = b.node.state().clone();
+    state
+        .fetcher
+        .fetch(&state, digest, bytes.len() as u64, vec![])
+        .await
+        .unwrap();
+    assert!(
+        state.store.blobs().contains(&digest),
+        "the fetched blob is kept"
+    );
+    assert!(served(&a.node) >= bytes.len() as u64);
+}
+
+#[tokio::test]
+async fn a_large_blob_comes_from_several_providers() {
+    let a = sharing_origin().await;
+    let c = sharing_origin().await;
+    let bytes = package("big-pkg", "1.0.0", "any", &noise(6 * 1024 * 1024, 2));
+    a.push(&a.admin.clone(), "big-pkg", &bytes)
+        .await
+        .expect(StatusCode::CREATED);
+    // C holds the same bytes (published there too: same digest, another origin).
+    c.push(&c.admin.clone(), "big-pkg", &bytes)
+        .await
+        .expect(StatusCode::CREATED);
+    let addrs = vec![address(&a.node).await, address(&c.node).await];
+    let b = mem_node(|cfg| {
+        cfg.p2p.bootstrap = addrs.clone();
+        cfg.replicate = vec![ReplicateRule {
+            from: peer_id(&a.node),
+            packages: vec!["*".into()],
+            blobs: BlobMode::Lazy,
+        }];
+    })
+    .await;
+    until(&b.node, "the record on b", || {
+        !b.node.state().store.versions("big-pkg").unwrap().is_empty()
+    })
+    .await;
+    // Both providers must be connected before the fetch starts, or one serves it all.
+    let p2p = b.node.state().p2p.clone().unwrap();
+    for n in [&a.node, &c.node] {
+        assert!(
+            p2p.wait_connected(&n.state().p2p.as_ref().unwrap().peer_id, CONVERGE)
+                .await
+        );
+    }
+    let pulled = b
+        .get(
+            &format!("/v1/packages/big-pkg/blobs/{}", Digest::of(&bytes)),
+            Some(&b.admin),
+        )
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(pulled.body, bytes);
+    let (from_a, from_c) = (served(&a.node), served(&c.node));
+    assert!(
+        from_a > 0 && from_c > 0,
+        "both providers served: a {from_a}, c {from_c}"
+    );
+    assert!(from_a + from_c >= bytes.len() as u64);
+}
+
+#[tokio::test]
+async fn an_interrupted_fetch_resumes_without_refetching() {
+    let a = sharing_origin().await;
+    let bytes = package("resume-pkg", "1.0.0", "any", &noise(4 * 1024 * 1024, 3));
+    a.push(&a.admin.clone(), "resume-pkg", &bytes)
+        .await
+        .expect(StatusCode::CREATED);
+    let b = mem_node(|c| c.p2p.bootstrap = vec![]).await;
+    let digest = Digest::of(&bytes);
+    // A fetch that stopped after the first half: its verified segments are on disk.
+    let segment = niso_node::fetch::segment_bytes(bytes.len() as u64);
+    let half = bytes.len() as u64 / segment / 2;
+    let dir = b.node.state().store.blobs().partial_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut partial = bytes.clone();
+    for b in &mut partial[(half * segment) as usize..] {
+        *b = 0;
+    }
+    std::fs::write(dir.join(digest.hex()), &partial).unwrap();
+    let done: String = (0..half).map(|i| format!("{i}\n")).collect();
+    std::fs::write(dir.join(digest.hex()).with_extension("done"), done).unwrap();
+
+    let a_peer = a.node.state().p2p.as_ref().unwrap().peer_id;
+    let p2p = b.node.state().p2p.clone().unwrap();
+    p2p.dial(address(&a.node).await.parse().unwrap())
+        .await
+        .unwrap();
+    assert!(p2p.wait_connected(&a_peer, CONVERGE).await);
+    let state = b.node.state().clone();
+    state
+        .fetcher
+        .fetch(&state, digest, bytes.len() as u64, vec![a_peer])
+        .await
+        .unwrap();
+    assert!(state.store.blobs().contains(&digest));
+    let sent = served(&a.node);
+    assert!(
+        sent <= bytes.len() as u64 - half * segment,
+        "the first half was fetched again: {sent} bytes served"
+    );
+}
