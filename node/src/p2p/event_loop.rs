@@ -218,9 +218,9 @@ impl Loop {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 ..
-            } if num_established == 0 => {
+            } => {
                 tracing::info!(peer = %peer_id, "peer disconnected");
                 self.peer_mut(&peer_id, |i| i.connected = false);
                 self.shared.connections.send_modify(|n| *n += 1);
