@@ -26,6 +26,18 @@ pub struct NodeConfig {
     /// environment; never read from a file.
     #[serde(skip)]
     pub failpoints: Vec<String>,
+    /// Deliberate faults, for showing that the simulator catches them. Test builds only.
+    #[cfg(feature = "fault-injection")]
+    #[serde(skip)]
+    pub faults: Faults,
+}
+
+/// Faults a test build can switch on.
+#[cfg(feature = "fault-injection")]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Accept replicated records without checking their signatures.
+    pub skip_signature_checks: bool,
 }
 
 impl Default for NodeConfig {
@@ -41,6 +53,8 @@ impl Default for NodeConfig {
             replicate: Vec::new(),
             share: Vec::new(),
             failpoints: Vec::new(),
+            #[cfg(feature = "fault-injection")]
+            faults: Faults::default(),
         }
     }
 }

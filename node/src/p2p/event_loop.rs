@@ -63,8 +63,9 @@ pub(super) async fn run(
         tracing::error!(error = %e, "could not subscribe to the records topic");
     }
     state.dial_bootstrap();
-    // Redial bootstrap peers now and then, so a node that was offline finds them again.
-    let mut redial = tokio::time::interval(Duration::from_secs(15));
+    // Redial bootstrap peers every few seconds, so a node that was offline or partitioned
+    // finds them again soon after the network heals.
+    let mut redial = tokio::time::interval(Duration::from_secs(5));
     redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -14,11 +14,17 @@ use libp2p::{
     noise, tcp, yamux,
 };
 
-use super::{P2pError, behaviour::Behaviour};
+use super::{
+    P2pError,
+    behaviour::{Behaviour, BoxError},
+};
 use crate::config::P2pConfig;
 
 /// A boxed, authenticated, multiplexed transport.
 pub type BoxedTransport = Boxed<(PeerId, StreamMuxerBox)>;
+
+/// Builds a transport from the node's key.
+pub type MakeTransport = Box<dyn FnOnce(&Keypair) -> Result<BoxedTransport, BoxError> + Send>;
 
 /// Which transport the swarm runs on.
 pub enum TransportChoice {
@@ -27,7 +33,7 @@ pub enum TransportChoice {
     /// libp2p's in-process memory transport + noise + yamux (tests).
     Memory,
     /// Any transport the caller builds from the node's key (the simulator's fault layer).
-    Custom(Box<dyn FnOnce(&Keypair) -> BoxedTransport + Send>),
+    Custom(MakeTransport),
 }
 
 impl std::fmt::Debug for TransportChoice {

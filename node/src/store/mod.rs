@@ -175,6 +175,17 @@ impl Store {
             .inspect(|_| self.log_changed())
     }
 
+    /// Applies a record without checking its signature: the fault a broken test node has.
+    #[cfg(feature = "fault-injection")]
+    pub async fn apply_unverified(&self, record: Record) -> Result<Applied, ChangeError> {
+        let applied = self
+            .writer
+            .write(move |txn| apply::apply(txn, &record))
+            .await?;
+        self.log_changed();
+        Ok(applied)
+    }
+
     /// Verifies and applies a record that came from elsewhere.
     pub async fn apply(&self, record: Record) -> Result<Applied, ChangeError> {
         record.verify()?;
