@@ -1,6 +1,12 @@
 //! Fetching blobs from peers: split into segments, pulled from several providers at once,
 //! every chunk group verified on arrival, resumable across restarts, one fetch per digest.
 //!
+//! Peers that are fetching the same blob serve each other the segments they already hold, so
+//! the peer that announced the blob (usually its origin) is asked for a segment only after
+//! another peer turned out not to have it yet: in a fan-out, the origin sends each byte about
+//! once and the rest flows between peers. Each node walks the segments in its own order, so
+//! different peers hold different segments early.
+//!
 //! Progress is published on a `watch` channel as the verified prefix grows, so an HTTP pull of
 //! a lazily replicated package can stream bytes while the fetch is still running.
 
@@ -9,11 +15,12 @@ use std::{
     io::Write,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use libp2p::PeerId;
 use niso_protocol::Digest;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::{
     ingest::store_blob,
@@ -21,8 +28,10 @@ use crate::{
     p2p::blob_exchange::{RangeError, fetch_range},
 };
 
-/// Providers asked at once for one blob.
-const PARALLEL: usize = 4;
+/// Peers asked at once for one blob, besides the announcers.
+const HELPERS: usize = 16;
+/// How long an announcer waits for helpers to miss a segment before serving it anyway.
+const HELPER_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FetchState {
@@ -34,10 +43,35 @@ pub enum FetchState {
     Failed(String),
 }
 
+/// A blob being fetched: what other peers may already be served from it.
+#[derive(Debug)]
+pub struct Partial {
+    pub package: String,
+    pub size: u64,
+    pub segment: u64,
+    pub data: PathBuf,
+    pub outboard: PathBuf,
+    done: Mutex<HashSet<u64>>,
+}
+
+impl Partial {
+    /// Whether every segment overlapping chunk range `[a, b)` is verified here.
+    pub fn holds(&self, a: u64, b: u64) -> bool {
+        if b <= a {
+            return false;
+        }
+        let first = a * 1024 / self.segment;
+        let last = ((b * 1024).min(self.size).saturating_sub(1)) / self.segment;
+        let done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        (first..=last).all(|s| done.contains(&s))
+    }
+}
+
 /// All fetches in flight, by digest.
 #[derive(Debug, Default)]
 pub struct Fetcher {
     inflight: Mutex<HashMap<Digest, watch::Receiver<FetchState>>>,
+    partials: Mutex<HashMap<Digest, Arc<Partial>>>,
 }
 
 impl Fetcher {
@@ -45,6 +79,7 @@ impl Fetcher {
     pub fn start(
         &self,
         state: &Arc<NodeState>,
+        package: &str,
         digest: Digest,
         size: u64,
         hints: Vec<PeerId>,
@@ -58,8 +93,15 @@ impl Fetcher {
         let (tx, rx) = watch::channel(FetchState::Running { verified: 0 });
         inflight.insert(digest, rx.clone());
         let state = state.clone();
+        let package = package.to_owned();
         tokio::spawn(async move {
-            let result = run(&state, digest, size, hints, &tx).await;
+            let result = run(&state, &package, digest, size, hints, &tx).await;
+            state
+                .fetcher
+                .partials
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&digest);
             let end = match result {
                 Ok(()) => FetchState::Done,
                 Err(e) => {
@@ -82,6 +124,7 @@ impl Fetcher {
     pub async fn fetch(
         &self,
         state: &Arc<NodeState>,
+        package: &str,
         digest: Digest,
         size: u64,
         hints: Vec<PeerId>,
@@ -89,7 +132,7 @@ impl Fetcher {
         if state.store.blobs().contains(&digest) {
             return Ok(());
         }
-        let mut rx = self.start(state, digest, size, hints);
+        let mut rx = self.start(state, package, digest, size, hints);
         loop {
             match rx.borrow_and_update().clone() {
                 FetchState::Done => return Ok(()),
@@ -105,31 +148,25 @@ impl Fetcher {
             }
         }
     }
+
+    /// The part of `digest` this node holds while fetching it, if it is fetching it.
+    pub fn partial(&self, digest: &Digest) -> Option<Arc<Partial>> {
+        self.partials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(digest)
+            .cloned()
+    }
 }
 
-/// Segment size: about 16 per blob, between 256 KiB and 8 MiB, in whole 16 KiB groups.
+/// Segment size: about 16 per blob, between 256 KiB and 8 MiB, in whole 16 KiB groups. Every
+/// node computes the same segments for a blob, which is what lets peers serve each other.
 pub fn segment_bytes(size: u64) -> u64 {
     let group = 16 * 1024;
     (size / 16)
         .clamp(256 * 1024, 8 * 1024 * 1024)
         .div_ceil(group)
         * group
-}
-
-struct Plan {
-    segment: u64,
-    count: u64,
-    done: HashSet<u64>,
-}
-
-impl Plan {
-    fn verified_prefix(&self, size: u64) -> u64 {
-        let mut n = 0;
-        while n < self.count && self.done.contains(&n) {
-            n += 1;
-        }
-        (n * self.segment).min(size)
-    }
 }
 
 fn done_path(partial: &Path) -> PathBuf {
@@ -143,8 +180,159 @@ fn load_done(partial: &Path) -> HashSet<u64> {
         .unwrap_or_default()
 }
 
+/// The segments still to fetch, and how often each was asked of a helper that lacked it.
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<(u64, u32)>,
+    in_flight: usize,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    changed: Notify,
+    partial: Arc<Partial>,
+    bad: Mutex<HashSet<PeerId>>,
+    done_file: Mutex<std::fs::File>,
+    progress: watch::Sender<FetchState>,
+}
+
+impl Shared {
+    fn verified_prefix(&self) -> u64 {
+        let done = self.partial.done.lock().unwrap_or_else(|p| p.into_inner());
+        let mut n = 0;
+        while done.contains(&n) {
+            n += 1;
+        }
+        (n * self.partial.segment).min(self.partial.size)
+    }
+
+    fn remaining(&self) -> bool {
+        let q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        !q.waiting.is_empty() || q.in_flight > 0
+    }
+
+    /// The next segment for a worker. Helpers take any; announcers take one that every helper
+    /// already lacked, or any once the grace period is over (or when there are no helpers).
+    fn take(&self, announcer: bool, helpers: u32, patient: bool) -> Option<(u64, u32)> {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let pos = if announcer && helpers > 0 && patient {
+            q.waiting
+                .iter()
+                .position(|(_, misses)| *misses >= helpers)?
+        } else if q.waiting.is_empty() {
+            return None;
+        } else {
+            0
+        };
+        let taken = q.waiting.remove(pos)?;
+        q.in_flight += 1;
+        Some(taken)
+    }
+
+    fn give_back(&self, index: u64, misses: u32) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.in_flight -= 1;
+        q.waiting.push_back((index, misses));
+        drop(q);
+        self.changed.notify_waiters();
+    }
+
+    fn finish(&self, index: u64) {
+        self.partial
+            .done
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(index);
+        if let Ok(mut f) = self.done_file.lock() {
+            let _ = writeln!(f, "{index}");
+        }
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .in_flight -= 1;
+        let _ = self.progress.send(FetchState::Running {
+            verified: self.verified_prefix(),
+        });
+        self.changed.notify_waiters();
+    }
+}
+
+async fn worker(
+    shared: Arc<Shared>,
+    p2p: crate::p2p::P2p,
+    peer: PeerId,
+    digest: Digest,
+    announcer: bool,
+    helpers: u32,
+) {
+    let mut control = p2p.control();
+    let started = tokio::time::Instant::now();
+    let mut misses_in_a_row = 0u32;
+    loop {
+        let patient = started.elapsed() < HELPER_GRACE;
+        let Some((index, misses)) = shared.take(announcer, helpers, patient) else {
+            if !shared.remaining() {
+                return;
+            }
+            // Wait for a helper to miss something, a segment to finish, or the grace to end.
+            let _ =
+                tokio::time::timeout(Duration::from_millis(100), shared.changed.notified()).await;
+            continue;
+        };
+        let segment = shared.partial.segment;
+        let size = shared.partial.size;
+        let start = index * segment;
+        let end = ((index + 1) * segment).min(size);
+        let chunks = (start / 1024, end.div_ceil(1024));
+        let outboard = shared.partial.outboard.clone();
+        match fetch_range(
+            &mut control,
+            peer,
+            digest,
+            size,
+            chunks,
+            &shared.partial.data,
+            &outboard,
+        )
+        .await
+        {
+            Ok(()) => {
+                misses_in_a_row = 0;
+                shared.finish(index);
+            }
+            Err(RangeError::Missing) => {
+                shared.give_back(index, misses + 1);
+                misses_in_a_row += 1;
+                // A peer that has nothing for us yet: ask again a little later.
+                if misses_in_a_row >= 2 {
+                    tokio::time::sleep(Duration::from_millis(
+                        20 * u64::from(misses_in_a_row.min(10)),
+                    ))
+                    .await;
+                }
+            }
+            Err(e) => {
+                shared.give_back(index, misses);
+                shared
+                    .bad
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(peer);
+                if let RangeError::Corrupt(why) = &e {
+                    p2p.strike(peer, &format!("sent a bad chunk of {digest}: {why}"))
+                        .await;
+                } else {
+                    tracing::debug!(%peer, %digest, error = %e, "provider could not serve a segment");
+                }
+                return;
+            }
+        }
+    }
+}
+
 async fn run(
     state: &Arc<NodeState>,
+    package: &str,
     digest: Digest,
     size: u64,
     hints: Vec<PeerId>,
@@ -158,151 +346,139 @@ async fn run(
     };
     let dir = state.store.blobs().partial_dir();
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let partial = dir.join(digest.hex());
-    {
+    let data = dir.join(digest.hex());
+    let outboard = data.with_extension("obao");
+    for (path, len) in [
+        (&data, size),
+        (
+            &outboard,
+            bao_tree::BaoTree::new(size, crate::p2p::blob_exchange::BLOCK).outboard_size(),
+        ),
+    ] {
         let f = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(&partial)
+            .open(path)
             .map_err(|e| e.to_string())?;
-        f.set_len(size).map_err(|e| e.to_string())?;
+        f.set_len(len).map_err(|e| e.to_string())?;
     }
     let segment = segment_bytes(size);
     let count = size.div_ceil(segment).max(1);
-    let plan = Arc::new(Mutex::new(Plan {
+    let done = load_done(&data);
+    // Each node walks the segments in its own order, so peers hold different ones early.
+    let mut order: Vec<u64> = (0..count).filter(|i| !done.contains(i)).collect();
+    let me = p2p.peer_id.to_bytes();
+    order.sort_by_key(|i| {
+        let mut h = blake3::Hasher::new();
+        h.update(&me);
+        h.update(&i.to_be_bytes());
+        *h.finalize().as_bytes()
+    });
+    let partial = Arc::new(Partial {
+        package: package.to_owned(),
+        size,
         segment,
-        count,
-        done: load_done(&partial),
-    }));
-    let queue: Arc<Mutex<VecDeque<u64>>> = Arc::new(Mutex::new(
-        (0..count)
-            .filter(|i| {
-                !plan
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .done
-                    .contains(i)
-            })
-            .collect(),
-    ));
+        data: data.clone(),
+        outboard: outboard.clone(),
+        done: Mutex::new(done),
+    });
+    state
+        .fetcher
+        .partials
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(digest, partial.clone());
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(Queue {
+            waiting: order.into_iter().map(|i| (i, 0)).collect(),
+            in_flight: 0,
+        }),
+        changed: Notify::new(),
+        partial,
+        bad: Mutex::default(),
+        done_file: Mutex::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(done_path(&data))
+                .map_err(|e| e.to_string())?,
+        ),
+        progress: progress.clone(),
+    });
     let _ = progress.send(FetchState::Running {
-        verified: plan
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .verified_prefix(size),
+        verified: shared.verified_prefix(),
     });
 
-    // Candidates: the peers that told us about the blob, then every connected peer, then the
-    // DHT's providers. Peers that fail or cheat drop out of this fetch.
-    let mut candidates: Vec<PeerId> = hints;
-    for p in p2p.connected_peers() {
-        if !candidates.contains(&p) {
-            candidates.push(p);
-        }
-    }
     let mut asked_dht = false;
-    let bad: Arc<Mutex<HashSet<PeerId>>> = Arc::default();
-    let done_file = Arc::new(Mutex::new(
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(done_path(&partial))
-            .map_err(|e| e.to_string())?,
-    ));
-
     loop {
-        if queue.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+        if !shared.remaining() {
             break;
         }
-        let healthy: Vec<PeerId> = {
-            let bad = bad.lock().unwrap_or_else(|p| p.into_inner());
-            candidates
-                .iter()
-                .filter(|p| !bad.contains(p))
-                .copied()
-                .collect()
-        };
-        if healthy.is_empty() {
+        let bad = shared.bad.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let announcers: Vec<PeerId> = hints.iter().filter(|p| !bad.contains(p)).copied().collect();
+        let helpers: Vec<PeerId> = p2p
+            .connected_peers()
+            .into_iter()
+            .filter(|p| !hints.contains(p) && !bad.contains(p))
+            .take(HELPERS)
+            .collect();
+        if announcers.is_empty() && helpers.is_empty() {
             if asked_dht {
                 return Err(format!("no peer could serve blob {digest}"));
             }
             asked_dht = true;
-            for p in p2p.providers(digest).await {
-                if !candidates.contains(&p) {
-                    candidates.push(p);
-                }
+            let found = p2p.providers(digest).await;
+            if found.iter().all(|p| bad.contains(p)) {
+                return Err(format!("no peer could serve blob {digest}"));
             }
+            let mut workers = tokio::task::JoinSet::new();
+            for peer in found.into_iter().filter(|p| !bad.contains(p)).take(HELPERS) {
+                workers.spawn(worker(shared.clone(), p2p.clone(), peer, digest, true, 0));
+            }
+            while workers.join_next().await.is_some() {}
             continue;
         }
+        let has_helpers = u32::try_from(helpers.len()).unwrap_or(u32::MAX);
         let mut workers = tokio::task::JoinSet::new();
-        for peer in healthy.iter().copied().take(PARALLEL) {
-            let mut control = p2p.control();
-            let (queue, plan, bad, done_file, partial, progress, p2p) = (
-                queue.clone(),
-                plan.clone(),
-                bad.clone(),
-                done_file.clone(),
-                partial.clone(),
-                progress.clone(),
+        for peer in announcers {
+            workers.spawn(worker(
+                shared.clone(),
                 p2p.clone(),
-            );
-            workers.spawn(async move {
-                loop {
-                    let Some(index) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
-                        return;
-                    };
-                    let start = index * segment;
-                    let end = ((index + 1) * segment).min(size);
-                    let chunks = (start / 1024, end.div_ceil(1024));
-                    match fetch_range(&mut control, peer, digest, size, chunks, &partial).await {
-                        Ok(()) => {
-                            let mut plan = plan.lock().unwrap_or_else(|p| p.into_inner());
-                            plan.done.insert(index);
-                            if let Ok(mut f) = done_file.lock() {
-                                let _ = writeln!(f, "{index}");
-                            }
-                            let _ = progress.send(FetchState::Running {
-                                verified: plan.verified_prefix(size),
-                            });
-                        }
-                        Err(e) => {
-                            queue.lock().unwrap_or_else(|p| p.into_inner()).push_front(index);
-                            bad.lock().unwrap_or_else(|p| p.into_inner()).insert(peer);
-                            if let RangeError::Corrupt(why) = &e {
-                                p2p.strike(peer, &format!("sent a bad chunk of {digest}: {why}")).await;
-                            } else {
-                                tracing::debug!(%peer, %digest, error = %e, "provider could not serve a segment");
-                            }
-                            return;
-                        }
-                    }
-                }
-            });
+                peer,
+                digest,
+                true,
+                has_helpers,
+            ));
+        }
+        for peer in helpers {
+            workers.spawn(worker(shared.clone(), p2p.clone(), peer, digest, false, 0));
         }
         while workers.join_next().await.is_some() {}
     }
 
     // Every segment verified against the digest's tree; hash the whole once more before the
     // blob takes its name, and check the archive like any pushed package.
-    let check = partial.clone();
+    let check = data.clone();
     let limits = state.config.archive_limits();
     let verified = tokio::task::spawn_blocking(move || crate::ingest::verify_file(&check, &limits))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("fetched blob is not a valid package: {e}"))?;
     if verified.digest != digest {
-        let _ = std::fs::remove_file(&partial);
-        let _ = std::fs::remove_file(done_path(&partial));
+        for p in [&data, &done_path(&data), &outboard] {
+            let _ = std::fs::remove_file(p);
+        }
         return Err(format!(
             "fetched blob hashes to {} instead of {digest}",
             verified.digest
         ));
     }
-    let _pin = store_blob(&state.store, partial.clone(), digest)
+    let _pin = store_blob(&state.store, data.clone(), digest)
         .await
         .map_err(|e| e.to_string())?;
-    let _ = std::fs::remove_file(done_path(&partial));
+    let _ = std::fs::remove_file(done_path(&data));
+    let _ = std::fs::remove_file(&outboard);
     Ok(())
 }
 
@@ -316,5 +492,21 @@ mod tests {
         assert_eq!(segment_bytes(64 * 1024 * 1024), 4 * 1024 * 1024);
         assert_eq!(segment_bytes(u64::MAX / 2), 8 * 1024 * 1024);
         assert_eq!(segment_bytes(100 * 1024 * 1024) % (16 * 1024), 0);
+    }
+
+    #[test]
+    fn partial_knows_which_ranges_it_holds() {
+        let p = Partial {
+            package: "p".into(),
+            size: 1000 * 1024,
+            segment: 256 * 1024,
+            data: PathBuf::new(),
+            outboard: PathBuf::new(),
+            done: Mutex::new(HashSet::from([0, 2])),
+        };
+        assert!(p.holds(0, 256));
+        assert!(!p.holds(0, 257));
+        assert!(p.holds(512, 768));
+        assert!(!p.holds(768, 1000));
     }
 }

@@ -78,6 +78,7 @@ pub struct NodeState {
     /// The libp2p side, when p2p is enabled.
     pub p2p: Option<P2p>,
     pub fetcher: Fetcher,
+    pub(crate) serving: crate::p2p::blob_exchange::Serving,
     pub(crate) sync_gate: SyncGate,
     busy_uploads: Mutex<HashSet<String>>,
 }
@@ -182,6 +183,7 @@ impl Node {
         let state = Arc::new(NodeState {
             p2p,
             fetcher: Fetcher::default(),
+            serving: Default::default(),
             sync_gate: SyncGate::default(),
             failpoints,
             config,

@@ -375,7 +375,7 @@ pub async fn take_in(
                     None => {
                         let ok = match state
                             .fetcher
-                            .fetch(state, m.digest, m.size, vec![from])
+                            .fetch(state, &package, m.digest, m.size, vec![from])
                             .await
                         {
                             Ok(()) => {

@@ -63,6 +63,7 @@ pub async fn get(
         let origin = crate::identity::peer_id(&niso_protocol::record::OriginKey(row.entry.origin));
         return lazy(
             &state,
+            name.as_str(),
             digest,
             row.entry.size,
             origin,
@@ -137,6 +138,7 @@ pub async fn get(
 /// streams each verified byte as it lands. Range requests wait for the whole blob.
 async fn lazy(
     state: &AppState,
+    package: &str,
     digest: Digest,
     size: u64,
     origin: String,
@@ -151,7 +153,7 @@ async fn lazy(
         )));
     }
     let hints: Vec<libp2p::PeerId> = origin.parse().into_iter().collect();
-    let mut progress = state.fetcher.start(state, digest, size, hints);
+    let mut progress = state.fetcher.start(state, package, digest, size, hints);
     let partial = state.store.blobs().partial_dir().join(digest.hex());
     let final_path = state.store.blobs().path(&digest);
     // Wait until the fetch has created its file, finished, or failed.

@@ -16,8 +16,8 @@ use bao_tree::{
     BaoTree, BlockSize, ChunkNum, ChunkRanges,
     io::{
         DecodeError,
-        outboard::{EmptyOutboard, PostOrderOutboard},
-        sync::{decode_ranges, encode_ranges_validated},
+        outboard::{PostOrderOutboard, PreOrderOutboard},
+        sync::{decode_ranges, encode_ranges},
     },
 };
 use futures::{AsyncWriteExt, StreamExt};
@@ -35,6 +35,46 @@ use crate::node::NodeState;
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new(BLOB_PROTOCOL);
 pub const BLOCK: BlockSize = BlockSize::from_chunk_log(BLOB_CHUNK_LOG);
 const CONCURRENT: usize = 16;
+/// Transfers of one complete blob served at once. Past this, requesters are told "not here"
+/// and turn to other peers, so a popular blob spreads between peers instead of every copy
+/// leaving its origin.
+const PER_BLOB: usize = 1;
+
+/// Transfers in progress per blob.
+#[derive(Debug, Default)]
+pub struct Serving(std::sync::Mutex<std::collections::HashMap<Digest, usize>>);
+
+struct ServingSlot<'a> {
+    serving: &'a Serving,
+    digest: Digest,
+}
+
+impl Serving {
+    fn enter(&self, digest: Digest) -> Option<ServingSlot<'_>> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(digest).or_default();
+        if *n >= PER_BLOB {
+            return None;
+        }
+        *n += 1;
+        Some(ServingSlot {
+            serving: self,
+            digest,
+        })
+    }
+}
+
+impl Drop for ServingSlot<'_> {
+    fn drop(&mut self) {
+        let mut map = self.serving.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.digest) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.digest);
+            }
+        }
+    }
+}
 
 /// Serves blob ranges until the protocol is dropped.
 pub async fn serve(state: Arc<NodeState>, mut incoming: libp2p_stream::IncomingStreams) {
@@ -69,17 +109,25 @@ async fn handle(
         .iter()
         .any(|name| state.trust.shares_with(&peer_s, name));
     let path = state.store.blobs().path(&digest);
-    if !shared || !path.is_file() {
+    // A blob still being fetched here can serve the segments already verified.
+    let partial = state.fetcher.partial(&digest).filter(|p| {
+        state.trust.shares_with(&peer_s, &p.package)
+            && request.chunk_ranges.iter().all(|&(a, b)| p.holds(a, b))
+    });
+    let slot = state.serving.enter(digest);
+    let (path, size, outboard, order) = if shared && path.is_file() && slot.is_some() {
+        let size = std::fs::metadata(&path)?.len();
+        let blobs = state.store.blobs().clone();
+        let outboard = tokio::task::spawn_blocking(move || blobs.outboard(&digest, BLOCK))
+            .await
+            .map_err(|e| WireError::Io(std::io::Error::other(e)))??;
+        (path, size, outboard, Order::Post)
+    } else if let Some(p) = partial {
+        (p.data.clone(), p.size, p.outboard.clone(), Order::Pre)
+    } else {
         write_frame(&mut stream, &BlobResponse::NotFound).await?;
         let _ = stream.close().await;
         return Ok(());
-    }
-    let size = std::fs::metadata(&path)?.len();
-    let outboard = {
-        let blobs = state.store.blobs().clone();
-        tokio::task::spawn_blocking(move || blobs.outboard(&digest, BLOCK))
-            .await
-            .map_err(|e| WireError::Io(std::io::Error::other(e)))??
     };
     write_frame(&mut stream, &BlobResponse::Ok { size }).await?;
     let ranges = to_ranges(&request.chunk_ranges);
@@ -95,13 +143,31 @@ async fn handle(
     let writer = SyncIoBridge::new(stream.compat());
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         let data = File::open(&path)?;
-        let ob = PostOrderOutboard {
-            root: blake3::Hash::from_bytes(*digest.as_bytes()),
-            tree: BaoTree::new(size, BLOCK),
-            data: File::open(&outboard)?,
-        };
+        let root = blake3::Hash::from_bytes(*digest.as_bytes());
+        let tree = BaoTree::new(size, BLOCK);
         let mut w = BufWriter::with_capacity(256 * 1024, writer);
-        encode_ranges_validated(&data, &ob, &ranges, &mut w).map_err(std::io::Error::from)?;
+        // Not rehashed here: stored blobs were verified when written, partial segments when
+        // they arrived, and the receiver verifies every group against the digest anyway (it
+        // is the receiver's check that keeps a bad sender out).
+        match order {
+            Order::Post => {
+                let ob = PostOrderOutboard {
+                    root,
+                    tree,
+                    data: File::open(&outboard)?,
+                };
+                encode_ranges(&data, &ob, &ranges, &mut w)
+            }
+            Order::Pre => {
+                let ob = PreOrderOutboard {
+                    root,
+                    tree,
+                    data: File::open(&outboard)?,
+                };
+                encode_ranges(&data, &ob, &ranges, &mut w)
+            }
+        }
+        .map_err(std::io::Error::from)?;
         let mut bridge = w.into_inner().map_err(|e| e.into_error())?;
         bridge.flush()?;
         bridge.shutdown()
@@ -110,6 +176,13 @@ async fn handle(
     .map_err(|e| WireError::Io(std::io::Error::other(e)))??;
     state.metrics.p2p_blob_bytes_served.inc_by(served);
     Ok(())
+}
+
+/// Layout of the hash tree file: post-order beside stored blobs, pre-order while fetching.
+#[derive(Clone, Copy)]
+enum Order {
+    Post,
+    Pre,
 }
 
 fn to_ranges(raw: &[(u64, u64)]) -> ChunkRanges {
@@ -128,7 +201,10 @@ pub enum RangeError {
     /// The peer sent bytes or hashes that do not verify: penalise it.
     #[error("peer sent data that does not match the digest ({0})")]
     Corrupt(String),
-    /// The peer does not have it, hung up, or was too slow.
+    /// The peer does not hold that range (yet).
+    #[error("peer does not hold the range")]
+    Missing,
+    /// The peer hung up or was too slow.
     #[error("peer could not serve the range: {0}")]
     Unavailable(String),
     #[error("local I/O failed")]
@@ -136,7 +212,8 @@ pub enum RangeError {
 }
 
 /// Fetches chunk range `[start, end)` of `digest` from `peer`, verifying every chunk group
-/// before it is written into `target` at its offset.
+/// before it is written into `target` at its offset; the tree's hashes go into `outboard`
+/// (pre-order), so the range can be served onwards before the blob is complete.
 pub async fn fetch_range(
     control: &mut libp2p_stream::Control,
     peer: PeerId,
@@ -144,6 +221,7 @@ pub async fn fetch_range(
     size: u64,
     chunks: (u64, u64),
     target: &Path,
+    outboard: &Path,
 ) -> Result<(), RangeError> {
     let unavailable = |e: &dyn std::fmt::Display| RangeError::Unavailable(e.to_string());
     let mut stream = tokio::time::timeout(
@@ -166,7 +244,7 @@ pub async fn fetch_range(
         .await
         .map_err(|e| unavailable(&e))?
     {
-        BlobResponse::NotFound => return Err(RangeError::Unavailable("not found".into())),
+        BlobResponse::NotFound => return Err(RangeError::Missing),
         BlobResponse::Ok { size: theirs } if theirs != size => {
             return Err(RangeError::Corrupt(format!(
                 "claims size {theirs}, the signed manifest says {size}"
@@ -176,11 +254,16 @@ pub async fn fetch_range(
     }
     let reader = SyncIoBridge::new(stream.compat());
     let target = target.to_owned();
+    let outboard_path = outboard.to_owned();
     tokio::task::spawn_blocking(move || {
         let mut file = std::fs::OpenOptions::new().write(true).open(&target)?;
-        let mut outboard = EmptyOutboard {
+        let mut outboard = PreOrderOutboard {
             tree: BaoTree::new(size, BLOCK),
             root: blake3::Hash::from_bytes(*digest.as_bytes()),
+            data: std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&outboard_path)?,
         };
         let ranges = ChunkRanges::from(ChunkNum(chunks.0)..ChunkNum(chunks.1));
         match decode_ranges(

@@ -204,7 +204,7 @@ async fn lazy_replicas_fetch_on_first_pull_and_stream_it() {
     let state = b.node.state().clone();
     state
         .fetcher
-        .fetch(&state, digest, bytes.len() as u64, vec![])
+        .fetch(&state, "lazy-pkg", digest, bytes.len() as u64, vec![])
         .await
         .unwrap();
     assert!(
@@ -218,15 +218,19 @@ async fn lazy_replicas_fetch_on_first_pull_and_stream_it() {
 async fn a_large_blob_comes_from_several_providers() {
     let a = sharing_origin().await;
     let c = sharing_origin().await;
+    let d = sharing_origin().await;
     let bytes = package("big-pkg", "1.0.0", "any", &noise(6 * 1024 * 1024, 2));
-    a.push(&a.admin.clone(), "big-pkg", &bytes)
-        .await
-        .expect(StatusCode::CREATED);
-    // C holds the same bytes (published there too: same digest, another origin).
-    c.push(&c.admin.clone(), "big-pkg", &bytes)
-        .await
-        .expect(StatusCode::CREATED);
-    let addrs = vec![address(&a.node).await, address(&c.node).await];
+    // C and D hold the same bytes (published there too: same digest, other origins).
+    for n in [&a, &c, &d] {
+        n.push(&n.admin.clone(), "big-pkg", &bytes)
+            .await
+            .expect(StatusCode::CREATED);
+    }
+    let addrs = vec![
+        address(&a.node).await,
+        address(&c.node).await,
+        address(&d.node).await,
+    ];
     let b = mem_node(|cfg| {
         cfg.p2p.bootstrap = addrs.clone();
         cfg.replicate = vec![ReplicateRule {
@@ -240,9 +244,9 @@ async fn a_large_blob_comes_from_several_providers() {
         !b.node.state().store.versions("big-pkg").unwrap().is_empty()
     })
     .await;
-    // Both providers must be connected before the fetch starts, or one serves it all.
+    // Every provider must be connected before the fetch starts, or one serves it all.
     let p2p = b.node.state().p2p.clone().unwrap();
-    for n in [&a.node, &c.node] {
+    for n in [&a.node, &c.node, &d.node] {
         assert!(
             p2p.wait_connected(&n.state().p2p.as_ref().unwrap().peer_id, CONVERGE)
                 .await
@@ -256,12 +260,14 @@ async fn a_large_blob_comes_from_several_providers() {
         .await
         .expect(StatusCode::OK);
     assert_eq!(pulled.body, bytes);
-    let (from_a, from_c) = (served(&a.node), served(&c.node));
+    let (from_a, from_c, from_d) = (served(&a.node), served(&c.node), served(&d.node));
     assert!(
-        from_a > 0 && from_c > 0,
-        "both providers served: a {from_a}, c {from_c}"
+        from_c > 0 && from_d > 0,
+        "several providers served at once: c {from_c}, d {from_d}"
     );
-    assert!(from_a + from_c >= bytes.len() as u64);
+    assert!(from_a + from_c + from_d >= bytes.len() as u64);
+    // The origin is asked only for what the others lack: here, nothing.
+    assert_eq!(from_a, 0, "the origin was spared");
 }
 
 #[tokio::test]
@@ -295,7 +301,13 @@ async fn an_interrupted_fetch_resumes_without_refetching() {
     let state = b.node.state().clone();
     state
         .fetcher
-        .fetch(&state, digest, bytes.len() as u64, vec![a_peer])
+        .fetch(
+            &state,
+            "resume-pkg",
+            digest,
+            bytes.len() as u64,
+            vec![a_peer],
+        )
         .await
         .unwrap();
     assert!(state.store.blobs().contains(&digest));
