@@ -32,6 +32,11 @@ use crate::{
 const HELPERS: usize = 16;
 /// How long an announcer waits for helpers to miss a segment before serving it anyway.
 const HELPER_GRACE: Duration = Duration::from_secs(2);
+/// With no segment verified for this long, peers that keep lacking segments stop being asked
+/// and the fetch looks for other providers or gives up (the next sync round retries it). A
+/// fetch must never wait forever on peers that cannot help, or a partition that heals leaves
+/// it stuck.
+const STALL: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FetchState {
@@ -194,6 +199,26 @@ struct Shared {
     bad: Mutex<HashSet<PeerId>>,
     done_file: Mutex<std::fs::File>,
     progress: watch::Sender<FetchState>,
+    last_progress: Mutex<tokio::time::Instant>,
+    /// Announcer workers still running: while one is, helpers lacking segments keep asking,
+    /// because the announcer's transfers may simply be slow.
+    announcers_alive: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts an announcer worker as alive until dropped.
+struct Alive<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Alive<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Alive(count)
+    }
+}
+
+impl Drop for Alive<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Shared {
@@ -204,6 +229,22 @@ impl Shared {
             n += 1;
         }
         (n * self.partial.segment).min(self.partial.size)
+    }
+
+    fn done_count(&self) -> usize {
+        self.partial
+            .done
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    fn stalled(&self) -> bool {
+        self.last_progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+            >= STALL
     }
 
     fn remaining(&self) -> bool {
@@ -243,6 +284,7 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(index);
+        *self.last_progress.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
         if let Ok(mut f) = self.done_file.lock() {
             let _ = writeln!(f, "{index}");
         }
@@ -265,9 +307,11 @@ async fn worker(
     announcer: bool,
     helpers: u32,
 ) {
+    let _alive = announcer.then(|| Alive::new(&shared.announcers_alive));
     let mut control = p2p.control();
     let started = tokio::time::Instant::now();
     let mut misses_in_a_row = 0u32;
+    let mut failures = 0u32;
     loop {
         let patient = started.elapsed() < HELPER_GRACE;
         let Some((index, misses)) = shared.take(announcer, helpers, patient) else {
@@ -298,11 +342,21 @@ async fn worker(
         {
             Ok(()) => {
                 misses_in_a_row = 0;
+                failures = 0;
                 shared.finish(index);
             }
             Err(RangeError::Missing) => {
                 shared.give_back(index, misses + 1);
                 misses_in_a_row += 1;
+                let give_up = shared.stalled()
+                    && (announcer
+                        || shared
+                            .announcers_alive
+                            .load(std::sync::atomic::Ordering::SeqCst)
+                            == 0);
+                if give_up {
+                    return;
+                }
                 // A peer that has nothing for us yet: ask again a little later.
                 if misses_in_a_row >= 2 {
                     tokio::time::sleep(Duration::from_millis(
@@ -313,6 +367,13 @@ async fn worker(
             }
             Err(e) => {
                 shared.give_back(index, misses);
+                failures += 1;
+                // A refused or broken stream is often momentary (the peer is busy serving
+                // others, a link flapped); a corrupt chunk is not.
+                if failures < 3 && !matches!(e, RangeError::Corrupt(_)) {
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(failures))).await;
+                    continue;
+                }
                 shared
                     .bad
                     .lock()
@@ -405,16 +466,20 @@ async fn run(
                 .map_err(|e| e.to_string())?,
         ),
         progress: progress.clone(),
+        last_progress: Mutex::new(tokio::time::Instant::now()),
+        announcers_alive: std::sync::atomic::AtomicUsize::new(0),
     });
     let _ = progress.send(FetchState::Running {
         verified: shared.verified_prefix(),
     });
 
+    let mut hints = hints;
     let mut asked_dht = false;
     loop {
         if !shared.remaining() {
             break;
         }
+        let before = shared.done_count();
         let bad = shared.bad.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let announcers: Vec<PeerId> = hints.iter().filter(|p| !bad.contains(p)).copied().collect();
         let helpers: Vec<PeerId> = p2p
@@ -423,38 +488,47 @@ async fn run(
             .filter(|p| !hints.contains(p) && !bad.contains(p))
             .take(HELPERS)
             .collect();
-        if announcers.is_empty() && helpers.is_empty() {
-            if asked_dht {
-                return Err(format!("no peer could serve blob {digest}"));
-            }
-            asked_dht = true;
-            let found = p2p.providers(digest).await;
-            if found.iter().all(|p| bad.contains(p)) {
-                return Err(format!("no peer could serve blob {digest}"));
-            }
+        if !announcers.is_empty() || !helpers.is_empty() {
+            let has_helpers = u32::try_from(helpers.len()).unwrap_or(u32::MAX);
             let mut workers = tokio::task::JoinSet::new();
-            for peer in found.into_iter().filter(|p| !bad.contains(p)).take(HELPERS) {
-                workers.spawn(worker(shared.clone(), p2p.clone(), peer, digest, true, 0));
+            for peer in announcers {
+                workers.spawn(worker(
+                    shared.clone(),
+                    p2p.clone(),
+                    peer,
+                    digest,
+                    true,
+                    has_helpers,
+                ));
+            }
+            for peer in helpers {
+                workers.spawn(worker(shared.clone(), p2p.clone(), peer, digest, false, 0));
             }
             while workers.join_next().await.is_some() {}
-            continue;
+            if shared.done_count() > before || !shared.remaining() {
+                continue;
+            }
         }
-        let has_helpers = u32::try_from(helpers.len()).unwrap_or(u32::MAX);
-        let mut workers = tokio::task::JoinSet::new();
-        for peer in announcers {
-            workers.spawn(worker(
-                shared.clone(),
-                p2p.clone(),
-                peer,
-                digest,
-                true,
-                has_helpers,
-            ));
+        // Nobody we asked could help: look for other providers once, then give up.
+        if asked_dht {
+            return Err(format!("no peer could serve blob {digest}"));
         }
-        for peer in helpers {
-            workers.spawn(worker(shared.clone(), p2p.clone(), peer, digest, false, 0));
+        asked_dht = true;
+        let found: Vec<PeerId> = p2p
+            .providers(digest)
+            .await
+            .into_iter()
+            .filter(|p| !bad.contains(p) && !hints.contains(p))
+            .take(HELPERS)
+            .collect();
+        if found.is_empty() {
+            return Err(format!("no peer could serve blob {digest}"));
         }
-        while workers.join_next().await.is_some() {}
+        hints.extend(found);
+        *shared
+            .last_progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
     }
 
     // Every segment verified against the digest's tree; hash the whole once more before the

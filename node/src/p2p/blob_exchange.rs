@@ -35,63 +35,70 @@ use crate::node::NodeState;
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new(BLOB_PROTOCOL);
 pub const BLOCK: BlockSize = BlockSize::from_chunk_log(BLOB_CHUNK_LOG);
 const CONCURRENT: usize = 16;
-/// Transfers of one complete blob served at once. Past this, requesters are told "not here"
-/// and turn to other peers, so a popular blob spreads between peers instead of every copy
-/// leaving its origin.
-const PER_BLOB: usize = 1;
+/// Transfers of one complete blob served at once. Further requests wait a moment for a slot
+/// and are then told "not here", so requesters turn to other peers and a popular blob spreads
+/// between peers instead of every copy leaving its origin.
+const PER_BLOB: usize = 2;
+/// How long a request waits for a slot before it is turned away.
+const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Transfers in progress per blob.
+/// Serving slots per blob.
 #[derive(Debug, Default)]
-pub struct Serving(std::sync::Mutex<std::collections::HashMap<Digest, usize>>);
-
-struct ServingSlot<'a> {
-    serving: &'a Serving,
-    digest: Digest,
-}
+pub struct Serving(std::sync::Mutex<std::collections::HashMap<Digest, Arc<Semaphore>>>);
 
 impl Serving {
-    fn enter(&self, digest: Digest) -> Option<ServingSlot<'_>> {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(digest).or_default();
-        if *n >= PER_BLOB {
-            return None;
-        }
-        *n += 1;
-        Some(ServingSlot {
-            serving: self,
-            digest,
-        })
-    }
-}
-
-impl Drop for ServingSlot<'_> {
-    fn drop(&mut self) {
-        let mut map = self.serving.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.digest) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.digest);
-            }
-        }
+    async fn enter(&self, digest: Digest) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let slots = {
+            let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            map.retain(|_, s| Arc::strong_count(s) > 1 || s.available_permits() < PER_BLOB);
+            map.entry(digest)
+                .or_insert_with(|| Arc::new(Semaphore::new(PER_BLOB)))
+                .clone()
+        };
+        tokio::time::timeout(SLOT_WAIT, slots.acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
     }
 }
 
 /// Serves blob ranges until the protocol is dropped.
 pub async fn serve(state: Arc<NodeState>, mut incoming: libp2p_stream::IncomingStreams) {
     let permits = Arc::new(Semaphore::new(CONCURRENT));
-    while let Some((peer, stream)) = incoming.next().await {
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+    // Requests past the first few hundred waiting are dropped outright: a flood costs at most
+    // that many small tasks.
+    let waiting = Arc::new(Semaphore::new(CONCURRENT * 16));
+    while let Some((peer, mut stream)) = incoming.next().await {
+        let Ok(queued) = waiting.clone().try_acquire_owned() else {
             tracing::debug!(%peer, "too many blob requests, dropping one");
             continue;
         };
         let state = state.clone();
+        let permits = permits.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(&state, peer, stream).await {
+            // Busy: say "not here" (the requester tries someone else) rather than hang up.
+            let permit = tokio::time::timeout(SLOT_WAIT, permits.acquire_owned()).await;
+            let result = match permit {
+                Ok(Ok(permit)) => {
+                    let r = handle(&state, peer, stream).await;
+                    drop(permit);
+                    r
+                }
+                _ => refuse(&mut stream).await,
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "blob request failed");
             }
-            drop(permit);
+            drop(queued);
         });
     }
+}
+
+async fn refuse(stream: &mut libp2p::Stream) -> Result<(), WireError> {
+    let _: BlobRequest = read_frame(stream, 64 * 1024).await?;
+    write_frame(stream, &BlobResponse::NotFound).await?;
+    let _ = stream.close().await;
+    Ok(())
 }
 
 async fn handle(
@@ -114,8 +121,13 @@ async fn handle(
         state.trust.shares_with(&peer_s, &p.package)
             && request.chunk_ranges.iter().all(|&(a, b)| p.holds(a, b))
     });
-    let slot = state.serving.enter(digest);
-    let (path, size, outboard, order) = if shared && path.is_file() && slot.is_some() {
+    let complete = shared && path.is_file();
+    let slot = if complete {
+        state.serving.enter(digest).await
+    } else {
+        None
+    };
+    let (path, size, outboard, order) = if complete && slot.is_some() {
         let size = std::fs::metadata(&path)?.len();
         let blobs = state.store.blobs().clone();
         let outboard = tokio::task::spawn_blocking(move || blobs.outboard(&digest, BLOCK))
