@@ -25,7 +25,7 @@ use tokio::sync::{Notify, watch};
 use crate::{
     ingest::store_blob,
     node::NodeState,
-    p2p::blob_exchange::{RangeError, fetch_range},
+    p2p::blob_exchange::{RangeError, RangeWant, fetch_range},
 };
 
 /// Peers asked at once for one blob, besides the announcers.
@@ -203,9 +203,12 @@ struct Shared {
     /// Announcer workers still running: while one is, helpers lacking segments keep asking,
     /// because the announcer's transfers may simply be slow.
     announcers_alive: std::sync::atomic::AtomicUsize,
+    /// Announcer workers waiting for a segment: helpers then leave alone the segments every
+    /// helper lacked, or an announcer can starve while helpers keep re-asking each other.
+    announcers_idle: std::sync::atomic::AtomicUsize,
 }
 
-/// Counts an announcer worker as alive until dropped.
+/// Counts an announcer worker (as alive, or as idle) until dropped.
 struct Alive<'a>(&'a std::sync::atomic::AtomicUsize);
 
 impl<'a> Alive<'a> {
@@ -252,14 +255,23 @@ impl Shared {
         !q.waiting.is_empty() || q.in_flight > 0
     }
 
-    /// The next segment for a worker. Helpers take any; announcers take one that every helper
-    /// already lacked, or any once the grace period is over (or when there are no helpers).
+    /// The next segment for a worker. Announcers take one that every helper already lacked,
+    /// or any once the grace period is over (or when there are no helpers). Helpers take any,
+    /// except that while an announcer waits they leave it the segments every helper lacked.
     fn take(&self, announcer: bool, helpers: u32, patient: bool) -> Option<(u64, u32)> {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         let pos = if announcer && helpers > 0 && patient {
             q.waiting
                 .iter()
                 .position(|(_, misses)| *misses >= helpers)?
+        } else if !announcer
+            && helpers > 0
+            && self
+                .announcers_idle
+                .load(std::sync::atomic::Ordering::SeqCst)
+                > 0
+        {
+            q.waiting.iter().position(|(_, misses)| *misses < helpers)?
         } else if q.waiting.is_empty() {
             return None;
         } else {
@@ -319,6 +331,7 @@ async fn worker(
                 return;
             }
             // Wait for a helper to miss something, a segment to finish, or the grace to end.
+            let _idle = announcer.then(|| Alive::new(&shared.announcers_idle));
             let _ =
                 tokio::time::timeout(Duration::from_millis(100), shared.changed.notified()).await;
             continue;
@@ -329,17 +342,22 @@ async fn worker(
         let end = ((index + 1) * segment).min(size);
         let chunks = (start / 1024, end.div_ceil(1024));
         let outboard = shared.partial.outboard.clone();
-        match fetch_range(
+        let t0 = tokio::time::Instant::now();
+        let r = fetch_range(
             &mut control,
             peer,
-            digest,
-            size,
-            chunks,
+            RangeWant {
+                digest,
+                size,
+                chunks,
+                last_resort: announcer && misses >= helpers,
+            },
             &shared.partial.data,
             &outboard,
         )
-        .await
-        {
+        .await;
+        tracing::trace!(%peer, %digest, announcer, index, misses, elapsed = ?t0.elapsed(), ok = r.is_ok(), "segment request");
+        match r {
             Ok(()) => {
                 misses_in_a_row = 0;
                 failures = 0;
@@ -468,6 +486,7 @@ async fn run(
         progress: progress.clone(),
         last_progress: Mutex::new(tokio::time::Instant::now()),
         announcers_alive: std::sync::atomic::AtomicUsize::new(0),
+        announcers_idle: std::sync::atomic::AtomicUsize::new(0),
     });
     let _ = progress.send(FetchState::Running {
         verified: shared.verified_prefix(),
@@ -502,7 +521,14 @@ async fn run(
                 ));
             }
             for peer in helpers {
-                workers.spawn(worker(shared.clone(), p2p.clone(), peer, digest, false, 0));
+                workers.spawn(worker(
+                    shared.clone(),
+                    p2p.clone(),
+                    peer,
+                    digest,
+                    false,
+                    has_helpers,
+                ));
             }
             while workers.join_next().await.is_some() {}
             if shared.done_count() > before || !shared.remaining() {

@@ -56,6 +56,12 @@ fn fanout() {
 }
 
 #[test]
+fn hub_and_spoke() {
+    // Peers that cannot help must not starve the one that can.
+    holds_everywhere("hub-and-spoke", &[1, 2]);
+}
+
+#[test]
 fn partition_heal() {
     holds_everywhere("partition-heal", &[1, 2, 3]);
 }

@@ -37,7 +37,8 @@ pub const BLOCK: BlockSize = BlockSize::from_chunk_log(BLOB_CHUNK_LOG);
 const CONCURRENT: usize = 16;
 /// Transfers of one complete blob served at once. Further requests wait a moment for a slot
 /// and are then told "not here", so requesters turn to other peers and a popular blob spreads
-/// between peers instead of every copy leaving its origin.
+/// between peers instead of every copy leaving its origin. Last-resort requests (no other peer
+/// had the range) skip the limit.
 const PER_BLOB: usize = 2;
 /// How long a request waits for a slot before it is turned away.
 const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -122,12 +123,14 @@ async fn handle(
             && request.chunk_ranges.iter().all(|&(a, b)| p.holds(a, b))
     });
     let complete = shared && path.is_file();
-    let slot = if complete {
+    // A last-resort request is served at once: nobody else has what it asks for, so turning it
+    // away would only slow the requester down.
+    let slot = if complete && !request.last_resort {
         state.serving.enter(digest).await
     } else {
         None
     };
-    let (path, size, outboard, order) = if complete && slot.is_some() {
+    let (path, size, outboard, order) = if complete && (request.last_resort || slot.is_some()) {
         let size = std::fs::metadata(&path)?.len();
         let blobs = state.store.blobs().clone();
         let outboard = tokio::task::spawn_blocking(move || blobs.outboard(&digest, BLOCK))
@@ -223,18 +226,34 @@ pub enum RangeError {
     Local(#[from] std::io::Error),
 }
 
-/// Fetches chunk range `[start, end)` of `digest` from `peer`, verifying every chunk group
-/// before it is written into `target` at its offset; the tree's hashes go into `outboard`
-/// (pre-order), so the range can be served onwards before the blob is complete.
+/// One range of a blob to ask a peer for.
+#[derive(Debug, Clone, Copy)]
+pub struct RangeWant {
+    pub digest: Digest,
+    /// The blob's size, from its signed manifest.
+    pub size: u64,
+    /// Half-open range of 1 KiB chunks.
+    pub chunks: (u64, u64),
+    /// No other peer had this range (see [`BlobRequest::last_resort`]).
+    pub last_resort: bool,
+}
+
+/// Fetches a chunk range of a blob from `peer`, verifying every chunk group before it is
+/// written into `target` at its offset; the tree's hashes go into `outboard` (pre-order), so
+/// the range can be served onwards before the blob is complete.
 pub async fn fetch_range(
     control: &mut libp2p_stream::Control,
     peer: PeerId,
-    digest: Digest,
-    size: u64,
-    chunks: (u64, u64),
+    want: RangeWant,
     target: &Path,
     outboard: &Path,
 ) -> Result<(), RangeError> {
+    let RangeWant {
+        digest,
+        size,
+        chunks,
+        last_resort,
+    } = want;
     let unavailable = |e: &dyn std::fmt::Display| RangeError::Unavailable(e.to_string());
     let mut stream = tokio::time::timeout(
         super::frames::FRAME_TIMEOUT,
@@ -248,6 +267,7 @@ pub async fn fetch_range(
         &BlobRequest {
             digest: *digest.as_bytes(),
             chunk_ranges: vec![chunks],
+            last_resort,
         },
     )
     .await
