@@ -14,6 +14,7 @@ use niso_protocol::{
     record::Record,
 };
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use super::{
     P2pEvent,
@@ -88,14 +89,18 @@ pub async fn serve(
         };
         let state = state.clone();
         let events = events.clone();
-        tokio::spawn(async move {
-            let span = tracing::debug_span!("sync-serve", %peer);
-            let _enter = span.enter();
-            if let Err(e) = handle(&state, &events, peer, stream).await {
-                tracing::debug!(%peer, error = %e, "sync request failed");
+        // `instrument`, not `span.enter()`: a guard held across an await leaks the span into
+        // whatever else runs on the thread.
+        let span = tracing::debug_span!("sync-serve", %peer);
+        tokio::spawn(
+            async move {
+                if let Err(e) = handle(&state, &events, peer, stream).await {
+                    tracing::debug!(%peer, error = %e, "sync request failed");
+                }
+                drop(permit);
             }
-            drop(permit);
-        });
+            .instrument(span),
+        );
     }
 }
 
