@@ -65,6 +65,26 @@ fn make_package(
     Ok(out)
 }
 
+/// A change made at `created` on `origin`, to be followed until every expected node holds it.
+fn track(
+    cluster: &Cluster,
+    scenario: &Scenario,
+    origin: usize,
+    package: &str,
+    created: f64,
+    kind: ItemKind,
+) -> Item {
+    Item {
+        kind,
+        origin,
+        package: package.to_owned(),
+        created,
+        expected: expected_holders(cluster, scenario, origin, package),
+        held_at: vec![None; scenario.nodes],
+        lazy: lazy_nodes(cluster, origin, package),
+    }
+}
+
 /// Per node, whether it takes `package` from `origin` lazily.
 fn lazy_nodes(cluster: &Cluster, origin: usize, package: &str) -> Vec<bool> {
     let origin_peer = &cluster.nodes[origin].peer_id;
@@ -151,20 +171,19 @@ pub async fn run(
                         .await
                         .with_context(|| format!("push of {package} {version}"))?;
                     blob_sizes.push((*node, size));
-                    observer.add(Item {
-                        kind: ItemKind::Version {
+                    observer.add(track(
+                        &cluster,
+                        scenario,
+                        *node,
+                        package,
+                        now(),
+                        ItemKind::Version {
                             name: package.clone(),
                             version: version.clone(),
                             digest,
                             size,
                         },
-                        origin: *node,
-                        package: package.clone(),
-                        created: now(),
-                        expected: expected_holders(&cluster, scenario, *node, package),
-                        held_at: vec![None; scenario.nodes],
-                        lazy: lazy_nodes(&cluster, *node, package),
-                    });
+                    ));
                 }
                 Action::Tag {
                     node,
@@ -178,20 +197,19 @@ pub async fn run(
                         .and_then(|s| s.tag_entry(package, tag).ok().flatten())
                         .map(|e| e.tag_seq)
                         .unwrap_or(0);
-                    observer.add(Item {
-                        kind: ItemKind::Tag {
+                    observer.add(track(
+                        &cluster,
+                        scenario,
+                        *node,
+                        package,
+                        now(),
+                        ItemKind::Tag {
                             name: package.clone(),
                             tag: tag.clone(),
                             version: version.clone(),
                             tag_seq: seq,
                         },
-                        origin: *node,
-                        package: package.clone(),
-                        created: now(),
-                        expected: expected_holders(&cluster, scenario, *node, package),
-                        held_at: vec![None; scenario.nodes],
-                        lazy: lazy_nodes(&cluster, *node, package),
-                    });
+                    ));
                 }
                 Action::Delete {
                     node,
@@ -199,18 +217,17 @@ pub async fn run(
                     version,
                 } => {
                     cluster.delete(*node, package, version).await?;
-                    observer.add(Item {
-                        kind: ItemKind::Deletion {
+                    observer.add(track(
+                        &cluster,
+                        scenario,
+                        *node,
+                        package,
+                        now(),
+                        ItemKind::Deletion {
                             name: package.clone(),
                             version: version.clone(),
                         },
-                        origin: *node,
-                        package: package.clone(),
-                        created: now(),
-                        expected: expected_holders(&cluster, scenario, *node, package),
-                        held_at: vec![None; scenario.nodes],
-                        lazy: lazy_nodes(&cluster, *node, package),
-                    });
+                    ));
                 }
                 Action::Partition { groups } => cluster.net.partition(groups),
                 Action::Heal => cluster.net.heal(),

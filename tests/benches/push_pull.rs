@@ -18,8 +18,7 @@ use std::{
     time::Instant,
 };
 
-use niso_tests::{Sandbox, Server};
-use rand::{Rng, SeedableRng};
+use niso_tests::{Sandbox, Server, random_package};
 
 fn mib_per_sec(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0) / secs
@@ -62,25 +61,7 @@ fn main() {
     println!("push/pull benchmark: {mib} MiB incompressible payload, seed {seed:#x}");
 
     // A package directory with one large file, packed by the real client.
-    let dir = user.path().join("pkg");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("niso.toml"),
-        "name = \"bench\"\nversion = \"1.0.0\"\narch = \"any\"\n",
-    )
-    .unwrap();
-    {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("payload")).unwrap());
-        let mut chunk = vec![0u8; 8 << 20];
-        for _ in 0..mib.div_ceil(8) {
-            rng.fill_bytes(&mut chunk);
-            f.write_all(&chunk).unwrap();
-        }
-    }
-    user.ok(&["pack", dir.to_str().unwrap()]);
-    std::fs::remove_file(dir.join("payload")).unwrap();
-    let file = user.path().join("bench-1.0.0-any.niso");
+    let file = random_package(&user, "bench", mib, seed);
     let size = std::fs::metadata(&file).unwrap().len();
 
     // Warm the page cache the same way for every contender, then measure the baseline.

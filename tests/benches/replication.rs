@@ -12,13 +12,9 @@
     reason = "benchmark program"
 )]
 
-use std::{
-    io::Write,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use niso_tests::{Sandbox, Server, follow_records, http_get};
-use rand::{Rng, SeedableRng};
+use niso_tests::{Sandbox, Server, follow_records, http_get, random_package};
 
 const PEERS: usize = 4;
 
@@ -38,32 +34,14 @@ fn info(user: &Sandbox, registry: &str) -> serde_json::Value {
 }
 
 fn main() {
-    let mib: usize = std::env::var("NISO_BENCH_MIB")
+    let mib: u64 = std::env::var("NISO_BENCH_MIB")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(256);
     let user = Sandbox::new();
     println!("replication benchmark: {mib} MiB package, origin + {PEERS} peers, loopback");
 
-    let dir = user.path().join("pkg");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("niso.toml"),
-        "name = \"fanout\"\nversion = \"1.0.0\"\narch = \"any\"\n",
-    )
-    .unwrap();
-    {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0xfa17);
-        let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("payload")).unwrap());
-        let mut chunk = vec![0u8; 8 << 20];
-        for _ in 0..mib.div_ceil(8) {
-            rng.fill_bytes(&mut chunk);
-            f.write_all(&chunk).unwrap();
-        }
-    }
-    user.ok(&["pack", dir.to_str().unwrap()]);
-    std::fs::remove_file(dir.join("payload")).unwrap();
-    let file = user.path().join("fanout-1.0.0-any.niso");
+    let file = random_package(&user, "fanout", mib, 0xfa17);
     let size = std::fs::metadata(&file).unwrap().len();
 
     // Peer-to-peer: each peer trusts everything and knows the origin and the earlier peers.

@@ -25,7 +25,7 @@ fn json(user: &Sandbox, args: &[&str]) -> serde_json::Value {
 fn export_then_import_on_a_disconnected_node() {
     let user = Sandbox::new();
     let a = Server::start(&user, &user.path().join("a"), &[], &[]);
-    user.ok(&["registry", "add", "a", &a.url, "--key", &a.admin_key()]);
+    user.add_registry("a", &a);
     let a_peer = json(&user, &["registry", "info", "--registry", "a", "--json"])["peer_id"]
         .as_str()
         .unwrap()
@@ -66,19 +66,10 @@ fn export_then_import_on_a_disconnected_node() {
         .to_owned();
 
     // The importing node trusts A's signatures for acme-* only.
-    let config = user.path().join("c.toml");
-    std::fs::write(
-        &config,
-        format!("[[replicate]]\nfrom = \"{a_peer}\"\npackages = [\"acme-*\"]\n"),
-    )
-    .unwrap();
-    let c = Server::start(
-        &user,
-        &user.path().join("c"),
-        &["--config", config.to_str().unwrap()],
-        &[],
+    let _c = user.node(
+        "c",
+        &format!("[[replicate]]\nfrom = \"{a_peer}\"\npackages = [\"acme-*\"]\n"),
     );
-    user.ok(&["registry", "add", "c", &c.url, "--key", &c.admin_key()]);
 
     // A tampered bundle is rejected whole: nothing becomes visible.
     let tampered = user.path().join("tampered.bundle");
@@ -176,7 +167,7 @@ fn export_then_import_on_a_disconnected_node() {
 
     // A node with no [[replicate]] rule takes nothing from a bundle.
     let d = Server::start(&user, &user.path().join("d"), &[], &[]);
-    user.ok(&["registry", "add", "d", &d.url, "--key", &d.admin_key()]);
+    user.add_registry("d", &d);
     let out = user.ok(&[
         "registry",
         "import",
@@ -195,8 +186,8 @@ fn pull_from_the_nearest_registry_with_fallback() {
     let user = Sandbox::new();
     let a = Server::start(&user, &user.path().join("a"), &[], &[]);
     let b = Server::start(&user, &user.path().join("b"), &[], &[]);
-    user.ok(&["registry", "add", "a", &a.url, "--key", &a.admin_key()]);
-    user.ok(&["registry", "add", "b", &b.url, "--key", &b.admin_key()]);
+    user.add_registry("a", &a);
+    user.add_registry("b", &b);
     publish(&user, "a", "tool", "1.0.0");
     publish(&user, "b", "tool", "1.0.0");
     // Only b has this one: a fails over to b.

@@ -203,7 +203,7 @@ fn killed_during_mirror_resumes_cleanly() {
         &[],
         &[("NISO_FAILPOINTS", "mirror-blob-committed")],
     );
-    user.ok(&["registry", "add", "b", &b.url, "--key", &b.admin_key()]);
+    user.add_registry("b", &b);
     let mut mirror = user
         .command()
         .args(["registry", "mirror", "--from", "a", "--to", "b"])
@@ -217,7 +217,7 @@ fn killed_during_mirror_resumes_cleanly() {
     let _ = mirror.wait();
 
     let b = Server::start(&user, &data_b, &[], &[]);
-    user.ok(&["registry", "add", "b", &b.url, "--key", &b.admin_key()]);
+    user.add_registry("b", &b);
     user.ok(&[
         "login",
         &b.url,

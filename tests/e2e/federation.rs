@@ -31,27 +31,6 @@ fn has_manifest(records: &[serde_json::Value], name: &str) -> bool {
         .any(|r| r["kind"] == "manifest" && r["name"] == name)
 }
 
-/// Starts a node with a config file and registers it with the client as `name`.
-fn node(user: &Sandbox, name: &str, config: &str) -> Server {
-    let path = user.path().join(format!("{name}.toml"));
-    std::fs::write(&path, config).unwrap();
-    let server = Server::start(
-        user,
-        &user.path().join(name),
-        &["--config", path.to_str().unwrap()],
-        &[],
-    );
-    user.ok(&[
-        "registry",
-        "add",
-        name,
-        &server.url,
-        "--key",
-        &server.admin_key(),
-    ]);
-    server
-}
-
 fn p2p_addr(user: &Sandbox, name: &str) -> String {
     let info = json(user, &["registry", "info", "--json", "--registry", name]);
     info["p2p_addrs"][0]
@@ -84,8 +63,8 @@ fn files_mention(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf
 fn three_nodes_converge_and_private_packages_stay_private() {
     let user = Sandbox::new();
     let trusting = "[[replicate]]\nfrom = \"*\"\npackages = [\"*\"]\n";
-    let b = node(&user, "b", trusting);
-    let c = node(&user, "c", trusting);
+    let b = user.node("b", trusting);
+    let c = user.node("c", trusting);
     let b_peer = json(&user, &["registry", "info", "--json", "--registry", "b"])["peer_id"]
         .as_str()
         .unwrap()
@@ -95,7 +74,7 @@ fn three_nodes_converge_and_private_packages_stay_private() {
         p2p_addr(&user, "b"),
         p2p_addr(&user, "c")
     );
-    let a = node(&user, "a", &a_config);
+    let a = user.node("a", &a_config);
     let a_addr = p2p_addr(&user, "a");
 
     // Pushes on A reach B and C with no command.
@@ -145,19 +124,10 @@ fn three_nodes_converge_and_private_packages_stay_private() {
     c.stop();
     publish(&user, "a", "public-app", "1.1.0");
     publish(&user, "a", "public-lib", "1.0.0");
-    let c_config = user.path().join("c.toml");
-    std::fs::write(
-        &c_config,
-        format!("{trusting}\n[p2p]\nbootstrap = [\"{a_addr}\"]\n"),
-    )
-    .unwrap();
-    let c = Server::start(
-        &user,
-        &user.path().join("c"),
-        &["--config", c_config.to_str().unwrap()],
-        &[],
+    let c = user.node(
+        "c",
+        &format!("{trusting}\n[p2p]\nbootstrap = [\"{a_addr}\"]\n"),
     );
-    user.ok(&["registry", "add", "c", &c.url, "--key", &c.admin_key()]);
     follow_records(&c.url, &c.admin_key(), CONVERGE, |r| {
         has_manifest(r, "public-lib")
             && r.iter()
@@ -169,11 +139,11 @@ fn three_nodes_converge_and_private_packages_stay_private() {
     user.ok(&["pull", "public-app:1.1.0", "--registry", "c"]);
 
     // Mirror: over libp2p to a peer that A shares with; over HTTP to a node with no p2p.
-    let e = node(&user, "e", "");
+    let e = user.node("e", "");
     let out = user.ok(&["registry", "mirror", "--from", "a", "--to", "e"]);
     assert!(out.contains("over p2p: 3 versions"), "{out}");
     let d = Server::start(&user, &user.path().join("d"), &["--no-p2p"], &[]);
-    user.ok(&["registry", "add", "d", &d.url, "--key", &d.admin_key()]);
+    user.add_registry("d", &d);
     let out = user.ok(&["registry", "mirror", "--from", "a", "--to", "d"]);
     assert!(out.contains("over http: 4 versions"), "{out}");
     let from_a = json(&user, &["show", "secret-app", "--json", "--registry", "a"]);

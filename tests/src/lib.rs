@@ -94,6 +94,33 @@ impl Sandbox {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Registers `server` with the client as `name`, with its admin key.
+    pub fn add_registry(&self, name: &str, server: &Server) {
+        self.ok(&[
+            "registry",
+            "add",
+            name,
+            &server.url,
+            "--key",
+            &server.admin_key(),
+        ]);
+    }
+
+    /// Starts a node on data dir `NAME` with config file `NAME.toml` holding `config`, and
+    /// registers it as `name` (starting `name` again restarts it on the same data).
+    pub fn node(&self, name: &str, config: &str) -> Server {
+        let path = self.path().join(format!("{name}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let server = Server::start(
+            self,
+            &self.path().join(name),
+            &["--config", path.to_str().unwrap()],
+            &[],
+        );
+        self.add_registry(name, &server);
+        server
+    }
+
     /// Runs `niso ARGS…`, asserts it fails with `code` and returns stderr.
     #[track_caller]
     pub fn fails(&self, args: &[&str], code: i32) -> String {
@@ -313,4 +340,32 @@ pub fn follow_records(
         seen.extend(page["records"].as_array().unwrap().iter().cloned());
         after = page["next"].as_u64().unwrap();
     }
+}
+
+/// Packs `NAME-1.0.0-any.niso` in the sandbox around `mib` MiB of seeded random (so
+/// incompressible) bytes, streamed to disk 8 MiB at a time; returns the archive's path.
+pub fn random_package(sandbox: &Sandbox, name: &str, mib: u64, seed: u64) -> PathBuf {
+    use rand::{Rng, SeedableRng};
+    use std::io::Write;
+
+    let dir = sandbox.path().join(format!("{name}-src"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("niso.toml"),
+        format!("name = \"{name}\"\nversion = \"1.0.0\"\narch = \"any\"\n"),
+    )
+    .unwrap();
+    {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("payload")).unwrap());
+        let mut chunk = vec![0u8; 8 << 20];
+        for _ in 0..mib.div_ceil(8) {
+            rng.fill_bytes(&mut chunk);
+            f.write_all(&chunk).unwrap();
+        }
+        f.flush().unwrap();
+    }
+    sandbox.ok(&["pack", dir.to_str().unwrap()]);
+    std::fs::remove_file(dir.join("payload")).unwrap();
+    sandbox.path().join(format!("{name}-1.0.0-any.niso"))
 }

@@ -178,17 +178,16 @@ impl Store {
     /// Applies a record without checking its signature: the fault a broken test node has.
     #[cfg(feature = "fault-injection")]
     pub async fn apply_unverified(&self, record: Record) -> Result<Applied, ChangeError> {
-        let applied = self
-            .writer
-            .write(move |txn| apply::apply(txn, &record))
-            .await?;
-        self.log_changed();
-        Ok(applied)
+        self.store_record(record).await
     }
 
     /// Verifies and applies a record that came from elsewhere.
     pub async fn apply(&self, record: Record) -> Result<Applied, ChangeError> {
         record.verify()?;
+        self.store_record(record).await
+    }
+
+    async fn store_record(&self, record: Record) -> Result<Applied, ChangeError> {
         let applied = self
             .writer
             .write(move |txn| apply::apply(txn, &record))
