@@ -3,9 +3,10 @@
 //!
 //! Peers that are fetching the same blob serve each other the segments they already hold, so
 //! the peer that announced the blob (usually its origin) is asked for a segment only after
-//! another peer turned out not to have it yet: in a fan-out, the origin sends each byte about
-//! once and the rest flows between peers. Each node walks the segments in its own order, so
-//! different peers hold different segments early.
+//! another peer turned out not to have it yet, and it declines ranges it sent to another peer
+//! lately (`p2p::blob_exchange`): in a fan-out, the origin sends each byte about once and the
+//! rest flows between peers. Each node walks the segments in its own order, so different peers
+//! hold different segments early.
 //!
 //! Progress is published on a `watch` channel as the verified prefix grows, so an HTTP pull of
 //! a lazily replicated package can stream bytes while the fetch is still running.
@@ -30,8 +31,9 @@ use crate::{
 
 /// Peers asked at once for one blob, besides the announcers.
 const HELPERS: usize = 16;
-/// How long an announcer waits for helpers to miss a segment before serving it anyway.
-const HELPER_GRACE: Duration = Duration::from_secs(2);
+/// How often a running fetch looks for connected peers it is not asking yet (peers that
+/// connected since, or whose worker gave up before they held anything).
+const RECRUIT_EVERY: Duration = Duration::from_secs(1);
 /// With no segment verified for this long, peers that keep lacking segments stop being asked
 /// and the fetch looks for other providers or gives up (the next sync round retries it). A
 /// fetch must never wait forever on peers that cannot help, or a partition that heals leaves
@@ -250,22 +252,33 @@ impl Shared {
             >= STALL
     }
 
+    /// Segments not taken by any worker.
+    fn waiting(&self) -> usize {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .waiting
+            .len()
+    }
+
     fn remaining(&self) -> bool {
         let q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         !q.waiting.is_empty() || q.in_flight > 0
     }
 
-    /// The next segment for a worker. Announcers take one that every helper already lacked,
-    /// or any once the grace period is over (or when there are no helpers). Helpers take any,
-    /// except that while an announcer waits they leave it the segments every helper lacked.
-    fn take(&self, announcer: bool, helpers: u32, patient: bool) -> Option<(u64, u32)> {
+    /// The next segment for a worker. Announcers take one that every helper lacked, else one
+    /// that some helper lacked (an announcer turns away ranges it sent to another peer lately,
+    /// and those then come from that peer); what helpers hold never costs the announcer.
+    /// Helpers take any, except that while an announcer waits they leave it the segments
+    /// every helper lacked, or it can starve while helpers keep re-asking each other.
+    fn take(&self, announcer: bool, helpers: u32) -> Option<(u64, u32)> {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        let pos = if announcer && helpers > 0 && patient {
+        let pos = if announcer {
             q.waiting
                 .iter()
-                .position(|(_, misses)| *misses >= helpers)?
-        } else if !announcer
-            && helpers > 0
+                .position(|(_, misses)| *misses >= helpers)
+                .or_else(|| q.waiting.iter().position(|(_, misses)| *misses >= 1))?
+        } else if helpers > 0
             && self
                 .announcers_idle
                 .load(std::sync::atomic::Ordering::SeqCst)
@@ -321,16 +334,14 @@ async fn worker(
 ) {
     let _alive = announcer.then(|| Alive::new(&shared.announcers_alive));
     let mut control = p2p.control();
-    let started = tokio::time::Instant::now();
     let mut misses_in_a_row = 0u32;
     let mut failures = 0u32;
     loop {
-        let patient = started.elapsed() < HELPER_GRACE;
-        let Some((index, misses)) = shared.take(announcer, helpers, patient) else {
+        let Some((index, misses)) = shared.take(announcer, helpers) else {
             if !shared.remaining() {
                 return;
             }
-            // Wait for a helper to miss something, a segment to finish, or the grace to end.
+            // Wait for a helper to miss something or a segment to finish.
             let _idle = announcer.then(|| Alive::new(&shared.announcers_idle));
             let _ =
                 tokio::time::timeout(Duration::from_millis(100), shared.changed.notified()).await;
@@ -356,7 +367,7 @@ async fn worker(
             &outboard,
         )
         .await;
-        tracing::trace!(%peer, %digest, announcer, index, misses, elapsed = ?t0.elapsed(), ok = r.is_ok(), "segment request");
+        tracing::trace!(me = %p2p.peer_id, %peer, %digest, announcer, index, misses, elapsed = ?t0.elapsed(), ok = r.is_ok(), "segment request");
         match r {
             Ok(()) => {
                 misses_in_a_row = 0;
@@ -364,7 +375,8 @@ async fn worker(
                 shared.finish(index);
             }
             Err(RangeError::Missing) => {
-                shared.give_back(index, misses + 1);
+                // Only helpers' misses count: they decide when the announcer is the last resort.
+                shared.give_back(index, if announcer { misses } else { misses + 1 });
                 misses_in_a_row += 1;
                 let give_up = shared.stalled()
                     && (announcer
@@ -375,10 +387,11 @@ async fn worker(
                 if give_up {
                     return;
                 }
-                // A peer that has nothing for us yet: ask again a little later.
-                if misses_in_a_row >= 2 {
+                // A peer that had none of the segments we lack: ask again a little later.
+                let pass = u32::try_from(shared.waiting()).unwrap_or(u32::MAX).max(2);
+                if misses_in_a_row >= pass {
                     tokio::time::sleep(Duration::from_millis(
-                        20 * u64::from(misses_in_a_row.min(10)),
+                        20 * u64::from((misses_in_a_row / pass).min(10)),
                     ))
                     .await;
                 }
@@ -510,27 +523,62 @@ async fn run(
         if !announcers.is_empty() || !helpers.is_empty() {
             let has_helpers = u32::try_from(helpers.len()).unwrap_or(u32::MAX);
             let mut workers = tokio::task::JoinSet::new();
-            for peer in announcers {
-                workers.spawn(worker(
+            let mut asking: HashMap<tokio::task::Id, PeerId> = HashMap::new();
+            let announcing = announcers.len();
+            for (peer, announcer) in announcers
+                .into_iter()
+                .map(|p| (p, true))
+                .chain(helpers.into_iter().map(|p| (p, false)))
+            {
+                let task = workers.spawn(worker(
                     shared.clone(),
                     p2p.clone(),
                     peer,
                     digest,
-                    true,
+                    announcer,
                     has_helpers,
                 ));
+                asking.insert(task.id(), peer);
             }
-            for peer in helpers {
-                workers.spawn(worker(
-                    shared.clone(),
-                    p2p.clone(),
-                    peer,
-                    digest,
-                    false,
-                    has_helpers,
-                ));
+            let mut recruit = tokio::time::interval(RECRUIT_EVERY);
+            recruit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            recruit.tick().await;
+            loop {
+                tokio::select! {
+                    joined = workers.join_next_with_id() => match joined {
+                        None => break,
+                        Some(Ok((id, ()))) => { asking.remove(&id); }
+                        Some(Err(e)) => { asking.remove(&e.id()); }
+                    },
+                    _ = recruit.tick() => {
+                        // Segments are arriving, so peers that had nothing may have some now:
+                        // ask the connected peers nobody is asking (a worker that gave up early
+                        // would otherwise leave the rest of the fetch to fewer peers).
+                        if shared.stalled() || !shared.remaining() {
+                            continue;
+                        }
+                        let bad = shared.bad.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                        let busy: HashSet<PeerId> = asking.values().copied().collect();
+                        let room = (HELPERS + announcing).saturating_sub(busy.len());
+                        for peer in p2p
+                            .connected_peers()
+                            .into_iter()
+                            .filter(|p| !busy.contains(p) && !bad.contains(p) && !hints.contains(p))
+                            .take(room)
+                        {
+                            let task = workers.spawn(worker(
+                                shared.clone(),
+                                p2p.clone(),
+                                peer,
+                                digest,
+                                false,
+                                has_helpers,
+                            ));
+                            asking.insert(task.id(), peer);
+                        }
+                    }
+                }
             }
-            while workers.join_next().await.is_some() {}
             if shared.done_count() > before || !shared.remaining() {
                 continue;
             }

@@ -51,8 +51,9 @@ pub struct BlobRequest {
     pub digest: [u8; 32],
     /// Half-open ranges of 1 KiB chunks, aligned to chunk groups.
     pub chunk_ranges: Vec<(u64, u64)>,
-    /// The requester found no other peer holding these ranges: serve them even past the
-    /// limit on concurrent transfers of one complete blob.
+    /// The requester found no other peer holding these ranges: serve them even if they were
+    /// sent to another peer lately (which a holder otherwise declines, so they spread
+    /// between peers).
     pub last_resort: bool,
 }
 

@@ -2,9 +2,11 @@
 //! per-node uplink bandwidth, loss, clogs and partitions, all decided by one seeded RNG.
 //!
 //! Connections are pairs of in-memory pipes. A write is stamped with the time it may be read
-//! (now + link latency + jitter, plus a retransmission delay for a "lost" segment: streams are
-//! reliable, so loss costs time, as it does on TCP) and queued; the reader sees bytes only
-//! from then on. Each node's uplink is a token bucket shared by all its connections.
+//! (when its last byte has left the sender's uplink, plus link latency and jitter, plus a
+//! retransmission delay for a "lost" segment: streams are reliable, so loss costs time, as it
+//! does on TCP) and queued; the reader sees bytes only from then on. Each node's uplink sends
+//! one byte after another at its rate, shared by all its connections, behind a small send
+//! buffer.
 //! A partition resets every connection across the cut and refuses dials across it until healed.
 
 use std::{
@@ -51,53 +53,50 @@ impl Default for LinkSpec {
 
 /// Delay a lost segment costs (a TCP retransmission timeout).
 const RETRANSMIT: Duration = Duration::from_millis(200);
-/// Largest write accepted at once, so bandwidth shaping stays smooth.
+/// Largest write accepted at once, so connections sharing an uplink interleave finely.
 const MAX_WRITE: usize = 16 * 1024;
+/// How much a node may have queued on its uplink beyond what is on the wire, as time at the
+/// link's rate: a socket send buffer. Above a timer tick, so the link never idles while a
+/// writer waits; small, so connections sharing the uplink take turns.
+const SEND_BUFFER: Duration = Duration::from_millis(4);
 
-struct TokenBucket {
+/// A node's uplink: bytes leave one after another at the link's rate.
+struct Uplink {
     /// Bytes per second; `None` = unlimited.
     rate: Option<f64>,
-    tokens: f64,
-    burst: f64,
-    last: Instant,
+    /// When everything queued so far has left the node.
+    free_at: Instant,
 }
 
-impl TokenBucket {
+impl Uplink {
     fn new(rate_bytes: Option<f64>) -> Self {
-        let burst = rate_bytes
-            .map(|r| (r / 50.0).max(MAX_WRITE as f64))
-            .unwrap_or(0.0);
         Self {
             rate: rate_bytes,
-            tokens: burst,
-            burst,
-            last: Instant::now(),
+            free_at: Instant::now(),
         }
     }
 
-    /// Bytes that may go now (up to `want`), or how long until some may.
-    fn take(&mut self, want: usize) -> Result<usize, Duration> {
-        let Some(rate) = self.rate else {
-            return Ok(want);
-        };
+    /// Queues `n` bytes: when the last of them has left, or how long until there is room.
+    ///
+    /// A writer either sends a whole chunk or waits: granting whatever trickled in since the
+    /// last call would have writers spin on a few bytes at a time.
+    fn queue(&mut self, n: usize) -> Result<Instant, Duration> {
         let now = Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.last).as_secs_f64() * rate).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            let n = want.min(self.tokens as usize);
-            self.tokens -= n as f64;
-            Ok(n)
-        } else {
-            Err(Duration::from_secs_f64(
-                (1.0 - self.tokens) / rate + 0.000_5,
-            ))
+        let Some(rate) = self.rate else {
+            return Ok(now);
+        };
+        let start = self.free_at.max(now);
+        let backlog = start - now;
+        if backlog > SEND_BUFFER {
+            return Err(backlog - SEND_BUFFER);
         }
+        self.free_at = start + Duration::from_secs_f64(n as f64 / rate);
+        Ok(self.free_at)
     }
 }
 
 struct NodeNet {
-    uplink: TokenBucket,
+    uplink: Uplink,
     sent: u64,
     listener: Option<mpsc::UnboundedSender<(usize, Conn)>>,
 }
@@ -131,7 +130,7 @@ impl Network {
         Self(Arc::new(Mutex::new(State {
             nodes: (0..nodes)
                 .map(|_| NodeNet {
-                    uplink: TokenBucket::new(rate),
+                    uplink: Uplink::new(rate),
                     sent: 0,
                     listener: None,
                 })
@@ -272,7 +271,8 @@ impl Network {
     /// Stamps `len` bytes from `from` to `to`: how many may go now and when they arrive.
     fn send(&self, from: usize, to: usize, want: usize) -> Result<(usize, Instant), Duration> {
         let mut s = self.lock();
-        let n = s.nodes[from].uplink.take(want.min(MAX_WRITE))?;
+        let n = want.min(MAX_WRITE);
+        let departed = s.nodes[from].uplink.queue(n)?;
         s.nodes[from].sent += n as u64;
         let spec = s
             .links
@@ -287,7 +287,7 @@ impl Network {
         if spec.loss > 0.0 && s.rng.random_bool(spec.loss.min(1.0)) {
             delay += RETRANSMIT;
         }
-        let mut at = Instant::now() + delay;
+        let mut at = departed + delay;
         if let Some(until) = s.clogs.get(&pair(from, to)) {
             at = at.max(*until);
         }

@@ -6,10 +6,15 @@
 //! several peers at once.
 
 use std::{
+    collections::HashMap,
     fs::File,
     io::{BufReader, BufWriter, Write},
     path::Path,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
 };
 
 use bao_tree::{
@@ -26,7 +31,10 @@ use niso_protocol::{
     Digest,
     federation::{BLOB_CHUNK_LOG, BLOB_PROTOCOL, BlobRequest, BlobResponse},
 };
-use tokio::sync::Semaphore;
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore},
+    time::Instant,
+};
 use tokio_util::{compat::FuturesAsyncReadCompatExt, io::SyncIoBridge};
 
 use super::frames::{WireError, read_frame, write_frame};
@@ -35,31 +43,173 @@ use crate::node::NodeState;
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new(BLOB_PROTOCOL);
 pub const BLOCK: BlockSize = BlockSize::from_chunk_log(BLOB_CHUNK_LOG);
 const CONCURRENT: usize = 16;
-/// Transfers of one complete blob served at once. Further requests wait a moment for a slot
-/// and are then told "not here", so requesters turn to other peers and a popular blob spreads
-/// between peers instead of every copy leaving its origin. Last-resort requests (no other peer
-/// had the range) skip the limit.
+/// Transfers of one blob (complete or partial) served at once. Further requests wait a moment
+/// for a slot and are then told "not here", so requesters turn to other peers. Few transfers
+/// at full speed beat many slow ones: a segment that arrives sooner is served onwards sooner.
 const PER_BLOB: usize = 2;
 /// How long a request waits for a slot before it is turned away.
-const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+const SLOT_WAIT: Duration = Duration::from_secs(1);
+/// A holder of a complete blob remembers the ranges it sent for this long. Another request
+/// for such a range is turned away (the peer that got it can serve it) unless it is a last
+/// resort (no other peer had it), and even then only once the range is settled (see
+/// [`Sent::settled`]), a slot is free and no request for a range not sent yet is waiting: the holder's uplink goes to new ranges first, so a popular blob leaves its origin
+/// about once and spreads between peers.
+const RESEND_AFTER: Duration = Duration::from_secs(30);
+/// How long after a range arrived at one peer a last-resort request for it waits for that
+/// peer to be able to serve it.
+const RESEND_HOLD: Duration = Duration::from_millis(500);
 
-/// Serving slots per blob.
+/// Serving state per blob: transfer slots, and which ranges of a complete blob went out lately.
 #[derive(Debug, Default)]
-pub struct Serving(std::sync::Mutex<std::collections::HashMap<Digest, Arc<Semaphore>>>);
+pub struct Serving(Arc<std::sync::Mutex<HashMap<Digest, BlobServing>>>);
+
+#[derive(Debug)]
+struct BlobServing {
+    slots: Arc<Semaphore>,
+    /// Requests for ranges not sent lately that wait for a slot.
+    fresh_waiting: Arc<AtomicUsize>,
+    /// Ranges sent lately, by first chunk.
+    sent: HashMap<u64, Sent>,
+    touched: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    /// When the last transfer of the range started or ended.
+    at: Instant,
+    in_flight: usize,
+    /// Transfers of the range so far.
+    times: u32,
+}
+
+impl Sent {
+    /// Whether the range may go out again to a last-resort request: not in flight, and, after
+    /// its first transfer, not just arrived (the peer that got it will be asked soon). Once it
+    /// went out twice, peers are evidently not passing it on (they may not share), so no hold.
+    fn settled(&self, now: Instant) -> bool {
+        self.in_flight == 0 && (self.times > 1 || now - self.at >= RESEND_HOLD)
+    }
+}
+
+/// What a request asks of the blob, for [`Serving::enter`].
+#[derive(Debug, Clone, Copy)]
+enum Ask {
+    /// Segments of a blob this node is still fetching.
+    Partial,
+    /// A range of a complete blob, by its first chunk.
+    Complete { first: u64, last_resort: bool },
+}
+
+/// A transfer slot; on drop it frees the slot and records when the range finished going out.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    range: Option<(Digest, u64)>,
+    serving: Arc<std::sync::Mutex<HashMap<Digest, BlobServing>>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let Some((digest, first)) = self.range else {
+            return;
+        };
+        let mut map = self.serving.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sent) = map.get_mut(&digest).and_then(|b| b.sent.get_mut(&first)) {
+            sent.in_flight = sent.in_flight.saturating_sub(1);
+            sent.at = Instant::now();
+        }
+    }
+}
 
 impl Serving {
-    async fn enter(&self, digest: Digest) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let slots = {
-            let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            map.retain(|_, s| Arc::strong_count(s) > 1 || s.available_permits() < PER_BLOB);
-            map.entry(digest)
-                .or_insert_with(|| Arc::new(Semaphore::new(PER_BLOB)))
-                .clone()
+    /// Waits for a slot to serve `digest`, or `None`: every slot stayed busy, or the range was
+    /// sent lately and this is not a last resort. A range of a complete blob is recorded as
+    /// sent once it has a slot.
+    async fn enter(&self, digest: Digest, ask: Ask) -> Option<Slot> {
+        let (slots, fresh_waiting, fresh) = {
+            let mut map = self.lock();
+            let now = Instant::now();
+            map.retain(|_, b| {
+                b.slots.available_permits() < PER_BLOB || now - b.touched < RESEND_AFTER
+            });
+            let b = map.entry(digest).or_insert_with(|| BlobServing {
+                slots: Arc::new(Semaphore::new(PER_BLOB)),
+                fresh_waiting: Arc::default(),
+                sent: HashMap::new(),
+                touched: now,
+            });
+            b.touched = now;
+            b.sent
+                .retain(|_, s| s.in_flight > 0 || now - s.at < RESEND_AFTER);
+            let fresh = match ask {
+                Ask::Partial => true,
+                Ask::Complete { first, last_resort } => {
+                    let sent = b.sent.contains_key(&first);
+                    if sent && !last_resort {
+                        return None;
+                    }
+                    !sent
+                }
+            };
+            (b.slots.clone(), b.fresh_waiting.clone(), fresh)
         };
-        tokio::time::timeout(SLOT_WAIT, slots.acquire_owned())
-            .await
-            .ok()
-            .and_then(Result::ok)
+        let permit = if fresh {
+            fresh_waiting.fetch_add(1, Ordering::SeqCst);
+            let permit = tokio::time::timeout(SLOT_WAIT, slots.acquire_owned()).await;
+            fresh_waiting.fetch_sub(1, Ordering::SeqCst);
+            permit.ok()?.ok()?
+        } else {
+            // Not waited for: the requester asks about its other segments meanwhile, some of
+            // which may be new here.
+            if fresh_waiting.load(Ordering::SeqCst) > 0 || !self.settled(digest, ask) {
+                return None;
+            }
+            slots.try_acquire_owned().ok()?
+        };
+        let mut range = None;
+        if let Ask::Complete { first, last_resort } = ask {
+            let mut map = self.lock();
+            let now = Instant::now();
+            if let Some(b) = map.get_mut(&digest) {
+                b.sent
+                    .retain(|_, s| s.in_flight > 0 || now - s.at < RESEND_AFTER);
+                // Another request for the same range may have had a slot meanwhile.
+                if fresh
+                    && let Some(s) = b.sent.get(&first)
+                    && (!last_resort || !s.settled(now))
+                {
+                    return None;
+                }
+                let sent = b.sent.entry(first).or_insert(Sent {
+                    at: now,
+                    in_flight: 0,
+                    times: 0,
+                });
+                sent.at = now;
+                sent.in_flight += 1;
+                sent.times += 1;
+                range = Some((digest, first));
+            }
+        }
+        Some(Slot {
+            _permit: permit,
+            range,
+            serving: self.0.clone(),
+        })
+    }
+
+    /// Whether a range sent lately is neither in flight nor just arrived somewhere.
+    fn settled(&self, digest: Digest, ask: Ask) -> bool {
+        let Ask::Complete { first, .. } = ask else {
+            return true;
+        };
+        self.lock()
+            .get(&digest)
+            .and_then(|b| b.sent.get(&first))
+            .is_none_or(|s| s.settled(Instant::now()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, BlobServing>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -123,14 +273,25 @@ async fn handle(
             && request.chunk_ranges.iter().all(|&(a, b)| p.holds(a, b))
     });
     let complete = shared && path.is_file();
-    // A last-resort request is served at once: nobody else has what it asks for, so turning it
-    // away would only slow the requester down.
-    let slot = if complete && !request.last_resort {
-        state.serving.enter(digest).await
+    let ask = if complete {
+        Ask::Complete {
+            first: request.chunk_ranges.first().map_or(0, |r| r.0),
+            last_resort: request.last_resort,
+        }
+    } else {
+        Ask::Partial
+    };
+    let slot = if complete || partial.is_some() {
+        state.serving.enter(digest, ask).await
     } else {
         None
     };
-    let (path, size, outboard, order) = if complete && (request.last_resort || slot.is_some()) {
+    if slot.is_none() {
+        write_frame(&mut stream, &BlobResponse::NotFound).await?;
+        let _ = stream.close().await;
+        return Ok(());
+    }
+    let (path, size, outboard, order) = if complete {
         let size = std::fs::metadata(&path)?.len();
         let blobs = state.store.blobs().clone();
         let outboard = tokio::task::spawn_blocking(move || blobs.outboard(&digest, BLOCK))
@@ -320,4 +481,84 @@ pub async fn fetch_range(
     })
     .await
     .map_err(|e| RangeError::Local(std::io::Error::other(e)))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn complete(first: u64, last_resort: bool) -> Ask {
+        Ask::Complete { first, last_resort }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_complete_blob_goes_out_once_and_then_only_as_a_last_resort() {
+        let serving = Serving::default();
+        let d = Digest::of(b"blob");
+        let first = serving.enter(d, complete(0, false)).await;
+        assert!(first.is_some(), "a range not sent yet is served");
+        assert!(
+            serving.enter(d, complete(0, false)).await.is_none(),
+            "sent lately: ask the peer that got it"
+        );
+        assert!(
+            serving.enter(d, complete(0, true)).await.is_none(),
+            "not even as a last resort while it is in flight"
+        );
+        let other = serving.enter(d, complete(16, false)).await;
+        assert!(other.is_some(), "another range is new");
+        drop(first);
+        assert!(
+            serving.enter(d, complete(0, true)).await.is_none(),
+            "just arrived: its first recipient will be asked soon"
+        );
+        tokio::time::advance(RESEND_HOLD).await;
+        drop(other);
+        let again = serving.enter(d, complete(0, true)).await;
+        assert!(again.is_some(), "a last resort once the range settled");
+        drop(again);
+        let third = serving.enter(d, complete(0, true)).await;
+        assert!(
+            third.is_some(),
+            "after two transfers peers are not passing it on: no hold"
+        );
+        drop(third);
+        tokio::time::advance(RESEND_AFTER).await;
+        assert!(
+            serving.enter(d, complete(0, false)).await.is_some(),
+            "forgotten after a while"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn new_ranges_go_before_resends_and_busy_slots_turn_requests_away() {
+        let serving = Arc::new(Serving::default());
+        let d = Digest::of(b"blob");
+        let sent = serving.enter(d, complete(0, false)).await;
+        drop(sent);
+        tokio::time::advance(RESEND_HOLD).await;
+        let a = serving.enter(d, complete(16, false)).await;
+        let b = serving.enter(d, complete(32, false)).await;
+        assert!(a.is_some() && b.is_some(), "two slots");
+        // A new range waits for a slot; while it waits, a resend is turned away.
+        let waiting = tokio::spawn({
+            let serving = serving.clone();
+            async move { serving.enter(d, complete(48, false)).await.is_some() }
+        });
+        tokio::task::yield_now().await;
+        drop(a);
+        assert!(
+            serving.enter(d, complete(0, true)).await.is_none(),
+            "the freed slot goes to the new range"
+        );
+        assert!(waiting.await.unwrap(), "the new range got the slot");
+        // Both slots busy past the wait: turned away.
+        let c = serving.enter(d, complete(64, false)).await;
+        assert!(c.is_some());
+        assert!(
+            serving.enter(d, Ask::Partial).await.is_none(),
+            "no slot within the wait"
+        );
+        drop((b, c));
+    }
 }
