@@ -15,8 +15,8 @@ use super::{
     entries::{PackageEntry, TagEntry, VersionEntry, decode, encode},
     error::{ChangeError, StoreError, db},
     tables::{
-        LOG, ORIGINS, PACKAGES, RECORDS, TAGS, TOMBSTONES, VERSIONS, package_range, record_key,
-        split_key, tag_key, version_key,
+        BLOB_VERSIONS, LOG, ORIGINS, PACKAGES, RECORDS, TAGS, TOMBSTONES, VERSIONS, package_range,
+        record_key, split_key, tag_key, version_key,
     },
 };
 use crate::clock::now_ms;
@@ -273,6 +273,10 @@ fn apply_manifest(
     versions
         .insert(vk.as_str(), encode(&entry)?.as_slice())
         .map_err(db)?;
+    txn.open_multimap_table(BLOB_VERSIONS)
+        .map_err(db)?
+        .insert(&entry.digest[..], vk.as_str())
+        .map_err(db)?;
     let mut packages = txn.open_table(PACKAGES).map_err(db)?;
     let package = PackageEntry {
         description: m.description.clone(),
@@ -328,7 +332,17 @@ fn apply_tombstone(txn: &WriteTransaction, t: &TombstoneBody) -> Result<(), Chan
 /// has no versions left.
 pub fn remove_version(txn: &WriteTransaction, name: &str, vk: &str) -> Result<bool, StoreError> {
     let mut versions = txn.open_table(VERSIONS).map_err(db)?;
-    let removed = versions.remove(vk).map_err(db)?.is_some();
+    let removed = match versions.remove(vk).map_err(db)? {
+        Some(old) => {
+            let entry: VersionEntry = decode(old.value())?;
+            txn.open_multimap_table(BLOB_VERSIONS)
+                .map_err(db)?
+                .remove(&entry.digest[..], vk)
+                .map_err(db)?;
+            true
+        }
+        None => false,
+    };
     let (lo, hi) = package_range(name);
     let empty = versions
         .range(lo.as_str()..hi.as_str())

@@ -16,7 +16,8 @@ use super::{
     entries::{PackageEntry, TagEntry, VersionEntry, decode},
     error::{StoreError, corrupt, db},
     tables::{
-        LOG, PACKAGES, RECORDS, TAGS, TOMBSTONES, VERSIONS, package_range, split_key, version_key,
+        BLOB_VERSIONS, LOG, PACKAGES, RECORDS, TAGS, TOMBSTONES, VERSIONS, package_range,
+        split_key, version_key,
     },
 };
 
@@ -162,21 +163,17 @@ impl Store {
     /// Packages that have a live version whose blob is `digest`.
     pub fn packages_with_blob(&self, digest: &Digest) -> Result<Vec<String>, StoreError> {
         self.read(|txn| {
-            let t = txn.open_table(VERSIONS).map_err(db)?;
+            let t = txn.open_multimap_table(BLOB_VERSIONS).map_err(db)?;
             let mut out: Vec<String> = Vec::new();
-            for item in t.iter().map_err(db)? {
-                let (k, v) = item.map_err(db)?;
-                let entry: VersionEntry = decode(v.value())?;
-                if entry.digest == *digest.as_bytes() {
-                    let key = k.value().to_owned();
-                    let name = split_key(&key)
-                        .first()
-                        .copied()
-                        .unwrap_or_default()
-                        .to_owned();
-                    if !out.contains(&name) {
-                        out.push(name);
-                    }
+            for vk in t.get(&digest.as_bytes()[..]).map_err(db)? {
+                let vk = vk.map_err(db)?;
+                let name = split_key(vk.value())
+                    .first()
+                    .copied()
+                    .unwrap_or_default()
+                    .to_owned();
+                if !out.contains(&name) {
+                    out.push(name);
                 }
             }
             Ok(out)
@@ -309,4 +306,96 @@ pub(crate) fn tags_from(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use niso_protocol::{
+        arch::Arch,
+        name::PackageName,
+        record::{ManifestBody, NodeSecret},
+    };
+    use redb::ReadableDatabase;
+
+    use super::*;
+    use crate::{failpoint::Failpoints, store::LocalChange};
+
+    fn open(dir: &std::path::Path) -> Store {
+        Store::open(dir, NodeSecret::from_bytes(&[7; 32]), Failpoints::default()).unwrap()
+    }
+
+    async fn publish(store: &Store, name: &str, version: &str, digest: Digest) {
+        store
+            .originate(LocalChange::Publish(ManifestBody {
+                name: PackageName::new(name).unwrap(),
+                version: version.parse().unwrap(),
+                arch: Arch::any(),
+                digest,
+                size: 1,
+                description: String::new(),
+            }))
+            .await
+            .unwrap();
+    }
+
+    fn sorted(mut names: Vec<String>) -> Vec<String> {
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn the_blob_index_follows_publishes_and_deletions_and_is_rebuilt_for_old_data_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, other) = (Digest::of(b"shared"), Digest::of(b"other"));
+        {
+            let store = open(dir.path());
+            publish(&store, "alpha", "1.0.0", shared).await;
+            publish(&store, "beta", "1.0.0", shared).await;
+            publish(&store, "beta", "2.0.0", other).await;
+            assert_eq!(
+                sorted(store.packages_with_blob(&shared).unwrap()),
+                ["alpha", "beta"]
+            );
+            assert_eq!(store.packages_with_blob(&other).unwrap(), ["beta"]);
+            store
+                .originate(LocalChange::Delete {
+                    name: PackageName::new("alpha").unwrap(),
+                    version: "1.0.0".parse().unwrap(),
+                    arch: None,
+                })
+                .await
+                .unwrap();
+            assert_eq!(store.packages_with_blob(&shared).unwrap(), ["beta"]);
+            assert!(
+                store
+                    .packages_with_blob(&Digest::of(b"nobody"))
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+        // A data dir from before the index: the table is missing and rebuilt on open.
+        {
+            // The dropped store's writer thread lets go of the file once it has drained.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let db = loop {
+                match redb::Database::create(dir.path().join(super::super::DB_FILE)) {
+                    Ok(db) => break db,
+                    Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                        if std::time::Instant::now() < deadline =>
+                    {
+                        std::thread::yield_now();
+                    }
+                    Err(e) => panic!("reopening the database: {e}"),
+                }
+            };
+            let txn = db.begin_write().unwrap();
+            assert!(txn.delete_multimap_table(BLOB_VERSIONS).unwrap());
+            txn.commit().unwrap();
+            let txn = db.begin_read().unwrap();
+            assert!(txn.open_multimap_table(BLOB_VERSIONS).is_err());
+        }
+        let store = open(dir.path());
+        assert_eq!(store.packages_with_blob(&shared).unwrap(), ["beta"]);
+        assert_eq!(store.packages_with_blob(&other).unwrap(), ["beta"]);
+    }
 }

@@ -218,6 +218,28 @@ fn create_tables(database: &Database) -> Result<(), StoreError> {
     txn.open_table(KEY_HASHES).map_err(db)?;
     txn.open_table(UPLOADS).map_err(db)?;
     txn.open_table(PEER_SYNC).map_err(db)?;
+    index_blob_versions(&txn)?;
     txn.commit().map_err(db)?;
+    Ok(())
+}
+
+/// Creates the digest → versions index, filling it from [`tables::VERSIONS`] when a data dir
+/// from before the index is opened (in the same transaction: all or nothing).
+fn index_blob_versions(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    use redb::{MultimapTableHandle, ReadableTable};
+    let exists = txn
+        .list_multimap_tables()
+        .map_err(db)?
+        .any(|t| t.name() == tables::BLOB_VERSIONS.name());
+    let mut index = txn.open_multimap_table(tables::BLOB_VERSIONS).map_err(db)?;
+    if exists {
+        return Ok(());
+    }
+    let versions = txn.open_table(tables::VERSIONS).map_err(db)?;
+    for item in versions.iter().map_err(db)? {
+        let (k, v) = item.map_err(db)?;
+        let entry: entries::VersionEntry = entries::decode(v.value())?;
+        index.insert(&entry.digest[..], k.value()).map_err(db)?;
+    }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! live beside this one during a migration.
 
 use niso_protocol::record::OriginKey;
-use redb::TableDefinition;
+use redb::{MultimapTableDefinition, TableDefinition};
 
 /// `origin (32) ‖ seq (u64 BE)` → the record's wire bytes.
 pub const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records_v1");
@@ -12,6 +12,10 @@ pub const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log_v1");
 pub const ORIGINS: TableDefinition<&[u8], u64> = TableDefinition::new("origins_v1");
 /// `name \0 version \0 arch` → [`super::entries::VersionEntry`].
 pub const VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("versions_v1");
+/// Blob digest (32) → every `name \0 version \0 arch` in [`VERSIONS`] with that digest: who may
+/// be served a blob, asked on every peer's blob request.
+pub const BLOB_VERSIONS: MultimapTableDefinition<&[u8], &str> =
+    MultimapTableDefinition::new("blob_versions_v1");
 /// `name \0 tag` → [`super::entries::TagEntry`].
 pub const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags_v1");
 /// `name \0 version \0 arch` → `origin ‖ seq` of the tombstone.
