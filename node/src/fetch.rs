@@ -15,7 +15,10 @@ use std::{
     collections::{HashMap, HashSet, VecDeque},
     io::Write,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -204,25 +207,25 @@ struct Shared {
     last_progress: Mutex<tokio::time::Instant>,
     /// Announcer workers still running: while one is, helpers lacking segments keep asking,
     /// because the announcer's transfers may simply be slow.
-    announcers_alive: std::sync::atomic::AtomicUsize,
+    announcers_alive: AtomicUsize,
     /// Announcer workers waiting for a segment: helpers then leave alone the segments every
     /// helper lacked, or an announcer can starve while helpers keep re-asking each other.
-    announcers_idle: std::sync::atomic::AtomicUsize,
+    announcers_idle: AtomicUsize,
 }
 
 /// Counts an announcer worker (as alive, or as idle) until dropped.
-struct Alive<'a>(&'a std::sync::atomic::AtomicUsize);
+struct Alive<'a>(&'a AtomicUsize);
 
 impl<'a> Alive<'a> {
-    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
-        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
         Alive(count)
     }
 }
 
 impl Drop for Alive<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -278,12 +281,7 @@ impl Shared {
                 .iter()
                 .position(|(_, misses)| *misses >= helpers)
                 .or_else(|| q.waiting.iter().position(|(_, misses)| *misses >= 1))?
-        } else if helpers > 0
-            && self
-                .announcers_idle
-                .load(std::sync::atomic::Ordering::SeqCst)
-                > 0
-        {
+        } else if helpers > 0 && self.announcers_idle.load(Ordering::SeqCst) > 0 {
             q.waiting.iter().position(|(_, misses)| *misses < helpers)?
         } else if q.waiting.is_empty() {
             return None;
@@ -379,11 +377,7 @@ async fn worker(
                 shared.give_back(index, if announcer { misses } else { misses + 1 });
                 misses_in_a_row += 1;
                 let give_up = shared.stalled()
-                    && (announcer
-                        || shared
-                            .announcers_alive
-                            .load(std::sync::atomic::Ordering::SeqCst)
-                            == 0);
+                    && (announcer || shared.announcers_alive.load(Ordering::SeqCst) == 0);
                 if give_up {
                     return;
                 }
@@ -417,6 +411,78 @@ async fn worker(
                     tracing::debug!(%peer, %digest, error = %e, "provider could not serve a segment");
                 }
                 return;
+            }
+        }
+    }
+}
+
+/// Connected peers to ask as helpers: not announcers, not bad, not asked already; at most
+/// `room`.
+fn idle_helpers(
+    p2p: &crate::p2p::P2p,
+    hints: &[PeerId],
+    bad: &HashSet<PeerId>,
+    busy: &HashSet<PeerId>,
+    room: usize,
+) -> Vec<PeerId> {
+    p2p.connected_peers()
+        .into_iter()
+        .filter(|p| !hints.contains(p) && !bad.contains(p) && !busy.contains(p))
+        .take(room)
+        .collect()
+}
+
+/// One round of a fetch: a worker per peer asked, until every worker has ended.
+struct Round {
+    workers: tokio::task::JoinSet<()>,
+    /// The peer each running worker asks.
+    asking: HashMap<tokio::task::Id, PeerId>,
+    shared: Arc<Shared>,
+    p2p: crate::p2p::P2p,
+    digest: Digest,
+    /// Helpers at the start of the round: how many misses make a segment a last resort.
+    helpers: u32,
+}
+
+impl Round {
+    fn ask(&mut self, peer: PeerId, announcer: bool) {
+        let task = self.workers.spawn(worker(
+            self.shared.clone(),
+            self.p2p.clone(),
+            peer,
+            self.digest,
+            announcer,
+            self.helpers,
+        ));
+        self.asking.insert(task.id(), peer);
+    }
+
+    /// Waits for every worker to end, asking up to `room` peers at once meanwhile.
+    async fn run(mut self, hints: &[PeerId], room: usize) {
+        let mut recruit = tokio::time::interval(RECRUIT_EVERY);
+        recruit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        recruit.tick().await;
+        loop {
+            tokio::select! {
+                joined = self.workers.join_next_with_id() => match joined {
+                    None => return,
+                    Some(Ok((id, ()))) => { self.asking.remove(&id); }
+                    Some(Err(e)) => { self.asking.remove(&e.id()); }
+                },
+                _ = recruit.tick() => {
+                    // Segments are arriving, so peers that had nothing may have some now: ask
+                    // the connected peers nobody is asking (a worker that gave up early would
+                    // otherwise leave the rest of the fetch to fewer peers).
+                    if self.shared.stalled() || !self.shared.remaining() {
+                        continue;
+                    }
+                    let bad = self.shared.bad.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    let busy: HashSet<PeerId> = self.asking.values().copied().collect();
+                    let free = room.saturating_sub(busy.len());
+                    for peer in idle_helpers(&self.p2p, hints, &bad, &busy, free) {
+                        self.ask(peer, false);
+                    }
+                }
             }
         }
     }
@@ -498,8 +564,8 @@ async fn run(
         ),
         progress: progress.clone(),
         last_progress: Mutex::new(tokio::time::Instant::now()),
-        announcers_alive: std::sync::atomic::AtomicUsize::new(0),
-        announcers_idle: std::sync::atomic::AtomicUsize::new(0),
+        announcers_alive: AtomicUsize::new(0),
+        announcers_idle: AtomicUsize::new(0),
     });
     let _ = progress.send(FetchState::Running {
         verified: shared.verified_prefix(),
@@ -514,71 +580,24 @@ async fn run(
         let before = shared.done_count();
         let bad = shared.bad.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let announcers: Vec<PeerId> = hints.iter().filter(|p| !bad.contains(p)).copied().collect();
-        let helpers: Vec<PeerId> = p2p
-            .connected_peers()
-            .into_iter()
-            .filter(|p| !hints.contains(p) && !bad.contains(p))
-            .take(HELPERS)
-            .collect();
+        let helpers = idle_helpers(&p2p, &hints, &bad, &HashSet::new(), HELPERS);
         if !announcers.is_empty() || !helpers.is_empty() {
-            let has_helpers = u32::try_from(helpers.len()).unwrap_or(u32::MAX);
-            let mut workers = tokio::task::JoinSet::new();
-            let mut asking: HashMap<tokio::task::Id, PeerId> = HashMap::new();
-            let announcing = announcers.len();
-            for (peer, announcer) in announcers
-                .into_iter()
-                .map(|p| (p, true))
-                .chain(helpers.into_iter().map(|p| (p, false)))
-            {
-                let task = workers.spawn(worker(
-                    shared.clone(),
-                    p2p.clone(),
-                    peer,
-                    digest,
-                    announcer,
-                    has_helpers,
-                ));
-                asking.insert(task.id(), peer);
+            let mut round = Round {
+                workers: tokio::task::JoinSet::new(),
+                asking: HashMap::new(),
+                shared: shared.clone(),
+                p2p: p2p.clone(),
+                digest,
+                helpers: u32::try_from(helpers.len()).unwrap_or(u32::MAX),
+            };
+            let room = HELPERS + announcers.len();
+            for peer in announcers {
+                round.ask(peer, true);
             }
-            let mut recruit = tokio::time::interval(RECRUIT_EVERY);
-            recruit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            recruit.tick().await;
-            loop {
-                tokio::select! {
-                    joined = workers.join_next_with_id() => match joined {
-                        None => break,
-                        Some(Ok((id, ()))) => { asking.remove(&id); }
-                        Some(Err(e)) => { asking.remove(&e.id()); }
-                    },
-                    _ = recruit.tick() => {
-                        // Segments are arriving, so peers that had nothing may have some now:
-                        // ask the connected peers nobody is asking (a worker that gave up early
-                        // would otherwise leave the rest of the fetch to fewer peers).
-                        if shared.stalled() || !shared.remaining() {
-                            continue;
-                        }
-                        let bad = shared.bad.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                        let busy: HashSet<PeerId> = asking.values().copied().collect();
-                        let room = (HELPERS + announcing).saturating_sub(busy.len());
-                        for peer in p2p
-                            .connected_peers()
-                            .into_iter()
-                            .filter(|p| !busy.contains(p) && !bad.contains(p) && !hints.contains(p))
-                            .take(room)
-                        {
-                            let task = workers.spawn(worker(
-                                shared.clone(),
-                                p2p.clone(),
-                                peer,
-                                digest,
-                                false,
-                                has_helpers,
-                            ));
-                            asking.insert(task.id(), peer);
-                        }
-                    }
-                }
+            for peer in helpers {
+                round.ask(peer, false);
             }
+            round.run(&hints, room).await;
             if shared.done_count() > before || !shared.remaining() {
                 continue;
             }

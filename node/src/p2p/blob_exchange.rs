@@ -52,8 +52,9 @@ const SLOT_WAIT: Duration = Duration::from_secs(1);
 /// A holder of a complete blob remembers the ranges it sent for this long. Another request
 /// for such a range is turned away (the peer that got it can serve it) unless it is a last
 /// resort (no other peer had it), and even then only once the range is settled (see
-/// [`Sent::settled`]), a slot is free and no request for a range not sent yet is waiting: the holder's uplink goes to new ranges first, so a popular blob leaves its origin
-/// about once and spreads between peers.
+/// [`Sent::settled`]), a slot is free and no request for a range not sent yet is waiting:
+/// the holder's uplink goes to new ranges first, so a popular blob leaves its origin about
+/// once and spreads between peers.
 const RESEND_AFTER: Duration = Duration::from_secs(30);
 /// How long after a range arrived at one peer a last-resort request for it waits for that
 /// peer to be able to serve it.
@@ -142,13 +143,11 @@ impl Serving {
                 .retain(|_, s| s.in_flight > 0 || now - s.at < RESEND_AFTER);
             let fresh = match ask {
                 Ask::Partial => true,
-                Ask::Complete { first, last_resort } => {
-                    let sent = b.sent.contains_key(&first);
-                    if sent && !last_resort {
-                        return None;
-                    }
-                    !sent
-                }
+                Ask::Complete { first, last_resort } => match b.sent.get(&first) {
+                    None => true,
+                    Some(sent) if last_resort && sent.settled(now) => false,
+                    Some(_) => return None,
+                },
             };
             (b.slots.clone(), b.fresh_waiting.clone(), fresh)
         };
@@ -158,9 +157,9 @@ impl Serving {
             fresh_waiting.fetch_sub(1, Ordering::SeqCst);
             permit.ok()?.ok()?
         } else {
-            // Not waited for: the requester asks about its other segments meanwhile, some of
-            // which may be new here.
-            if fresh_waiting.load(Ordering::SeqCst) > 0 || !self.settled(digest, ask) {
+            // A resend is not waited for, and yields to new ranges: the requester asks about
+            // its other segments meanwhile, some of which may be new here.
+            if fresh_waiting.load(Ordering::SeqCst) > 0 {
                 return None;
             }
             slots.try_acquire_owned().ok()?
@@ -170,8 +169,6 @@ impl Serving {
             let mut map = self.lock();
             let now = Instant::now();
             if let Some(b) = map.get_mut(&digest) {
-                b.sent
-                    .retain(|_, s| s.in_flight > 0 || now - s.at < RESEND_AFTER);
                 // Another request for the same range may have had a slot meanwhile.
                 if fresh
                     && let Some(s) = b.sent.get(&first)
@@ -195,17 +192,6 @@ impl Serving {
             range,
             serving: self.0.clone(),
         })
-    }
-
-    /// Whether a range sent lately is neither in flight nor just arrived somewhere.
-    fn settled(&self, digest: Digest, ask: Ask) -> bool {
-        let Ask::Complete { first, .. } = ask else {
-            return true;
-        };
-        self.lock()
-            .get(&digest)
-            .and_then(|b| b.sent.get(&first))
-            .is_none_or(|s| s.settled(Instant::now()))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, BlobServing>> {
@@ -247,6 +233,10 @@ pub async fn serve(state: Arc<NodeState>, mut incoming: libp2p_stream::IncomingS
 
 async fn refuse(stream: &mut libp2p::Stream) -> Result<(), WireError> {
     let _: BlobRequest = read_frame(stream, 64 * 1024).await?;
+    not_found(stream).await
+}
+
+async fn not_found(stream: &mut libp2p::Stream) -> Result<(), WireError> {
     write_frame(stream, &BlobResponse::NotFound).await?;
     let _ = stream.close().await;
     Ok(())
@@ -278,32 +268,24 @@ async fn handle(
             first: request.chunk_ranges.first().map_or(0, |r| r.0),
             last_resort: request.last_resort,
         }
-    } else {
+    } else if partial.is_some() {
         Ask::Partial
-    };
-    let slot = if complete || partial.is_some() {
-        state.serving.enter(digest, ask).await
     } else {
-        None
+        return not_found(&mut stream).await;
     };
-    if slot.is_none() {
-        write_frame(&mut stream, &BlobResponse::NotFound).await?;
-        let _ = stream.close().await;
-        return Ok(());
-    }
-    let (path, size, outboard, order) = if complete {
-        let size = std::fs::metadata(&path)?.len();
-        let blobs = state.store.blobs().clone();
-        let outboard = tokio::task::spawn_blocking(move || blobs.outboard(&digest, BLOCK))
-            .await
-            .map_err(|e| WireError::Io(std::io::Error::other(e)))??;
-        (path, size, outboard, Order::Post)
-    } else if let Some(p) = partial {
-        (p.data.clone(), p.size, p.outboard.clone(), Order::Pre)
-    } else {
-        write_frame(&mut stream, &BlobResponse::NotFound).await?;
-        let _ = stream.close().await;
-        return Ok(());
+    let Some(_slot) = state.serving.enter(digest, ask).await else {
+        return not_found(&mut stream).await;
+    };
+    let (path, size, outboard, order) = match partial {
+        Some(p) if !complete => (p.data.clone(), p.size, p.outboard.clone(), Order::Pre),
+        _ => {
+            let size = std::fs::metadata(&path)?.len();
+            let blobs = state.store.blobs().clone();
+            let outboard = tokio::task::spawn_blocking(move || blobs.outboard(&digest, BLOCK))
+                .await
+                .map_err(|e| WireError::Io(std::io::Error::other(e)))??;
+            (path, size, outboard, Order::Post)
+        }
     };
     write_frame(&mut stream, &BlobResponse::Ok { size }).await?;
     let ranges = to_ranges(&request.chunk_ranges);

@@ -378,7 +378,7 @@ mod tests {
             // The dropped store's writer thread lets go of the file once it has drained.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             let db = loop {
-                match redb::Database::create(dir.path().join(super::super::DB_FILE)) {
+                match redb::Database::create(dir.path().join(crate::store::DB_FILE)) {
                     Ok(db) => break db,
                     Err(redb::DatabaseError::DatabaseAlreadyOpen)
                         if std::time::Instant::now() < deadline =>
