@@ -8,10 +8,12 @@
 //! blobs/<hex>        one file per blob a manifest in the bundle references
 //! ```
 //!
-//! Import verifies everything (every signature, every digest, every archive, the trust rules)
-//! before any of it becomes visible; any signature or digest failure rejects the bundle whole.
+//! Import checks the container first: a bundle whose structure, counts or blob bytes are wrong
+//! is rejected whole. Its records then go through the node's one intake (signature, trust
+//! rules, authority, blob against manifest), each with its own verdict in the report.
 
 use std::{
+    sync::Arc,
     collections::{HashMap, HashSet},
     io::{self, Read, Write},
     path::{Path, PathBuf},
@@ -19,15 +21,16 @@ use std::{
 
 use niso_protocol::{
     Digest,
-    record::{Record, RecordBody},
+    record::{ManifestBody, Record, RecordBody},
 };
 use serde::{Deserialize, Serialize};
 
 use crate::{
     identity::peer_id,
-    ingest::verify_file,
+    ingest::{Verified as Checked, verify_file},
+    intake::{BlobError, BlobSource, Policy, Provided, admit},
     node::NodeState,
-    store::{Applied, ChangeError, StoreError},
+    store::StoreError,
 };
 
 pub const FORMAT: &str = "niso-bundle-v1";
@@ -156,13 +159,15 @@ pub struct ImportReport {
     pub duplicates: u64,
     /// Records no `[[replicate]]` rule accepts.
     pub untrusted: u64,
-    /// Records refused by the log's rules (conflicts, rollbacks), each with the reason.
+    /// Records the intake refused (bad signature, authority, conflicts, rollbacks, a blob that
+    /// is not the manifest's package), each with the reason.
     pub refused: Vec<String>,
 }
 
-/// Verifies a bundle file completely, then applies it. Blocking parts run on the caller's
-/// blocking thread; applying goes through the writer.
-pub async fn import(state: &NodeState, bundle: PathBuf) -> Result<ImportReport, BundleError> {
+/// Checks the bundle as a container (format, counts, every blob hashes to its name and is a
+/// valid package: any failure here rejects the bundle whole), then hands its records to the
+/// intake like any other source, with the bundle's blobs as the bytes.
+pub async fn import(state: &Arc<NodeState>, bundle: PathBuf) -> Result<ImportReport, BundleError> {
     let blob_dir = state.store.blobs().temp_path("import")?;
     std::fs::create_dir_all(&blob_dir)?;
     let result = import_inner(state, &bundle, &blob_dir).await;
@@ -171,7 +176,7 @@ pub async fn import(state: &NodeState, bundle: PathBuf) -> Result<ImportReport, 
 }
 
 async fn import_inner(
-    state: &NodeState,
+    state: &Arc<NodeState>,
     bundle: &Path,
     blob_dir: &Path,
 ) -> Result<ImportReport, BundleError> {
@@ -183,105 +188,44 @@ async fn import_inner(
             .await
             .map_err(|e| BundleError::Io(io::Error::other(e)))??
     };
-    // Every manifest's blob must be in the bundle or already here, and match the manifest.
-    for r in &records {
-        if let RecordBody::Manifest(m) = &r.body {
-            match blobs.get(&m.digest) {
-                Some((_, meta)) => {
-                    if meta.name != m.name || meta.version != m.version || meta.arch != m.arch {
-                        return Err(BundleError::Tampered(format!(
-                            "blob {} holds {} {} ({}), not {} {} ({})",
-                            m.digest, meta.name, meta.version, meta.arch, m.name, m.version, m.arch
-                        )));
-                    }
-                }
-                None if state.store.blobs().contains(&m.digest) => {}
-                None => {
-                    return Err(BundleError::Tampered(format!(
-                        "the manifest for {} {} references blob {} which the bundle lacks",
-                        m.name, m.version, m.digest
-                    )));
-                }
-            }
-        }
-    }
-    let mut report = ImportReport {
-        source: header.source.clone(),
+    let outcome = admit(state, Policy::Rules, records, &mut BundleBlobs { blobs }).await?;
+    Ok(ImportReport {
+        source: header.source,
         mark: header.mark,
-        ..ImportReport::default()
-    };
-    let mut accepted = Vec::new();
-    for r in records {
-        let origin = peer_id(&r.origin);
-        if state
-            .trust
-            .accepts(&origin, r.body.package().as_str())
-            .is_none()
-        {
-            report.untrusted += 1;
-            continue;
-        }
-        accepted.push(r);
-    }
-    // Blobs first, so no applied record ever names a blob that is not durable here.
-    let mut pins = Vec::new();
-    for r in &accepted {
-        if let RecordBody::Manifest(m) = &r.body {
-            if let Some((path, _)) = blobs.get(&m.digest) {
-                if path.exists() {
-                    let size = std::fs::metadata(path)?.len();
-                    pins.push(
-                        crate::ingest::store_blob(&state.store, path.clone(), m.digest).await?,
-                    );
-                    report.blobs += 1;
-                    report.bytes += size;
-                }
-            } else {
-                pins.push(state.store.blobs().pin(m.digest));
-            }
-        }
-    }
-    let kinds: Vec<&'static str> = accepted.iter().map(|r| r.body.kind()).collect();
-    let described: Vec<String> = accepted
-        .iter()
-        .map(|r| {
-            format!(
-                "{} record {}#{} for {}",
-                r.body.kind(),
-                r.origin,
-                r.seq,
-                r.body.package()
-            )
-        })
-        .collect();
-    let outcomes = state.store.apply_all(accepted).await?;
-    for ((outcome, kind), what) in outcomes.into_iter().zip(kinds).zip(described) {
-        match outcome {
-            Ok(Applied::Stored) => {
-                report.records_applied += 1;
-                match kind {
-                    "manifest" => report.versions += 1,
-                    "tag" => report.tags += 1,
-                    _ => report.deletions += 1,
-                }
-            }
-            Ok(Applied::Duplicate) => report.duplicates += 1,
-            Err(ChangeError::Store(e)) => return Err(e.into()),
-            Err(e) => {
-                tracing::warn!(record = %what, reason = %e, "import refused a record");
-                report.refused.push(format!("{what}: {e}"));
-            }
-        }
-    }
-    drop(pins);
-    Ok(report)
+        records_applied: outcome.applied,
+        versions: outcome.versions,
+        tags: outcome.tags,
+        deletions: outcome.deletions,
+        blobs: outcome.blobs,
+        bytes: outcome.bytes,
+        duplicates: outcome.duplicates,
+        untrusted: outcome.untrusted,
+        refused: outcome.refusal_messages(),
+    })
 }
 
-type Verified = (
-    BundleHeader,
-    Vec<Record>,
-    HashMap<Digest, (PathBuf, niso_protocol::PackageMeta)>,
-);
+/// The bundle's own blobs, already hashed and inspected while the bundle was read.
+struct BundleBlobs {
+    blobs: HashMap<Digest, (PathBuf, Checked)>,
+}
+
+impl BlobSource for BundleBlobs {
+    async fn provide(
+        &mut self,
+        _state: &Arc<NodeState>,
+        m: &ManifestBody,
+    ) -> Result<Provided, BlobError> {
+        match self.blobs.remove(&m.digest) {
+            Some((path, checked)) => Ok(Provided::Checked(path, checked)),
+            None => Err(BlobError::Bad(format!(
+                "the bundle lacks blob {} of this manifest",
+                m.digest
+            ))),
+        }
+    }
+}
+
+type Verified = (BundleHeader, Vec<Record>, HashMap<Digest, (PathBuf, Checked)>);
 
 fn read_and_verify(
     bundle: &Path,
@@ -343,7 +287,7 @@ fn read_and_verify(
                         verified.digest
                     )));
                 }
-                blobs.insert(digest, (dest, verified.meta));
+                blobs.insert(digest, (dest, verified));
             }
         }
     }
@@ -370,7 +314,8 @@ fn decode_records(bytes: &[u8]) -> Result<Vec<Record>, BundleError> {
         let body = rest
             .get(4..4 + len)
             .ok_or_else(|| BundleError::Tampered("truncated record".into()))?;
-        let record = Record::from_bytes(body)
+        // Signatures are the intake's to check, record by record, as on every other path.
+        let record = Record::parse_unverified(body)
             .map_err(|e| BundleError::Tampered(format!("record {}: {e}", out.len() + 1)))?;
         out.push(record);
         rest = &rest[4 + len..];

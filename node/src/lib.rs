@@ -13,6 +13,7 @@ pub mod fetch;
 pub mod http;
 pub mod identity;
 pub mod ingest;
+pub mod intake;
 mod last_used;
 pub mod metrics;
 pub mod mirror;

@@ -12,6 +12,12 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// Why a record from elsewhere was refused; values come only from `intake::Reason`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    pub reason: String,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -21,6 +27,7 @@ pub struct Metrics {
     pub packages_published: Counter,
     pub records_applied: Counter,
     pub records_rejected: Counter,
+    pub records_refused: Family<RefusedLabels, Counter>,
     pub auth_failures: Counter,
     pub gc_runs: Counter,
     pub p2p_blob_bytes_served: Counter,
@@ -37,6 +44,7 @@ impl Default for Metrics {
         let packages_published = Counter::default();
         let records_applied = Counter::default();
         let records_rejected = Counter::default();
+        let records_refused = Family::<RefusedLabels, Counter>::default();
         let auth_failures = Counter::default();
         let gc_runs = Counter::default();
         let p2p_blob_bytes_served = Counter::default();
@@ -73,6 +81,11 @@ impl Default for Metrics {
             records_rejected.clone(),
         );
         registry.register(
+            "records_refused",
+            "Records from elsewhere refused, by reason (authority, conflict, invalid, ...)",
+            records_refused.clone(),
+        );
+        registry.register(
             "auth_failures",
             "Requests refused for a missing or bad key",
             auth_failures.clone(),
@@ -93,6 +106,7 @@ impl Default for Metrics {
             packages_published,
             records_applied,
             records_rejected,
+            records_refused,
             auth_failures,
             gc_runs,
             p2p_blob_bytes_served,
@@ -103,6 +117,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts one refused record under `reason` (one of `intake::Reason`'s fixed names).
+    pub fn refused(&self, reason: &'static str) {
+        self.records_refused
+            .get_or_create(&RefusedLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();

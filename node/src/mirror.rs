@@ -5,17 +5,16 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use niso_protocol::{
-    Digest,
     api::{ErrorBody, MirrorReport, NodeInfo, RecordPage},
-    record::{Record, RecordBody},
+    record::ManifestBody,
 };
 use tokio::io::AsyncWriteExt;
 
 use crate::{
-    ingest::{store_blob, verify_file},
+    intake::{self, BlobError, BlobSource, Outcome, Policy, Provided},
     node::NodeState,
     replication,
-    store::{Applied, ChangeError, StoreError},
+    store::StoreError,
 };
 
 /// Records requested per page from the source.
@@ -66,23 +65,22 @@ pub async fn mirror_from(
             return Ok(report);
         }
     }
-    let mut report = MirrorReport {
-        via: "http".to_owned(),
-        ..MirrorReport::default()
+    let mut outcome = Outcome::default();
+    let mut blobs = HttpBlobs {
+        base: base.to_owned(),
+        key: key.map(str::to_owned),
     };
     let mut after = 0u64;
     loop {
         let url = format!("{base}/v1/records?after={after}&limit={PAGE}");
         let page: RecordPage = get_json(state, &url, key).await?;
-        for record in page.records {
-            report.records_seen += 1;
-            mirror_record(state, base, key, record, &mut report).await?;
-        }
+        outcome.merge(intake::admit(state, Policy::Operator, page.records, &mut blobs).await?);
         if !page.more || page.next <= after {
             break;
         }
         after = page.next;
     }
+    let report = outcome.mirror_report("http");
     tracing::info!(
         source = base,
         applied = report.records_applied,
@@ -117,18 +115,7 @@ async fn mirror_over_p2p(state: &Arc<NodeState>, base: &str) -> Option<MirrorRep
         }
     }
     match replication::mirror_from_peer(state, peer).await {
-        Ok(o) => Some(MirrorReport {
-            via: "p2p".to_owned(),
-            records_seen: o.seen,
-            records_applied: o.applied,
-            versions: o.versions,
-            tags: o.tags,
-            deletions: o.deletions,
-            blobs_fetched: o.blobs,
-            bytes_fetched: o.bytes,
-            skipped: o.skipped,
-            rejected: o.rejected,
-        }),
+        Ok(o) => Some(o.mirror_report("p2p")),
         Err(e) => {
             tracing::info!(%peer, error = %e, "libp2p mirror failed, falling back to HTTP");
             None
@@ -136,125 +123,38 @@ async fn mirror_over_p2p(state: &Arc<NodeState>, base: &str) -> Option<MirrorRep
     }
 }
 
-async fn mirror_record(
-    state: &NodeState,
-    base: &str,
-    key: Option<&str>,
-    record: Record,
-    report: &mut MirrorReport,
-) -> Result<(), MirrorError> {
-    if let Err(e) = record.verify() {
-        reject(state, report, &record, &e.to_string());
-        return Ok(());
-    }
-    if state.store.has_record(&record.origin, record.seq)? {
-        report.skipped += 1;
-        return Ok(());
-    }
-    let mut _pin = None;
-    if let RecordBody::Manifest(m) = &record.body {
-        if state
-            .store
-            .is_deleted(m.name.as_str(), &m.version, &m.arch)?
-        {
-            reject(state, report, &record, "version was deleted here");
-            return Ok(());
-        }
-        if !state.store.blobs().contains(&m.digest) {
-            match fetch_blob(state, base, key, m.name.as_str(), &m.digest, m.size).await {
-                Ok((file, size)) => {
-                    let limits = state.config.archive_limits();
-                    let check = file.clone();
-                    let verified =
-                        tokio::task::spawn_blocking(move || verify_file(&check, &limits))
-                            .await
-                            .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
-                    let problem = match &verified {
-                        Err(e) => Some(e.to_string()),
-                        Ok(v) if v.digest != m.digest => Some(format!(
-                            "blob hashed to {} instead of {}",
-                            v.digest, m.digest
-                        )),
-                        Ok(v)
-                            if v.meta.name != m.name
-                                || v.meta.version != m.version
-                                || v.meta.arch != m.arch =>
-                        {
-                            Some("package contents do not match the manifest".to_owned())
-                        }
-                        Ok(_) => None,
-                    };
-                    if let Some(problem) = problem {
-                        let _ = tokio::fs::remove_file(&file).await;
-                        reject(state, report, &record, &problem);
-                        return Ok(());
-                    }
-                    _pin = Some(store_blob(&state.store, file, m.digest).await?);
-                    state.failpoints.hit("mirror-blob-committed", 0).await;
-                    report.blobs_fetched += 1;
-                    report.bytes_fetched += size;
-                }
-                Err(FetchError::Mirror(e)) => return Err(e),
-                Err(FetchError::Bad(problem)) => {
-                    reject(state, report, &record, &problem);
-                    return Ok(());
-                }
-            }
-        } else {
-            _pin = Some(state.store.blobs().pin(m.digest));
-        }
-    }
-    let kind = record.body.kind();
-    match state.store.apply(record.clone()).await {
-        Ok(Applied::Stored) => {
-            report.records_applied += 1;
-            state.metrics.records_applied.inc();
-            match kind {
-                "manifest" => report.versions += 1,
-                "tag" => report.tags += 1,
-                _ => report.deletions += 1,
-            }
-        }
-        Ok(Applied::Duplicate) => report.skipped += 1,
-        Err(ChangeError::Store(e)) => return Err(e.into()),
-        Err(e) => reject(state, report, &record, &e.to_string()),
-    }
-    Ok(())
+/// Blobs from the source registry's HTTP API, checked by the intake before they are stored.
+struct HttpBlobs {
+    base: String,
+    key: Option<String>,
 }
 
-fn reject(state: &NodeState, report: &mut MirrorReport, record: &Record, why: &str) {
-    state.metrics.records_rejected.inc();
-    tracing::warn!(
-        origin = %record.origin,
-        seq = record.seq,
-        package = %record.body.package(),
-        kind = record.body.kind(),
-        reason = why,
-        "mirror refused a record"
-    );
-    report.rejected.push(format!(
-        "{} record {}#{} for {}: {why}",
-        record.body.kind(),
-        record.origin,
-        record.seq,
-        record.body.package()
-    ));
-}
+impl BlobSource for HttpBlobs {
+    async fn provide(
+        &mut self,
+        state: &Arc<NodeState>,
+        m: &ManifestBody,
+    ) -> Result<Provided, BlobError> {
+        let file = fetch_blob(
+            state,
+            &self.base,
+            self.key.as_deref(),
+            m.name.as_str(),
+            &m.digest.to_string(),
+            m.size,
+        )
+        .await?;
+        Ok(Provided::File(file))
+    }
 
-enum FetchError {
-    Mirror(MirrorError),
-    Bad(String),
-}
-
-impl From<StoreError> for FetchError {
-    fn from(e: StoreError) -> Self {
-        Self::Mirror(e.into())
+    fn committed_failpoint(&self) -> &'static str {
+        "mirror-blob-committed"
     }
 }
 
-impl From<std::io::Error> for FetchError {
+impl From<std::io::Error> for BlobError {
     fn from(e: std::io::Error) -> Self {
-        Self::Mirror(StoreError::Io(e).into())
+        Self::Unavailable(format!("could not write the blob here: {e}"))
     }
 }
 
@@ -264,41 +164,47 @@ async fn fetch_blob(
     base: &str,
     key: Option<&str>,
     name: &str,
-    digest: &Digest,
+    digest: &str,
     size: u64,
-) -> Result<(PathBuf, u64), FetchError> {
-    if size > state.config.limits.max_package_bytes {
-        return Err(FetchError::Bad(format!(
-            "package of {size} bytes exceeds this node's limit"
-        )));
-    }
+) -> Result<PathBuf, BlobError> {
     let url = format!("{base}/v1/packages/{name}/blobs/{digest}");
-    let response = send(state, &url, key).await.map_err(FetchError::Mirror)?;
+    let unavailable = |e: MirrorError| BlobError::Unavailable(crate::http::error::chain(&e));
+    let response = send(state, &url, key).await.map_err(unavailable)?;
     let path = state.store.blobs().temp_path("mirror")?;
     let mut file =
         tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(&path).await?);
     let mut received = 0u64;
     let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| FetchError::Mirror(MirrorError::BadResponse(e)))?;
+    let problem = loop {
+        let chunk = match stream.next().await {
+            None => break None,
+            Some(Err(e)) => break Some(unavailable(MirrorError::BadResponse(e))),
+            Some(Ok(chunk)) => chunk,
+        };
         received += chunk.len() as u64;
         if received > size {
-            drop(file);
-            let _ = tokio::fs::remove_file(&path).await;
-            return Err(FetchError::Bad(
-                "source sent more bytes than the manifest says".into(),
+            break Some(BlobError::Bad(
+                "the source sent more bytes than the manifest says".into(),
             ));
         }
-        file.write_all(&chunk).await?;
-    }
-    file.flush().await?;
-    if received != size {
+        if let Err(e) = file.write_all(&chunk).await {
+            break Some(e.into());
+        }
+    };
+    let problem = match (problem, file.flush().await) {
+        (Some(p), _) => Some(p),
+        (None, Err(e)) => Some(e.into()),
+        (None, Ok(())) if received != size => Some(BlobError::Bad(format!(
+            "the source sent {received} bytes, the manifest says {size}"
+        ))),
+        (None, Ok(())) => None,
+    };
+    if let Some(problem) = problem {
+        drop(file);
         let _ = tokio::fs::remove_file(&path).await;
-        return Err(FetchError::Bad(format!(
-            "source sent {received} bytes, manifest says {size}"
-        )));
+        return Err(problem);
     }
-    Ok((path, received))
+    Ok(path)
 }
 
 async fn send(

@@ -6,53 +6,27 @@
 //!   is poked to pull.
 //! - On connect, on a poke, and every `sync_interval_secs`, the node pulls from each peer
 //!   everything after the position it reached last time (anti-entropy).
-//! - A record counts only with a valid signature and a `[[replicate]]` rule for its origin and
-//!   package. For eager rules the blob is fetched and verified before the manifest is applied.
+//! - Every record goes through `intake::admit` (signature, replicate rules, authority, blob
+//!   verified against the manifest, one write); for eager rules the blob is fetched from
+//!   peers before the manifest is applied.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use libp2p::PeerId;
-use niso_protocol::record::{Record, RecordBody};
+use niso_protocol::record::{ManifestBody, Record, RecordBody};
 use tokio::sync::mpsc;
 
 use crate::{
     clock::now_ms,
-    config::BlobMode,
-    identity::peer_id as origin_peer_id,
+    intake::{self, BlobError, BlobSource, Outcome, Policy, Provided},
     node::NodeState,
     p2p::{P2pEvent, sync},
-    store::{Applied, ChangeError, PeerSync},
+    store::PeerSync,
 };
-
-/// How a batch of incoming records is judged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Continuous replication: the `[[replicate]]` rules decide.
-    Rules,
-    /// An operator's `mirror`: everything the peer shares, blobs eagerly.
-    Mirror,
-}
-
-/// Counts of what a batch of incoming records did.
-#[derive(Debug, Clone, Default)]
-pub struct Outcome {
-    pub seen: u64,
-    pub applied: u64,
-    pub versions: u64,
-    pub tags: u64,
-    pub deletions: u64,
-    pub skipped: u64,
-    pub untrusted: u64,
-    pub blobs: u64,
-    pub bytes: u64,
-    /// Records left for a later attempt because their blob could not be fetched yet.
-    pub incomplete: u64,
-    pub rejected: Vec<String>,
-}
 
 /// Peers being synced right now, and those that asked again meanwhile.
 #[derive(Debug, Default)]
@@ -78,7 +52,7 @@ pub async fn run(state: Arc<NodeState>, mut events: mpsc::Receiver<P2pEvent>) {
                 Some(P2pEvent::Gossip { from, record }) => {
                     let state = state.clone();
                     tokio::spawn(async move {
-                        let outcome = take_in(&state, from, vec![*record], Mode::Rules).await;
+                        let outcome = take_in(&state, from, vec![*record], Policy::Rules).await;
                         if outcome.applied > 0 {
                             tracing::debug!(%from, "applied a gossiped record");
                         }
@@ -226,10 +200,10 @@ pub async fn sync_with(state: &Arc<NodeState>, peer: PeerId) -> Result<Outcome, 
             continue;
         }
         cursor.share_fingerprint = page.share_fingerprint;
-        let records = decode_page(state, &p2p, peer, &page.records).await;
-        let outcome = take_in(state, peer, records, Mode::Rules).await;
+        let records = decode_page(&p2p, peer, &page.records).await;
+        let outcome = take_in(state, peer, records, Policy::Rules).await;
         let incomplete = outcome.incomplete > 0;
-        merge(&mut total, outcome);
+        total.merge(outcome);
         if incomplete {
             // Keep the cursor before this page: the next round retries the missing blobs
             // (records already applied are skipped cheaply).
@@ -272,11 +246,8 @@ pub async fn mirror_from_peer(
             vec![("*".into(), vec!["*".into()])],
         )
         .await?;
-        let records = decode_page(state, &p2p, peer, &page.records).await;
-        merge(
-            &mut total,
-            take_in(state, peer, records, Mode::Mirror).await,
-        );
+        let records = decode_page(&p2p, peer, &page.records).await;
+        total.merge(take_in(state, peer, records, Policy::Operator).await);
         after = page.next.max(after);
         if !page.more {
             break;
@@ -285,16 +256,13 @@ pub async fn mirror_from_peer(
     Ok(total)
 }
 
-async fn decode_page(
-    state: &NodeState,
-    p2p: &crate::p2p::P2p,
-    peer: PeerId,
-    raw: &[Vec<u8>],
-) -> Vec<Record> {
+/// Parses a page's records. Signatures are checked once, by the intake; a peer is struck
+/// for bytes that are not records at all here, and for invalid records after the intake.
+async fn decode_page(p2p: &crate::p2p::P2p, peer: PeerId, raw: &[Vec<u8>]) -> Vec<Record> {
     let mut out = Vec::with_capacity(raw.len());
     let mut bad = 0;
     for bytes in raw {
-        match decode(state, bytes) {
+        match Record::parse_unverified(bytes) {
             Ok(r) => out.push(r),
             Err(e) => {
                 bad += 1;
@@ -312,145 +280,55 @@ async fn decode_page(
     out
 }
 
-fn merge(total: &mut Outcome, o: Outcome) {
-    total.seen += o.seen;
-    total.applied += o.applied;
-    total.versions += o.versions;
-    total.tags += o.tags;
-    total.deletions += o.deletions;
-    total.skipped += o.skipped;
-    total.untrusted += o.untrusted;
-    total.blobs += o.blobs;
-    total.bytes += o.bytes;
-    total.incomplete += o.incomplete;
-    total.rejected.extend(o.rejected);
+/// Blobs from the peer that sent the records (and any other peer that has them).
+struct PeerBlobs {
+    from: PeerId,
 }
 
-/// Judges and applies records that came from `from`, fetching blobs first where needed.
+impl BlobSource for PeerBlobs {
+    async fn provide(
+        &mut self,
+        state: &Arc<NodeState>,
+        m: &ManifestBody,
+    ) -> Result<Provided, BlobError> {
+        state
+            .fetcher
+            .fetch(state, m.name.as_str(), m.digest, m.size, vec![self.from])
+            .await
+            .map(|()| Provided::Stored)
+            .map_err(BlobError::Unavailable)
+    }
+}
+
+/// Hands records that came from `from` to the intake, and strikes `from` for invalid ones.
 pub async fn take_in(
     state: &Arc<NodeState>,
     from: PeerId,
     records: Vec<Record>,
-    mode: Mode,
+    policy: Policy,
 ) -> Outcome {
-    let mut out = Outcome::default();
-    let mut waiting: HashMap<niso_protocol::Digest, bool> = HashMap::new();
-    for record in records {
-        out.seen += 1;
-        if state
-            .store
-            .has_record(&record.origin, record.seq)
-            .unwrap_or(false)
-        {
-            out.skipped += 1;
-            continue;
-        }
-        let package = record.body.package().to_string();
-        let blob_mode = match mode {
-            Mode::Mirror => BlobMode::Eager,
-            Mode::Rules => match state
-                .trust
-                .accepts(&origin_peer_id(&record.origin), &package)
-            {
-                Some(m) => m,
-                None => {
-                    out.untrusted += 1;
-                    continue;
-                }
-            },
-        };
-        let mut _pin = None;
-        if let RecordBody::Manifest(m) = &record.body {
-            if m.size > state.config.limits.max_package_bytes {
-                out.rejected.push(format!(
-                    "{package} {}: larger than this node accepts",
-                    m.version
-                ));
-                continue;
-            }
-            let have = state.store.blobs().contains(&m.digest);
-            if blob_mode == BlobMode::Eager && !have {
-                let fetched = match waiting.get(&m.digest) {
-                    Some(ok) => *ok,
-                    None => {
-                        let ok = match state
-                            .fetcher
-                            .fetch(state, &package, m.digest, m.size, vec![from])
-                            .await
-                        {
-                            Ok(()) => {
-                                out.blobs += 1;
-                                out.bytes += m.size;
-                                true
-                            }
-                            Err(e) => {
-                                out.incomplete += 1;
-                                out.rejected.push(format!(
-                                    "{package} {}: blob not fetched yet: {e}",
-                                    m.version
-                                ));
-                                false
-                            }
-                        };
-                        waiting.insert(m.digest, ok);
-                        ok
-                    }
-                };
-                if !fetched {
-                    continue;
-                }
-            }
-            if state.store.blobs().contains(&m.digest) {
-                _pin = Some(state.store.blobs().pin(m.digest));
+    let outcome = match intake::admit(state, policy, records, &mut PeerBlobs { from }).await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(%from, error = %e, "could not store replicated records");
+            // Counted as incomplete, so a sync round keeps its cursor and retries.
+            Outcome {
+                incomplete: 1,
+                ..Outcome::default()
             }
         }
-        let kind = record.body.kind();
-        let what = format!(
-            "{kind} record {}#{} for {package}",
-            record.origin, record.seq
-        );
-        match apply(state, record).await {
-            Ok(Applied::Stored) => {
-                out.applied += 1;
-                state.metrics.records_applied.inc();
-                match kind {
-                    "manifest" => out.versions += 1,
-                    "tag" => out.tags += 1,
-                    _ => out.deletions += 1,
-                }
-            }
-            Ok(Applied::Duplicate) => out.skipped += 1,
-            Err(e) => {
-                state.metrics.records_rejected.inc();
-                let security = matches!(
-                    e,
-                    ChangeError::Conflict { .. }
-                        | ChangeError::TagRollback { .. }
-                        | ChangeError::Equivocation { .. }
-                );
-                tracing::warn!(security, %from, record = %what, reason = %e, "refused a replicated record");
-                out.rejected.push(format!("{what}: {e}"));
-            }
-        }
+    };
+    let invalid = outcome.invalid();
+    if invalid > 0
+        && let Some(p2p) = &state.p2p
+    {
+        p2p.strike(from, &format!("relayed {invalid} invalid record(s)"))
+            .await;
     }
-    out
-}
-
-/// Parses a record from a peer; checks its signature unless a test build broke that on
-/// purpose.
-fn decode(state: &NodeState, bytes: &[u8]) -> Result<Record, niso_protocol::record::RecordError> {
-    #[cfg(feature = "fault-injection")]
-    if state.config.faults.skip_signature_checks {
-        return Record::parse_unverified(bytes);
+    if let Some(p2p) = &state.p2p
+        && !outcome.refused.is_empty()
+    {
+        p2p.note_refused(&from, outcome.refused.len() as u64);
     }
-    let _ = state;
-    Record::from_bytes(bytes)
-}
-
-async fn apply(state: &NodeState, record: Record) -> Result<Applied, ChangeError> {
-    #[cfg(feature = "fault-injection")]
-    if state.config.faults.skip_signature_checks {
-        return state.store.apply_unverified(record).await;
-    }
-    state.store.apply(record).await
+    outcome
 }

@@ -221,7 +221,13 @@ pub struct MirrorReport {
     pub bytes_fetched: u64,
     /// Records this node already had.
     pub skipped: u64,
-    /// Records refused, each with the reason.
+    /// Records of origins or packages this node does not take in.
+    #[serde(default)]
+    pub untrusted: u64,
+    /// Records left for a later mirror because their blob could not be fetched.
+    #[serde(default)]
+    pub incomplete: u64,
+    /// Records refused (or left incomplete), each with the reason.
     pub rejected: Vec<String>,
 }
 

@@ -36,6 +36,26 @@ impl PackageName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The form two names share when they may not coexist: runs of `-`, `_` and `.` count
+    /// as one `-` (PyPI's rule), so `my-api`, `my_api`, `my.api` and `my--api` are one name
+    /// for uniqueness while each keeps its own spelling everywhere else.
+    pub fn canonical(&self) -> String {
+        let mut out = String::with_capacity(self.0.len());
+        let mut in_run = false;
+        for ch in self.0.chars() {
+            if matches!(ch, '-' | '_' | '.') {
+                if !in_run {
+                    out.push('-');
+                }
+                in_run = true;
+            } else {
+                out.push(ch);
+                in_run = false;
+            }
+        }
+        out
+    }
 }
 
 fn validate(name: &str) -> Result<(), NameError> {
@@ -92,9 +112,38 @@ impl fmt::Display for PackageName {
     }
 }
 
-/// Tag names share the package-name alphabet, so they are safe in URLs and file names.
-pub fn validate_tag(tag: &str) -> Result<(), NameError> {
-    validate(tag)
+/// Why a tag name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TagError {
+    #[error("tag name {0}")]
+    Alphabet(String),
+    #[error(
+        "tag `{0}` reads as a version or version prefix, which it would shadow; pick a name such as `stable` or `v{0}`"
+    )]
+    LooksLikeVersion(String),
+    #[error("`latest` is maintained automatically (the highest release version); pick another tag name")]
+    Latest,
+}
+
+/// Checks a tag name: the package-name alphabet (safe in URLs and file names), not `latest`,
+/// and nothing that reads as a version (`1.0.0`, `1.0.0-rc1`) or a version prefix (`1`,
+/// `20.1`), so `NAME:X` never means two things.
+pub fn validate_tag(tag: &str) -> Result<(), TagError> {
+    validate(tag).map_err(|e| {
+        TagError::Alphabet(
+            e.to_string()
+                .strip_prefix("package name ")
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    })?;
+    if tag == crate::reference::LATEST {
+        return Err(TagError::Latest);
+    }
+    if crate::reference::is_version_like(tag) {
+        return Err(TagError::LooksLikeVersion(tag.to_owned()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -132,6 +181,35 @@ mod tests {
             Err(NameError::TooLong(_))
         ));
         assert!(PackageName::new("a".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn canonical_folds_separator_runs() {
+        let c = |s: &str| PackageName::new(s).unwrap().canonical();
+        assert_eq!(c("my-api"), "my-api");
+        assert_eq!(c("my_api"), c("my-api"));
+        assert_eq!(c("my.api"), c("my-api"));
+        assert_eq!(c("my--api"), c("my-api"));
+        assert_eq!(c("my._-api"), c("my-api"));
+        assert_ne!(c("myapi"), c("my-api"));
+        assert_eq!(c("a-"), "a-");
+    }
+
+    #[test]
+    fn tags_cannot_read_as_versions() {
+        for ok in ["stable", "beta", "v1", "v1.0.0", "release-2", "lts"] {
+            assert_eq!(validate_tag(ok), Ok(()), "{ok}");
+        }
+        for bad in ["1", "20", "1.0", "01", "1.0.0", "1.0.1-evil", "2.0.0-rc.1"] {
+            assert!(
+                matches!(validate_tag(bad), Err(TagError::LooksLikeVersion(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(validate_tag("latest"), Err(TagError::Latest));
+        assert!(matches!(validate_tag("A"), Err(TagError::Alphabet(_))));
+        let msg = validate_tag("1.0.0").unwrap_err().to_string();
+        assert!(msg.contains("shadow"), "{msg}");
     }
 
     #[test]

@@ -66,6 +66,10 @@ pub enum MetaError {
     DescriptionTooLong,
     #[error("`{0}` in niso.toml is not a relative path inside the package")]
     BadPath(String),
+    #[error(
+        "version {0} carries build metadata (`+…`); niso versions differ in their numbers or prerelease, never only in build metadata, so drop it or make it part of a prerelease (e.g. `1.0.0-rebuild.1`)"
+    )]
+    BuildMetadata(String),
 }
 
 impl PackageMeta {
@@ -80,6 +84,9 @@ impl PackageMeta {
     }
 
     fn check(&self) -> Result<(), MetaError> {
+        if !self.version.build.is_empty() {
+            return Err(MetaError::BuildMetadata(self.version.to_string()));
+        }
         if self.description.chars().count() > MAX_DESCRIPTION_LEN {
             return Err(MetaError::DescriptionTooLong);
         }
@@ -139,5 +146,7 @@ restart = "always"
         assert!(unknown.is_err());
         let escaping = PackageMeta::parse(b"name='a'\nversion='1.0.0'\narch='any'\nbin=['../x']\n");
         assert!(matches!(escaping, Err(MetaError::BadPath(_))));
+        let build = PackageMeta::parse(b"name='a'\nversion='1.0.0+rebuild'\narch='any'\n");
+        assert!(matches!(build, Err(MetaError::BuildMetadata(_))));
     }
 }

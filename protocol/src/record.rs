@@ -272,24 +272,37 @@ impl Record {
 fn check_body(body: &RecordBody) -> Result<(), RecordError> {
     match body {
         RecordBody::Manifest(m) => {
+            check_version(&m.version)?;
             if m.description.chars().count() > crate::package_meta::MAX_DESCRIPTION_LEN {
                 return Err(RecordError::Field("description too long".into()));
             }
         }
         RecordBody::Tag(t) => {
             validate_tag(&t.tag).map_err(|e| RecordError::Field(e.to_string()))?;
-            if t.tag == crate::reference::LATEST {
-                return Err(RecordError::Field(
-                    "`latest` cannot be set explicitly".into(),
-                ));
+            if let Some(v) = &t.version {
+                check_version(v)?;
             }
             if t.tag_seq == 0 {
                 return Err(RecordError::Field("tag sequence numbers start at 1".into()));
             }
+            if t.tag_seq == u64::MAX {
+                // The next move could not be numbered: refuse rather than let a tag freeze.
+                return Err(RecordError::Field("tag sequence number is exhausted".into()));
+            }
         }
-        RecordBody::Tombstone(_) => {}
+        RecordBody::Tombstone(t) => check_version(&t.version)?,
     }
     Ok(())
+}
+
+fn check_version(v: &semver::Version) -> Result<(), RecordError> {
+    if v.build.is_empty() {
+        Ok(())
+    } else {
+        Err(RecordError::Field(format!(
+            "version {v} carries build metadata, which niso refuses"
+        )))
+    }
 }
 
 fn canonical_bytes(origin: &OriginKey, seq: u64, timestamp_ms: u64, body: &RecordBody) -> Vec<u8> {

@@ -161,7 +161,24 @@ pub fn resolve(
         }
         Some(s) => s,
     };
-    if let Some(version) = tags.get(selector) {
+    // A selector that reads as a version or a prefix is only ever that: tags cannot take
+    // such names, and any that predate the rule are never consulted for them.
+    if let Ok(exact) = Version::parse(selector) {
+        if versions.contains(&exact) {
+            return Ok(Resolution::Exact(exact));
+        }
+    } else if let Some(prefix) = parse_prefix(selector) {
+        let best = versions
+            .iter()
+            .filter(|v| v.pre.is_empty() && prefix_matches(&prefix, v))
+            .max();
+        if let Some(v) = best {
+            return Ok(Resolution::Prefix {
+                prefix: selector.to_owned(),
+                version: v.clone(),
+            });
+        }
+    } else if let Some(version) = tags.get(selector) {
         if !versions.contains(version) {
             return Err(ResolveError::TagTargetMissing {
                 name: name.to_owned(),
@@ -174,23 +191,6 @@ pub fn resolve(
             tag: selector.to_owned(),
             version: version.clone(),
         });
-    }
-    if let Ok(exact) = Version::parse(selector)
-        && versions.contains(&exact)
-    {
-        return Ok(Resolution::Exact(exact));
-    }
-    if let Some(prefix) = parse_prefix(selector) {
-        let best = versions
-            .iter()
-            .filter(|v| v.pre.is_empty() && prefix_matches(&prefix, v))
-            .max();
-        if let Some(v) = best {
-            return Ok(Resolution::Prefix {
-                prefix: selector.to_owned(),
-                version: v.clone(),
-            });
-        }
     }
     let mut tag_names: Vec<String> = tags.keys().cloned().collect();
     if latest(versions).is_some() {
@@ -211,6 +211,12 @@ fn sorted(versions: &[Version]) -> Vec<Version> {
     v.sort();
     v.dedup();
     v
+}
+
+/// Whether `s` reads as a version (`1.0.0`, `1.0.0-rc1`) or a version prefix (`1`, `20.1`):
+/// the selectors a tag name may not take.
+pub fn is_version_like(s: &str) -> bool {
+    Version::parse(s).is_ok() || parse_prefix(s).is_some()
 }
 
 /// `20` or `20.1`: one or two numeric components.
@@ -288,11 +294,18 @@ mod tests {
     }
 
     #[test]
-    fn tags_win_over_versions() {
-        let tags = BTreeMap::from([("1.0.0".to_owned(), v("2.0.0"))]);
-        let versions = vec![v("1.0.0"), v("2.0.0")];
-        let r = resolve("x", Some("1.0.0"), &tags, &versions, None).unwrap();
-        assert_eq!(r.version(), &v("2.0.0"));
+    fn versions_and_prefixes_never_go_through_tags() {
+        // Tags like these are refused now; data from before the rule must still not shadow.
+        let tags = BTreeMap::from([
+            ("1.0.0".to_owned(), v("2.0.0")),
+            ("1".to_owned(), v("2.0.0")),
+            ("9.9.9".to_owned(), v("2.0.0")),
+        ]);
+        let versions = vec![v("1.0.0"), v("1.2.0"), v("2.0.0")];
+        let r = |s| resolve("x", Some(s), &tags, &versions, None);
+        assert_eq!(r("1.0.0").unwrap(), Resolution::Exact(v("1.0.0")));
+        assert_eq!(r("1").unwrap().version(), &v("1.2.0"));
+        assert!(matches!(r("9.9.9"), Err(ResolveError::NotFound { .. })));
     }
 
     #[test]

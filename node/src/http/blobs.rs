@@ -21,6 +21,16 @@ use super::{
     packages::parse_name,
 };
 
+/// Bytes under a digest never change, but only anonymously readable ones may sit in shared
+/// caches: a blob fetched with a key is for that key's holder alone.
+fn cache_control(principal: &crate::api_keys::Principal) -> &'static str {
+    if principal.key_id.is_none() {
+        "public, max-age=31536000, immutable"
+    } else {
+        "private, max-age=31536000, immutable"
+    }
+}
+
 /// Read size when streaming a blob.
 const STREAM_CHUNK: usize = 256 * 1024;
 
@@ -114,7 +124,7 @@ pub async fn get(
         .header(header::CONTENT_LENGTH, len)
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::ETAG, format!("\"{digest}\""))
-        .header(header::CACHE_CONTROL, "public, max-age=31536000, immutable");
+        .header(header::CACHE_CONTROL, cache_control(&principal));
     if let Some(r) = &range {
         builder = builder.header(
             header::CONTENT_RANGE,

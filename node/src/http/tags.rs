@@ -4,7 +4,6 @@ use axum::{Json, extract::State, http::StatusCode};
 use niso_protocol::{
     api::{SetTag, TagInfo, TagList},
     name::validate_tag,
-    reference::LATEST,
     scope::Action,
 };
 
@@ -38,16 +37,7 @@ pub async fn list(
 }
 
 fn check_tag(tag: &str) -> Result<(), ApiError> {
-    validate_tag(tag).map_err(|e| {
-        ApiError::bad_request("invalid_tag", e.to_string().replace("package name", "tag"))
-    })?;
-    if tag == LATEST {
-        return Err(ApiError::bad_request(
-            "invalid_tag",
-            "`latest` always points at the highest release version; pick another tag name",
-        ));
-    }
-    Ok(())
+    validate_tag(tag).map_err(|e| ApiError::bad_request("invalid_tag", e.to_string()))
 }
 
 /// Points a tag at a version, creating or moving it. Needs push rights on the package.

@@ -308,11 +308,14 @@ pub async fn finish(
         }
         None => None,
     };
+    // A push-only key learns that the version exists, not what it holds.
+    let may_see = principal.scopes.allows(Action::Pull, meta.name.as_str());
+    let shown = |e: ChangeError| if may_see { e } else { e.redacted() };
     if existing.is_some() || refusal.is_some() {
         drop(lease);
         state.store.remove_upload(id).await?;
         if let Some(refusal) = refusal {
-            return Err(refusal.into());
+            return Err(shown(refusal).into());
         }
         // The same bytes already published: succeed without a new record.
         published.created = false;
@@ -332,7 +335,7 @@ pub async fn finish(
     let outcome = state.store.originate(change).await;
     drop(lease);
     state.store.remove_upload(id).await?;
-    outcome?;
+    outcome.map_err(shown)?;
     state.metrics.packages_published.inc();
     tracing::info!(
         package = %published.name,

@@ -61,6 +61,10 @@ pub struct PeerInfo {
     pub synced_to: Option<u64>,
     /// Bad messages or bytes received from it; at 3 it is blocked.
     pub strikes: u32,
+    /// Records it relayed that this node refused (authority, conflicts, invalid, ...); the
+    /// node's log and `records_refused` metric say why.
+    #[serde(default)]
+    pub records_refused: u64,
     pub blocked: bool,
 }
 
@@ -287,13 +291,23 @@ impl P2p {
 
     /// Records a finished sync with `peer`.
     pub(crate) fn note_sync(&self, peer: &PeerId, position: u64, at_ms: u64) {
+        self.update_peer(peer, |info| {
+            info.synced_to = Some(position);
+            info.last_sync_ms = Some(at_ms);
+        });
+    }
+
+    /// Counts records from `peer` the intake refused.
+    pub(crate) fn note_refused(&self, peer: &PeerId, count: u64) {
+        self.update_peer(peer, |info| info.records_refused += count);
+    }
+
+    fn update_peer(&self, peer: &PeerId, change: impl FnOnce(&mut PeerInfo)) {
         let mut peers = self.shared.peers.write().unwrap_or_else(|p| p.into_inner());
-        let info = peers.entry(*peer).or_insert_with(|| PeerInfo {
+        change(peers.entry(*peer).or_insert_with(|| PeerInfo {
             peer_id: peer.to_string(),
             ..PeerInfo::default()
-        });
-        info.synced_to = Some(position);
-        info.last_sync_ms = Some(at_ms);
+        }));
     }
 
     async fn send(&self, cmd: Command) -> Result<(), P2pError> {

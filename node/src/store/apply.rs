@@ -4,21 +4,22 @@
 
 use niso_protocol::{
     Arch, Digest, PackageName,
+    name::validate_tag,
     record::{ManifestBody, NodeSecret, OriginKey, Record, RecordBody, TagBody, TombstoneBody},
-    reference::LATEST,
 };
 use redb::{ReadableTable, WriteTransaction};
 use semver::Version;
 
 use super::{
     catalog::{tags_from, versions_from},
-    entries::{PackageEntry, TagEntry, VersionEntry, decode, encode},
+    entries::{OwnerEntry, PackageEntry, TagEntry, VersionEntry, decode, encode},
     error::{ChangeError, StoreError, db},
     tables::{
-        BLOB_VERSIONS, LOG, ORIGINS, PACKAGES, RECORDS, TAGS, TOMBSTONES, VERSIONS, package_range,
-        record_key, split_key, tag_key, version_key,
+        BLOB_VERSIONS, LOG, ORIGINS, OWNERS, PACKAGES, RECORDS, RETIRED, TAGS, TOMBSTONES,
+        VERSIONS, package_range, record_key, split_key, tag_key, version_key,
     },
 };
+use super::authority::{ManifestEffect, View};
 use crate::clock::now_ms;
 
 /// What applying a record did.
@@ -95,12 +96,7 @@ fn prepare_tag(
     tag: String,
     version: Option<Version>,
 ) -> Result<TagBody, ChangeError> {
-    if tag == LATEST {
-        return Err(ChangeError::Refused(
-            "`latest` is maintained automatically (highest release version); pick another tag name"
-                .into(),
-        ));
-    }
+    validate_tag(&tag).map_err(|e| ChangeError::Refused(e.to_string()))?;
     let tags = txn.open_table(TAGS).map_err(db)?;
     let current: Option<TagEntry> = tags
         .get(tag_key(name.as_str(), &tag).as_str())
@@ -111,15 +107,10 @@ fn prepare_tag(
         Some(v) => {
             let live = live_versions(txn, name.as_str())?;
             if !live.iter().any(|(lv, _)| lv == v) {
-                let mut known: Vec<String> = live.iter().map(|(v, _)| v.to_string()).collect();
-                known.dedup();
+                // No list of what exists: a push-only key may set tags on packages it cannot
+                // pull, and must not learn their versions from this message.
                 return Err(ChangeError::NotFound(format!(
-                    "{name} has no version {v}; versions: {}",
-                    if known.is_empty() {
-                        "none".into()
-                    } else {
-                        known.join(", ")
-                    }
+                    "{name} has no version {v}; `niso search {name}` lists the versions you may see"
                 )));
             }
         }
@@ -129,11 +120,24 @@ fn prepare_tag(
             }
         }
     }
+    let tag_seq = match current {
+        None => 1,
+        // u64::MAX itself is refused by record checks, so a tag always has a next move.
+        Some(c) => c
+            .tag_seq
+            .checked_add(1)
+            .filter(|s| *s < u64::MAX)
+            .ok_or_else(|| {
+                ChangeError::Refused(format!(
+                    "tag `{tag}` of {name} has used up its sequence numbers; remove it and pick another tag name"
+                ))
+            })?,
+    };
     Ok(TagBody {
         name,
         tag,
         version,
-        tag_seq: current.map(|c| c.tag_seq).unwrap_or(0) + 1,
+        tag_seq,
     })
 }
 
@@ -187,26 +191,45 @@ pub(crate) fn parse_version_key(key: &str) -> Option<(Version, Arch)> {
     Some((version, arch))
 }
 
-/// Applies one verified record to the log and the derived tables.
+/// Applies one verified record to the log and the derived tables, if the rules in
+/// [`super::authority`] allow it.
 pub fn apply(txn: &WriteTransaction, record: &Record) -> Result<Applied, ChangeError> {
     let key = record_key(&record.origin, record.seq);
     let bytes = record.to_bytes();
-    {
-        let records = txn.open_table(RECORDS).map_err(db)?;
-        if let Some(existing) = records.get(key.as_slice()).map_err(db)? {
-            if existing.value() == bytes.as_slice() {
-                return Ok(Applied::Duplicate);
-            }
-            return Err(ChangeError::Equivocation {
-                origin: record.origin.to_string(),
-                seq: record.seq,
-            });
-        }
+    if let Some(applied) = check_log(&txn.open_table(RECORDS).map_err(db)?, record, &bytes)? {
+        return Ok(applied);
     }
+    let effect = {
+        let (owners, versions, tombstones, retired, tags) = (
+            txn.open_table(OWNERS).map_err(db)?,
+            txn.open_table(VERSIONS).map_err(db)?,
+            txn.open_table(TOMBSTONES).map_err(db)?,
+            txn.open_table(RETIRED).map_err(db)?,
+            txn.open_table(TAGS).map_err(db)?,
+        );
+        let view = View {
+            owners: &owners,
+            versions: &versions,
+            tombstones: &tombstones,
+            retired: &retired,
+            tags: &tags,
+        };
+        match &record.body {
+            RecordBody::Manifest(m) => Some(view.check_manifest(&record.origin, m)?),
+            _ => {
+                view.check(record)?;
+                None
+            }
+        }
+    };
     match &record.body {
-        RecordBody::Manifest(m) => apply_manifest(txn, record, m)?,
-        RecordBody::Tag(t) => apply_tag(txn, record, t)?,
-        RecordBody::Tombstone(t) => apply_tombstone(txn, t)?,
+        RecordBody::Manifest(m) => match effect {
+            Some(ManifestEffect::Add { claim }) => add_version(txn, record, m, claim)?,
+            // Same bytes already here: the record joins the log, nothing else changes.
+            _ => {}
+        },
+        RecordBody::Tag(t) => set_tag(txn, record, t)?,
+        RecordBody::Tombstone(t) => bury(txn, t)?,
     }
     let mut records = txn.open_table(RECORDS).map_err(db)?;
     records
@@ -233,34 +256,41 @@ pub fn apply(txn: &WriteTransaction, record: &Record) -> Result<Applied, ChangeE
     Ok(Applied::Stored)
 }
 
-fn apply_manifest(
+/// `Some(Duplicate)` when the log holds exactly this record, equivocation when it holds
+/// another under the same (origin, seq), `None` when the record is new.
+pub(crate) fn check_log(
+    records: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    record: &Record,
+    bytes: &[u8],
+) -> Result<Option<Applied>, ChangeError> {
+    let key = record_key(&record.origin, record.seq);
+    match records.get(key.as_slice()).map_err(db)? {
+        None => Ok(None),
+        Some(existing) if existing.value() == bytes => Ok(Some(Applied::Duplicate)),
+        Some(_) => Err(ChangeError::Equivocation {
+            origin: record.origin.to_string(),
+            seq: record.seq,
+        }),
+    }
+}
+
+fn add_version(
     txn: &WriteTransaction,
     record: &Record,
     m: &ManifestBody,
+    claim: bool,
 ) -> Result<(), ChangeError> {
-    let (name, version, arch) = (m.name.as_str(), m.version.to_string(), m.arch.as_str());
-    let vk = version_key(name, &version, arch);
-    let tombstones = txn.open_table(TOMBSTONES).map_err(db)?;
-    if tombstones.get(vk.as_str()).map_err(db)?.is_some() {
-        return Err(ChangeError::Deleted {
+    let name = m.name.as_str();
+    let vk = version_key(name, &m.version.to_string(), m.arch.as_str());
+    if claim {
+        let owner = OwnerEntry {
             name: name.to_owned(),
-            version,
-            arch: arch.to_owned(),
-        });
-    }
-    let mut versions = txn.open_table(VERSIONS).map_err(db)?;
-    if let Some(existing) = versions.get(vk.as_str()).map_err(db)? {
-        let existing: VersionEntry = decode(existing.value())?;
-        if existing.digest == *m.digest.as_bytes() {
-            // Same bytes from another origin: the record joins the log, nothing else changes.
-            return Ok(());
-        }
-        return Err(ChangeError::Conflict {
-            name: name.to_owned(),
-            version,
-            arch: arch.to_owned(),
-            existing: Digest::from_bytes(existing.digest).to_string(),
-        });
+            origin: record.origin.0,
+        };
+        txn.open_table(OWNERS)
+            .map_err(db)?
+            .insert(m.name.canonical().as_str(), encode(&owner)?.as_slice())
+            .map_err(db)?;
     }
     let entry = VersionEntry {
         digest: *m.digest.as_bytes(),
@@ -270,67 +300,60 @@ fn apply_manifest(
         origin: record.origin.0,
         seq: record.seq,
     };
-    versions
+    txn.open_table(VERSIONS)
+        .map_err(db)?
         .insert(vk.as_str(), encode(&entry)?.as_slice())
         .map_err(db)?;
     txn.open_multimap_table(BLOB_VERSIONS)
         .map_err(db)?
         .insert(&entry.digest[..], vk.as_str())
         .map_err(db)?;
-    let mut packages = txn.open_table(PACKAGES).map_err(db)?;
     let package = PackageEntry {
         description: m.description.clone(),
         updated_ms: now_ms(),
     };
-    packages
+    txn.open_table(PACKAGES)
+        .map_err(db)?
         .insert(name, encode(&package)?.as_slice())
         .map_err(db)?;
     Ok(())
 }
 
-fn apply_tag(txn: &WriteTransaction, record: &Record, t: &TagBody) -> Result<(), ChangeError> {
-    let tk = tag_key(t.name.as_str(), &t.tag);
-    let mut tags = txn.open_table(TAGS).map_err(db)?;
-    let current: Option<TagEntry> = tags
-        .get(tk.as_str())
-        .map_err(db)?
-        .map(|v| decode(v.value()))
-        .transpose()?;
-    if let Some(cur) = current {
-        // Concurrent moves with the same sequence are ordered by origin key, so every node
-        // picks the same winner.
-        if (t.tag_seq, record.origin.0) <= (cur.tag_seq, cur.origin) {
-            return Err(ChangeError::TagRollback {
-                name: t.name.to_string(),
-                tag: t.tag.clone(),
-                current: cur.tag_seq,
-                offered: t.tag_seq,
-            });
-        }
-    }
+fn set_tag(txn: &WriteTransaction, record: &Record, t: &TagBody) -> Result<(), ChangeError> {
     let entry = TagEntry {
         version: t.version.as_ref().map(ToString::to_string),
         tag_seq: t.tag_seq,
         origin: record.origin.0,
         updated_ms: record.timestamp_ms,
     };
-    tags.insert(tk.as_str(), encode(&entry)?.as_slice())
+    txn.open_table(TAGS)
+        .map_err(db)?
+        .insert(
+            tag_key(t.name.as_str(), &t.tag).as_str(),
+            encode(&entry)?.as_slice(),
+        )
         .map_err(db)?;
     Ok(())
 }
 
-fn apply_tombstone(txn: &WriteTransaction, t: &TombstoneBody) -> Result<(), ChangeError> {
+fn bury(txn: &WriteTransaction, t: &TombstoneBody) -> Result<(), ChangeError> {
     let name = t.name.as_str();
     let vk = version_key(name, &t.version.to_string(), t.arch.as_str());
-    let mut tombstones = txn.open_table(TOMBSTONES).map_err(db)?;
-    tombstones.insert(vk.as_str(), &[][..]).map_err(db)?;
+    txn.open_table(TOMBSTONES)
+        .map_err(db)?
+        .insert(vk.as_str(), &[][..])
+        .map_err(db)?;
     remove_version(txn, name, &vk)?;
     Ok(())
 }
 
 /// Removes a live version (deletion or local GC) and drops the package from listings once it
-/// has no versions left.
-pub fn remove_version(txn: &WriteTransaction, name: &str, vk: &str) -> Result<bool, StoreError> {
+/// has no versions left. Returns the removed version's digest.
+pub fn remove_version(
+    txn: &WriteTransaction,
+    name: &str,
+    vk: &str,
+) -> Result<Option<Digest>, StoreError> {
     let mut versions = txn.open_table(VERSIONS).map_err(db)?;
     let removed = match versions.remove(vk).map_err(db)? {
         Some(old) => {
@@ -339,9 +362,9 @@ pub fn remove_version(txn: &WriteTransaction, name: &str, vk: &str) -> Result<bo
                 .map_err(db)?
                 .remove(&entry.digest[..], vk)
                 .map_err(db)?;
-            true
+            Some(Digest::from_bytes(entry.digest))
         }
-        None => false,
+        None => None,
     };
     let (lo, hi) = package_range(name);
     let empty = versions

@@ -115,11 +115,36 @@ impl BlobStore {
             fs::remove_file(verified_file)?;
             return Ok(());
         }
+        // The file may have been written long ago (an upload that took an hour); GC's grace
+        // period counts from now, when the blob takes its name.
+        fs::File::options()
+            .write(true)
+            .open(verified_file)?
+            .set_modified(SystemTime::now())?;
         let dir = dest.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir)?;
         fs::rename(verified_file, &dest)?;
         fs::File::open(dir)?.sync_all()?;
         Ok(())
+    }
+
+    /// Removes a blob unless it is pinned or `still_needed` says a record references it, all
+    /// while holding the pin table, so no push or fetch can pin it in between. Every writer
+    /// pins a digest before its blob takes its name and unpins only after the record naming
+    /// it committed: checked under this lock, either the pin or the record is visible.
+    /// Returns whether the blob was removed.
+    pub fn remove_unless_needed(
+        &self,
+        digest: &Digest,
+        still_needed: impl FnOnce() -> io::Result<bool>,
+    ) -> io::Result<bool> {
+        let pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+        if pins.contains_key(digest) || still_needed()? {
+            return Ok(false);
+        }
+        self.remove(digest)?;
+        drop(pins);
+        Ok(true)
     }
 
     pub fn remove(&self, digest: &Digest) -> io::Result<()> {

@@ -24,6 +24,14 @@ pub struct TagEntry {
     pub updated_ms: u64,
 }
 
+/// Who holds a package name: the spelling first published and the origin that published it.
+/// Only that origin's records may add, tag or delete the package's versions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerEntry {
+    pub name: String,
+    pub origin: [u8; 32],
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackageEntry {
     pub description: String,

@@ -19,7 +19,7 @@ use super::{
     apply::remove_version,
     catalog::{StrTable, tags_from, versions_from},
     error::{StoreError, db},
-    tables::{PACKAGES, TAGS, VERSIONS, version_key},
+    tables::{BLOB_VERSIONS, PACKAGES, RETIRED, TAGS, VERSIONS, version_key},
 };
 use crate::failpoint::Failpoints;
 
@@ -57,8 +57,7 @@ impl Store {
                 .iter()
                 .map(|v| (v.name.clone(), v.version.clone(), v.arch.clone()))
                 .collect();
-            let live = self.read(|txn| live_digests_except(txn, &doomed_keys))?;
-            self.sweep(&live, grace, true, &mut outcome)?;
+            self.sweep(Some(&doomed_keys), grace, true, &mut outcome)?;
             return Ok(outcome);
         }
         let removed = self
@@ -73,7 +72,13 @@ impl Store {
                 )?;
                 let mut removed = Vec::new();
                 for v in still {
-                    if remove_version(txn, &v.name, &version_key(&v.name, &v.version, &v.arch))? {
+                    let vk = version_key(&v.name, &v.version, &v.arch);
+                    if let Some(digest) = remove_version(txn, &v.name, &vk)? {
+                        // Remember the bytes, so the version can never come back as others.
+                        txn.open_table(RETIRED)
+                            .map_err(db)?
+                            .insert(vk.as_str(), digest.as_bytes().as_slice())
+                            .map_err(db)?;
                         removed.push(v);
                     }
                 }
@@ -82,20 +87,26 @@ impl Store {
             .await?;
         outcome.versions = removed;
         failpoints.hit("gc-versions-removed", 0).await;
-        let live = self.live_digests()?;
-        self.sweep(&live, grace, false, &mut outcome)?;
+        self.sweep(None, grace, false, &mut outcome)?;
         Ok(outcome)
     }
 
+    /// Removes (or, dry, counts) blob files no version references. The listing comes first and
+    /// the live set is read after it, so a blob listed here whose record committed before the
+    /// read is seen as live; one committing later is pinned by its writer, and the final check
+    /// under the pin lock (`remove_unless_needed`) asks the database once more.
     fn sweep(
         &self,
-        live: &HashSet<niso_protocol::Digest>,
+        doomed: Option<&HashSet<(String, String, String)>>,
         grace: Duration,
         dry_run: bool,
         outcome: &mut GcOutcome,
     ) -> Result<(), StoreError> {
+        let listed = self.blobs.list()?;
+        let empty = HashSet::new();
+        let live = self.read(|txn| live_digests_except(txn, doomed.unwrap_or(&empty)))?;
         let now = SystemTime::now();
-        for blob in self.blobs.list()? {
+        for blob in listed {
             if live.contains(&blob.digest) || self.blobs.is_pinned(&blob.digest) {
                 continue;
             }
@@ -105,12 +116,27 @@ impl Store {
                 continue;
             }
             if !dry_run {
-                self.blobs.remove(&blob.digest)?;
+                let removed = self.blobs.remove_unless_needed(&blob.digest, || {
+                    self.blob_referenced(&blob.digest)
+                        .map_err(std::io::Error::other)
+                })?;
+                if !removed {
+                    continue;
+                }
             }
             outcome.blobs += 1;
             outcome.blob_bytes += blob.size;
         }
         Ok(())
+    }
+
+    /// Whether any live version names `digest`, as of now.
+    fn blob_referenced(&self, digest: &niso_protocol::Digest) -> Result<bool, StoreError> {
+        self.read(|txn| {
+            let index = txn.open_multimap_table(BLOB_VERSIONS).map_err(db)?;
+            let mut values = index.get(&digest.as_bytes()[..]).map_err(db)?;
+            Ok(values.next().is_some())
+        })
     }
 }
 

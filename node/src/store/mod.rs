@@ -2,12 +2,14 @@
 //! files, behind one batching writer.
 
 mod apply;
+mod authority;
 mod blob_store;
 mod catalog;
 mod entries;
 mod error;
 mod gc;
 mod keys;
+mod migrate;
 mod search;
 mod tables;
 mod uploads;
@@ -149,10 +151,10 @@ impl Store {
             .await
     }
 
-    /// Verifies and applies records from elsewhere in one transaction, in order. A record the
-    /// log refuses (conflict, rollback, bad signature) is reported and skipped; a storage
-    /// failure undoes the whole batch.
-    pub async fn apply_all(
+    /// Applies records from elsewhere, already verified by the intake, in one transaction, in
+    /// order. A record the rules refuse is reported and skipped; a storage failure undoes the
+    /// whole batch.
+    pub async fn apply_batch(
         &self,
         records: Vec<Record>,
     ) -> Result<Vec<Result<Applied, ChangeError>>, StoreError> {
@@ -160,11 +162,7 @@ impl Store {
             .write(move |txn| {
                 let mut out = Vec::with_capacity(records.len());
                 for record in &records {
-                    let outcome = match record.verify() {
-                        Err(e) => Err(ChangeError::from(e)),
-                        Ok(()) => apply::apply(txn, record),
-                    };
-                    match outcome {
+                    match apply::apply(txn, record) {
                         Err(ChangeError::Store(e)) => return Err(e),
                         other => out.push(other),
                     }
@@ -175,25 +173,52 @@ impl Store {
             .inspect(|_| self.log_changed())
     }
 
-    /// Applies a record without checking its signature: the fault a broken test node has.
-    #[cfg(feature = "fault-injection")]
-    pub async fn apply_unverified(&self, record: Record) -> Result<Applied, ChangeError> {
-        self.store_record(record).await
-    }
-
-    /// Verifies and applies a record that came from elsewhere.
+    /// Verifies and applies one record from elsewhere (tests and tools; nodes take records in
+    /// through `intake::admit`).
     pub async fn apply(&self, record: Record) -> Result<Applied, ChangeError> {
         record.verify()?;
-        self.store_record(record).await
+        let mut results = self.apply_batch(vec![record]).await?;
+        results
+            .pop()
+            .unwrap_or(Err(ChangeError::Refused("nothing was applied".into())))
     }
 
-    async fn store_record(&self, record: Record) -> Result<Applied, ChangeError> {
-        let applied = self
-            .writer
-            .write(move |txn| apply::apply(txn, &record))
-            .await?;
-        self.log_changed();
-        Ok(applied)
+    /// What the rules would say about `record` now, without fetching or writing anything:
+    /// lets the intake refuse before it fetches a blob. `apply` decides for good.
+    pub fn precheck(&self, record: &Record) -> Result<(), ChangeError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        apply::check_log(
+            &txn.open_table(tables::RECORDS).map_err(db)?,
+            record,
+            &record.to_bytes(),
+        )?;
+        let open = |t| txn.open_table(t).map_err(db);
+        let (owners, versions, tombstones, retired, tags) = (
+            open(tables::OWNERS)?,
+            open(tables::VERSIONS)?,
+            open(tables::TOMBSTONES)?,
+            open(tables::RETIRED)?,
+            open(tables::TAGS)?,
+        );
+        authority::View {
+            owners: &owners,
+            versions: &versions,
+            tombstones: &tombstones,
+            retired: &retired,
+            tags: &tags,
+        }
+        .check(record)
+    }
+
+    /// Whether the log holds exactly this record.
+    pub fn holds_exact(&self, record: &Record) -> Result<bool, StoreError> {
+        self.read(|txn| {
+            let t = txn.open_table(tables::RECORDS).map_err(db)?;
+            let key = tables::record_key(&record.origin, record.seq);
+            Ok(t.get(key.as_slice())
+                .map_err(db)?
+                .is_some_and(|v| v.value() == record.to_bytes().as_slice()))
+        })
     }
 }
 
@@ -218,7 +243,9 @@ fn create_tables(database: &Database) -> Result<(), StoreError> {
     txn.open_table(KEY_HASHES).map_err(db)?;
     txn.open_table(UPLOADS).map_err(db)?;
     txn.open_table(PEER_SYNC).map_err(db)?;
+    txn.open_table(RETIRED).map_err(db)?;
     index_blob_versions(&txn)?;
+    migrate::claim_owners(&txn)?;
     txn.commit().map_err(db)?;
     Ok(())
 }

@@ -20,6 +20,13 @@ pub const BLOB_VERSIONS: MultimapTableDefinition<&[u8], &str> =
 pub const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags_v1");
 /// `name \0 version \0 arch` → `origin ‖ seq` of the tombstone.
 pub const TOMBSTONES: TableDefinition<&str, &[u8]> = TableDefinition::new("tombstones_v1");
+/// Canonical package name ([`niso_protocol::PackageName::canonical`]) → [`super::entries::OwnerEntry`]:
+/// which spelling and which origin hold the name. Written by the first manifest this node
+/// applies for the name and never removed, so a name cannot change hands, even once empty.
+pub const OWNERS: TableDefinition<&str, &[u8]> = TableDefinition::new("owners_v1");
+/// `name \0 version \0 arch` → blob digest (32) of a version local GC removed: the version may
+/// come back only with the same bytes.
+pub const RETIRED: TableDefinition<&str, &[u8]> = TableDefinition::new("retired_v1");
 /// Package name → [`super::entries::PackageEntry`] (only while it has live versions).
 pub const PACKAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("packages_v1");
 /// Key id → [`super::entries::KeyEntry`].
