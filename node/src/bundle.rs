@@ -13,10 +13,10 @@
 //! rules, authority, blob against manifest), each with its own verdict in the report.
 
 use std::{
-    sync::Arc,
     collections::{HashMap, HashSet},
     io::{self, Read, Write},
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use niso_protocol::{
@@ -225,7 +225,11 @@ impl BlobSource for BundleBlobs {
     }
 }
 
-type Verified = (BundleHeader, Vec<Record>, HashMap<Digest, (PathBuf, Checked)>);
+type Verified = (
+    BundleHeader,
+    Vec<Record>,
+    HashMap<Digest, (PathBuf, Checked)>,
+);
 
 fn read_and_verify(
     bundle: &Path,

@@ -96,7 +96,9 @@ impl BlobSource for NoBlobs {
         _state: &Arc<NodeState>,
         _manifest: &ManifestBody,
     ) -> Result<Provided, BlobError> {
-        Err(BlobError::Unavailable("this source carries no blobs".into()))
+        Err(BlobError::Unavailable(
+            "this source carries no blobs".into(),
+        ))
     }
 }
 
@@ -175,13 +177,18 @@ impl Reason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Now part of the log; `kind` is `manifest`, `tag` or `tombstone`.
-    Applied { kind: &'static str },
+    Applied {
+        kind: &'static str,
+    },
     Duplicate,
     /// No `[[replicate]]` rule accepts its origin and package.
     Untrusted,
     /// Left for a later attempt: its blob could not be obtained yet.
     Incomplete(String),
-    Refused { reason: Reason, detail: String },
+    Refused {
+        reason: Reason,
+        detail: String,
+    },
 }
 
 /// A refused record, as reports list it.
@@ -347,22 +354,26 @@ pub async fn admit<S: BlobSource + Send>(
             pin = Some(state.store.blobs().pin(m.digest));
             let eager = blob_mode == Some(BlobMode::Eager);
             let have = state.store.blobs().contains(&m.digest);
-            let result = match blob_results.get(&m.digest) {
-                Some(r) => r.clone().map(|()| false),
-                None if have => {
-                    let r = check_stored(state, m).await;
-                    blob_results.insert(m.digest, r.clone());
-                    r.map(|()| false)
-                }
+            // First: are valid bytes for this digest durable here (fetching them if the rule
+            // is eager)? Cached per digest, since that is a property of the bytes alone.
+            let durable = match blob_results.get(&m.digest) {
+                Some(r) => Some(r.clone().map(|()| false)),
+                None if have => Some(Ok(false)),
                 None if eager => {
                     let r = take_blob(state, source, m).await;
                     blob_results.insert(m.digest, r.clone().map(|_| ()));
-                    r
+                    Some(r)
                 }
-                // Lazy: the record now, the bytes on first pull.
-                None => Ok(false),
+                // Lazy: the record now, the bytes (and their check) on first pull.
+                None => None,
             };
-            match result {
+            // Then, for every manifest on its own: are those bytes the package it names?
+            let checked = match durable {
+                None => Ok(false),
+                Some(Err(fault)) => Err(fault),
+                Some(Ok(fetched)) => check_stored(state, m).await.map(|()| fetched),
+            };
+            match checked {
                 Ok(true) => {
                     blobs += 1;
                     bytes += m.size;
@@ -508,10 +519,8 @@ async fn take_blob<S: BlobSource + Send>(
         Err(BlobError::Bad(why)) => return Err(BlobFault::Bad(why)),
     };
     let (file, verified) = match provided {
-        Provided::Stored => {
-            check_stored(state, m).await?;
-            return Ok(true);
-        }
+        // The fetcher hashed and inspected the bytes before they took their name.
+        Provided::Stored => return Ok(true),
         Provided::Checked(file, verified) => (file, verified),
         Provided::File(file) => {
             let limits = state.config.archive_limits();
@@ -531,10 +540,15 @@ async fn take_blob<S: BlobSource + Send>(
             }
         }
     };
-    if let Err(why) = matches_manifest(m, verified.digest, &verified.meta) {
+    if verified.digest != m.digest {
         let _ = tokio::fs::remove_file(&file).await;
-        return Err(BlobFault::Bad(why));
+        return Err(BlobFault::Bad(format!(
+            "the blob hashes to {}, the manifest names {}",
+            verified.digest, m.digest
+        )));
     }
+    // Valid bytes under their digest may be stored even if this manifest turns out not to
+    // be their package: another manifest in the batch may be, and GC sweeps them otherwise.
     store_blob(&state.store, file, m.digest)
         .await
         .map_err(|e| BlobFault::Retry(format!("could not store the blob: {e}")))?;
@@ -542,8 +556,8 @@ async fn take_blob<S: BlobSource + Send>(
     Ok(true)
 }
 
-/// A blob already in the store passed every archive check when it entered; what is left is
-/// whether it is the package this manifest names (its first entry, so this reads little).
+/// A blob in the store passed every archive check when it entered; what is left is whether
+/// it is the package this manifest names (its first entry, so this reads little).
 async fn check_stored(state: &NodeState, m: &ManifestBody) -> Result<(), BlobFault> {
     let path = state.store.blobs().path(&m.digest);
     let meta = tokio::task::spawn_blocking(move || {
@@ -554,21 +568,11 @@ async fn check_stored(state: &NodeState, m: &ManifestBody) -> Result<(), BlobFau
     })
     .await
     .map_err(|e| BlobFault::Retry(format!("could not check the blob: {e}")))??;
-    matches_manifest(m, m.digest, &meta).map_err(BlobFault::Bad)
+    matches_manifest(m, &meta).map_err(BlobFault::Bad)
 }
 
-/// The bytes must be the manifest's: same digest, and a `niso.toml` for the same package.
-pub fn matches_manifest(
-    m: &ManifestBody,
-    digest: Digest,
-    meta: &niso_protocol::PackageMeta,
-) -> Result<(), String> {
-    if digest != m.digest {
-        return Err(format!(
-            "the blob hashes to {digest}, the manifest names {}",
-            m.digest
-        ));
-    }
+/// The bytes must be the manifest's package: a `niso.toml` with its name, version and arch.
+pub fn matches_manifest(m: &ManifestBody, meta: &niso_protocol::PackageMeta) -> Result<(), String> {
     if meta.name != m.name || meta.version != m.version || meta.arch != m.arch {
         return Err(format!(
             "the blob holds {} {} ({}), the manifest names {} {} ({})",

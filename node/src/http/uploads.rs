@@ -285,38 +285,29 @@ pub async fn finish(
     };
     // Answer what can be answered before the blob is stored, so a refused push leaves no
     // orphan behind. The writer checks again under its lock.
-    let existing = state
-        .store
-        .version(meta.name.as_str(), &meta.version, &meta.arch)?;
-    let refusal = match &existing {
-        Some(e) if e.digest == *verified.digest.as_bytes() => None,
-        Some(e) => Some(ChangeError::Conflict {
-            name: published.name.clone(),
-            version: published.version.clone(),
-            arch: published.arch.clone(),
-            existing: Digest::from_bytes(e.digest).to_string(),
-        }),
-        None if state
-            .store
-            .is_deleted(meta.name.as_str(), &meta.version, &meta.arch)? =>
-        {
-            Some(ChangeError::Deleted {
-                name: published.name.clone(),
-                version: published.version.clone(),
-                arch: published.arch.clone(),
-            })
-        }
-        None => None,
+    let manifest = ManifestBody {
+        name: meta.name.clone(),
+        version: meta.version.clone(),
+        arch: meta.arch.clone(),
+        digest: verified.digest,
+        size: verified.size,
+        description: meta.description.clone(),
     };
     // A push-only key learns that the version exists, not what it holds.
     let may_see = principal.scopes.allows(Action::Pull, meta.name.as_str());
     let shown = |e: ChangeError| if may_see { e } else { e.redacted() };
-    if existing.is_some() || refusal.is_some() {
-        drop(lease);
-        state.store.remove_upload(id).await?;
-        if let Some(refusal) = refusal {
+    let new = match state.store.check_publish(&manifest) {
+        Ok(new) => new,
+        Err(ChangeError::Store(e)) => return Err(e.into()),
+        Err(refusal) => {
+            drop(lease);
+            state.store.remove_upload(id).await?;
             return Err(shown(refusal).into());
         }
+    };
+    if !new {
+        drop(lease);
+        state.store.remove_upload(id).await?;
         // The same bytes already published: succeed without a new record.
         published.created = false;
         return Ok((StatusCode::OK, Json(published)).into_response());
@@ -324,14 +315,7 @@ pub async fn finish(
     state.failpoints.hit("push-before-blob", 0).await;
     let _pin = store_blob(&state.store, path, verified.digest).await?;
     state.failpoints.hit("push-blob-committed", 0).await;
-    let change = LocalChange::Publish(ManifestBody {
-        name: meta.name.clone(),
-        version: meta.version.clone(),
-        arch: meta.arch.clone(),
-        digest: verified.digest,
-        size: verified.size,
-        description: meta.description.clone(),
-    });
+    let change = LocalChange::Publish(manifest);
     let outcome = state.store.originate(change).await;
     drop(lease);
     state.store.remove_upload(id).await?;

@@ -10,6 +10,7 @@ use niso_protocol::{
 use redb::{ReadableTable, WriteTransaction};
 use semver::Version;
 
+use super::authority::{ManifestEffect, View};
 use super::{
     catalog::{tags_from, versions_from},
     entries::{OwnerEntry, PackageEntry, TagEntry, VersionEntry, decode, encode},
@@ -19,7 +20,6 @@ use super::{
         VERSIONS, package_range, record_key, split_key, tag_key, version_key,
     },
 };
-use super::authority::{ManifestEffect, View};
 use crate::clock::now_ms;
 
 /// What applying a record did.

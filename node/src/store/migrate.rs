@@ -62,7 +62,10 @@ pub(super) fn claim_owners(txn: &WriteTransaction) -> Result<(), StoreError> {
         claimed += 1;
     }
     if claimed > 0 {
-        tracing::info!(packages = claimed, "recorded which origin owns each package");
+        tracing::info!(
+            packages = claimed,
+            "recorded which origin owns each package"
+        );
     }
     drop_version_like_tags(txn)
 }
@@ -72,7 +75,10 @@ fn drop_version_like_tags(txn: &WriteTransaction) -> Result<(), StoreError> {
     let mut doomed = Vec::new();
     for item in tags.iter().map_err(db)? {
         let (k, _) = item.map_err(db)?;
-        if split_key(k.value()).get(1).is_some_and(|t| is_version_like(t)) {
+        if split_key(k.value())
+            .get(1)
+            .is_some_and(|t| is_version_like(t))
+        {
             doomed.push(k.value().to_owned());
         }
     }

@@ -20,7 +20,7 @@ use std::{
     sync::Arc,
 };
 
-use niso_protocol::record::{NodeSecret, OriginKey, Record};
+use niso_protocol::record::{ManifestBody, NodeSecret, OriginKey, Record};
 use redb::{Database, ReadTransaction, ReadableDatabase};
 
 pub use apply::{Applied, LocalChange};
@@ -187,27 +187,31 @@ impl Store {
     /// lets the intake refuse before it fetches a blob. `apply` decides for good.
     pub fn precheck(&self, record: &Record) -> Result<(), ChangeError> {
         let txn = self.db.begin_read().map_err(db)?;
-        apply::check_log(
+        let known = apply::check_log(
             &txn.open_table(tables::RECORDS).map_err(db)?,
             record,
             &record.to_bytes(),
         )?;
-        let open = |t| txn.open_table(t).map_err(db);
-        let (owners, versions, tombstones, retired, tags) = (
-            open(tables::OWNERS)?,
-            open(tables::VERSIONS)?,
-            open(tables::TOMBSTONES)?,
-            open(tables::RETIRED)?,
-            open(tables::TAGS)?,
-        );
-        authority::View {
-            owners: &owners,
-            versions: &versions,
-            tombstones: &tombstones,
-            retired: &retired,
-            tags: &tags,
+        if known.is_some() {
+            return Ok(());
         }
-        .check(record)
+        read_view(&txn, |view| view.check(record))
+    }
+
+    /// Whether this node may publish `m` under its own key now: `Ok(true)` for a new version,
+    /// `Ok(false)` when these exact bytes are already published under it. Asked before a
+    /// pushed blob is stored; the write checks again.
+    pub fn check_publish(&self, m: &ManifestBody) -> Result<bool, ChangeError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let origin = self.origin();
+        read_view(&txn, |view| {
+            // Pushing bytes that are already here is a no-op success, whoever published them.
+            if view.holds_bytes(m)? {
+                return Ok(false);
+            }
+            view.check_manifest(&origin, m)
+                .map(|effect| effect != authority::ManifestEffect::Known)
+        })
     }
 
     /// Whether the log holds exactly this record.
@@ -220,6 +224,30 @@ impl Store {
                 .is_some_and(|v| v.value() == record.to_bytes().as_slice()))
         })
     }
+}
+
+/// Runs `f` over the tables the authority rules read, in a read transaction.
+fn read_view<T>(
+    txn: &ReadTransaction,
+    f: impl FnOnce(
+        &authority::View<'_, redb::ReadOnlyTable<&'static str, &'static [u8]>>,
+    ) -> Result<T, ChangeError>,
+) -> Result<T, ChangeError> {
+    let open = |t| txn.open_table(t).map_err(db);
+    let (owners, versions, tombstones, retired, tags) = (
+        open(tables::OWNERS)?,
+        open(tables::VERSIONS)?,
+        open(tables::TOMBSTONES)?,
+        open(tables::RETIRED)?,
+        open(tables::TAGS)?,
+    );
+    f(&authority::View {
+        owners: &owners,
+        versions: &versions,
+        tombstones: &tombstones,
+        retired: &retired,
+        tags: &tags,
+    })
 }
 
 fn last_log_position(database: &Database) -> Result<u64, StoreError> {

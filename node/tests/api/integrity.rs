@@ -10,7 +10,13 @@ use serde_json::json;
 
 use crate::support::{TestNode, package};
 
-async fn set_tag(node: &TestNode, key: &str, name: &str, tag: &str, version: &str) -> crate::support::Reply {
+async fn set_tag(
+    node: &TestNode,
+    key: &str,
+    name: &str,
+    tag: &str,
+    version: &str,
+) -> crate::support::Reply {
     node.send_json(
         Method::PUT,
         &format!("/v1/packages/{name}/tags/{tag}"),
@@ -43,7 +49,10 @@ async fn tags_cannot_shadow_versions_or_prefixes() {
         let reply = set_tag(&node, &admin, "my-api", tag, "1.0.1-evil").await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "tag {tag}");
         assert_eq!(reply.code(), "invalid_tag");
-        let message = reply.json()["error"]["message"].as_str().unwrap().to_owned();
+        let message = reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         assert!(message.contains("shadow"), "{message}");
     }
     let latest = set_tag(&node, &admin, "my-api", "latest", "1.0.0").await;
@@ -55,7 +64,10 @@ async fn tags_cannot_shadow_versions_or_prefixes() {
     assert_eq!(resolve(&node, "my-api", "1.0.0").await["version"], "1.0.0");
     assert_eq!(resolve(&node, "my-api", "1.0.0").await["matched"], "exact");
     assert_eq!(resolve(&node, "my-api", "1").await["version"], "1.2.0");
-    assert_eq!(resolve(&node, "my-api", "stable").await["version"], "1.0.1-evil");
+    assert_eq!(
+        resolve(&node, "my-api", "stable").await["version"],
+        "1.0.1-evil"
+    );
 }
 
 /// A `.niso` written by hand, so its `niso.toml` can say what `Packer` would refuse.
@@ -85,14 +97,21 @@ async fn build_metadata_is_refused() {
     );
     let reply = node.push(&admin, "app", &rebuilt).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
-    let message = reply.json()["error"]["message"].as_str().unwrap().to_owned();
+    let message = reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(message.contains("build metadata"), "{message}");
     let versions = node
         .get("/v1/packages/app", Some(&admin))
         .await
         .expect(StatusCode::OK)
         .json();
-    assert_eq!(versions["versions"].as_array().unwrap().len(), 1, "{versions}");
+    assert_eq!(
+        versions["versions"].as_array().unwrap().len(),
+        1,
+        "{versions}"
+    );
     assert_eq!(resolve(&node, "app", "latest").await["version"], "1.0.0");
 }
 
@@ -110,7 +129,12 @@ async fn gc_remembers_the_bytes_of_what_it_removed() {
             .expect(StatusCode::CREATED);
     }
     let report = node
-        .send_json(Method::POST, "/v1/gc", Some(&admin), json!({ "keep_versions": 1 }))
+        .send_json(
+            Method::POST,
+            "/v1/gc",
+            Some(&admin),
+            json!({ "keep_versions": 1 }),
+        )
         .await
         .expect(StatusCode::OK)
         .json();
@@ -168,12 +192,20 @@ async fn errors_reveal_only_what_the_key_may_see() {
     node.push(&admin, "secret-app", &secret)
         .await
         .expect(StatusCode::CREATED);
-    node.push(&admin, "secret-app", &package("secret-app", "1.3.7", "any", b"x"))
-        .await
-        .expect(StatusCode::CREATED);
+    node.push(
+        &admin,
+        "secret-app",
+        &package("secret-app", "1.3.7", "any", b"x"),
+    )
+    .await
+    .expect(StatusCode::CREATED);
     let pusher = node.key(&["push:secret-*"]).await;
     let conflict = node
-        .push(&pusher, "secret-app", &package("secret-app", "1.0.0", "any", b"other"))
+        .push(
+            &pusher,
+            "secret-app",
+            &package("secret-app", "1.0.0", "any", b"other"),
+        )
         .await;
     assert_eq!(conflict.status, StatusCode::CONFLICT);
     let text = String::from_utf8_lossy(&conflict.body).into_owned();
@@ -184,7 +216,11 @@ async fn errors_reveal_only_what_the_key_may_see() {
     assert!(!text.contains("1.3.7") && !text.contains("1.0.0"), "{text}");
     // A key that may pull sees the digest it conflicts with.
     let full = node
-        .push(&admin, "secret-app", &package("secret-app", "1.0.0", "any", b"other"))
+        .push(
+            &admin,
+            "secret-app",
+            &package("secret-app", "1.0.0", "any", b"other"),
+        )
         .await;
     let text = String::from_utf8_lossy(&full.body).into_owned();
     assert!(text.contains(&Digest::of(&secret).to_string()), "{text}");
@@ -219,9 +255,14 @@ async fn gc_racing_pushes_never_loses_a_published_blob() {
         tokio::spawn(async move {
             let mut runs = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                node.send_json(Method::POST, "/v1/gc", Some(&admin), json!({ "keep_versions": 100_000 }))
-                    .await
-                    .expect(StatusCode::OK);
+                node.send_json(
+                    Method::POST,
+                    "/v1/gc",
+                    Some(&admin),
+                    json!({ "keep_versions": 100_000 }),
+                )
+                .await
+                .expect(StatusCode::OK);
                 runs += 1;
             }
             runs
@@ -245,16 +286,29 @@ async fn gc_racing_pushes_never_loses_a_published_blob() {
     }
     let mut published = BTreeMap::new();
     for p in pushers {
-        published.extend(tokio::time::timeout(Duration::from_secs(120), p).await.unwrap().unwrap());
+        published.extend(
+            tokio::time::timeout(Duration::from_secs(120), p)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let runs = gc.await.unwrap();
     assert!(runs > 0);
-    assert_eq!(published.len(), 240, "every push should have been acknowledged");
+    assert_eq!(
+        published.len(),
+        240,
+        "every push should have been acknowledged"
+    );
     for (version, bytes) in &published {
         let path = format!("/v1/packages/race/blobs/{}", Digest::of(bytes));
         let got = node.get(&path, Some(&admin)).await;
-        assert_eq!(got.status, StatusCode::OK, "{version} lost its blob after {runs} GC runs");
+        assert_eq!(
+            got.status,
+            StatusCode::OK,
+            "{version} lost its blob after {runs} GC runs"
+        );
         assert_eq!(&got.body, bytes, "{version}");
     }
 }

@@ -70,7 +70,16 @@ impl TestNode {
         tweak: impl FnOnce(&mut NodeConfig),
         transport: TransportChoice,
     ) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::in_dir(tempfile::tempdir().unwrap(), tweak, transport).await
+    }
+
+    /// A node on `dir`, whose `data/` may already hold files (a node key made in advance, so
+    /// other nodes' rules can name this one before it starts).
+    pub async fn in_dir(
+        dir: tempfile::TempDir,
+        tweak: impl FnOnce(&mut NodeConfig),
+        transport: TransportChoice,
+    ) -> Self {
         let mut config = NodeConfig {
             data_dir: dir.path().join("data"),
             ..NodeConfig::default()
