@@ -375,19 +375,7 @@ mod tests {
         }
         // A data dir from before the index: the table is missing and rebuilt on open.
         {
-            // The dropped store's writer thread lets go of the file once it has drained.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            let db = loop {
-                match redb::Database::create(dir.path().join(crate::store::DB_FILE)) {
-                    Ok(db) => break db,
-                    Err(redb::DatabaseError::DatabaseAlreadyOpen)
-                        if std::time::Instant::now() < deadline =>
-                    {
-                        std::thread::yield_now();
-                    }
-                    Err(e) => panic!("reopening the database: {e}"),
-                }
-            };
+            let db = crate::store::raw_database(dir.path());
             let txn = db.begin_write().unwrap();
             assert!(txn.delete_multimap_table(BLOB_VERSIONS).unwrap());
             txn.commit().unwrap();

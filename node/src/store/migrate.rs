@@ -91,3 +91,92 @@ fn drop_version_like_tags(txn: &WriteTransaction) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use niso_protocol::{
+        Arch, Digest, PackageName,
+        record::{ManifestBody, NodeSecret, Record, RecordBody},
+    };
+
+    use redb::ReadableDatabase;
+
+    use super::*;
+    use crate::{
+        failpoint::Failpoints,
+        store::{Store, raw_database, tables::tag_key},
+    };
+
+    fn manifest(who: u8, seq: u64, name: &str) -> Record {
+        Record::sign(
+            &NodeSecret::from_bytes(&[who; 32]),
+            seq,
+            seq,
+            RecordBody::Manifest(ManifestBody {
+                name: PackageName::new(name).unwrap(),
+                version: "1.0.0".parse().unwrap(),
+                arch: Arch::any(),
+                digest: Digest::of(name.as_bytes()),
+                size: 1,
+                description: String::new(),
+            }),
+        )
+    }
+
+    #[tokio::test]
+    async fn an_older_data_dir_gets_owners_from_its_log_and_loses_version_like_tags() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = NodeSecret::from_bytes(&[9; 32]);
+        {
+            let store = Store::open(dir.path(), secret.clone(), Failpoints::default()).unwrap();
+            let applied = store
+                .apply_batch(vec![manifest(1, 1, "alpha"), manifest(2, 1, "beta")])
+                .await
+                .unwrap();
+            assert!(applied.iter().all(Result::is_ok));
+        }
+        // Before the rules: no owners table, a second origin's spelling of alpha in the log,
+        // and a tag named like a version.
+        {
+            let db = raw_database(dir.path());
+            let txn = db.begin_write().unwrap();
+            assert!(txn.delete_table(OWNERS).unwrap());
+            txn.open_table(TAGS)
+                .unwrap()
+                .insert(tag_key("alpha", "1.0.0").as_str(), &[][..])
+                .unwrap();
+            txn.open_table(TAGS)
+                .unwrap()
+                .insert(tag_key("alpha", "stable").as_str(), &[][..])
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let store = Store::open(dir.path(), secret, Failpoints::default()).unwrap();
+        // The first publisher of each name holds it now.
+        let later = store
+            .apply_batch(vec![manifest(2, 2, "alpha"), manifest(1, 2, "beta")])
+            .await
+            .unwrap();
+        let refused: Vec<String> = later
+            .iter()
+            .map(|r| match r {
+                Err(crate::store::ChangeError::NotOwner { name, .. }) => name.clone(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(refused, ["alpha", "beta"]);
+        let db = store.db.clone();
+        let txn = db.begin_read().unwrap();
+        let tags = txn.open_table(TAGS).unwrap();
+        assert!(
+            tags.get(tag_key("alpha", "1.0.0").as_str())
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            tags.get(tag_key("alpha", "stable").as_str())
+                .unwrap()
+                .is_some()
+        );
+    }
+}

@@ -226,6 +226,25 @@ impl Store {
     }
 }
 
+/// The database file of a store that was just dropped, opened directly (tests that fake a data
+/// dir from an older layout). The dropped store's writer thread lets go of the file once it
+/// has drained.
+#[cfg(test)]
+pub(crate) fn raw_database(dir: &Path) -> Database {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Database::create(dir.join(DB_FILE)) {
+            Ok(db) => return db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                if std::time::Instant::now() < deadline =>
+            {
+                std::thread::yield_now();
+            }
+            Err(e) => panic!("reopening the database: {e}"),
+        }
+    }
+}
+
 /// Runs `f` over the tables the authority rules read, in a read transaction.
 fn read_view<T>(
     txn: &ReadTransaction,
