@@ -68,6 +68,11 @@ pub struct Limits {
     pub max_unpacked_bytes: u64,
     /// Most entries a package may contain.
     pub max_entries: u64,
+    /// Most bytes a package's zstd stream may decompress to per compressed byte, checked
+    /// while streaming; every package may unpack to this times 1 MiB whatever its ratio.
+    /// Clients check with the default (200), so a higher value here admits packages that
+    /// clients will refuse to install.
+    pub max_unpack_ratio: u64,
     /// Uploads one key may have open at once.
     pub max_open_uploads_per_key: usize,
     /// Largest JSON request body, in bytes.
@@ -82,6 +87,7 @@ impl Default for Limits {
             max_package_bytes: 16 * 1024 * 1024 * 1024,
             max_unpacked_bytes: 64 * 1024 * 1024 * 1024,
             max_entries: 100_000,
+            max_unpack_ratio: niso_protocol::archive::DEFAULT_MAX_UNPACK_RATIO,
             max_open_uploads_per_key: 16,
             max_json_bytes: 1024 * 1024,
             max_bundle_bytes: 1024 * 1024 * 1024 * 1024,
@@ -219,6 +225,7 @@ impl NodeConfig {
         niso_protocol::archive::ArchiveLimits {
             max_entries: self.limits.max_entries,
             max_unpacked_bytes: self.limits.max_unpacked_bytes,
+            max_unpack_ratio: self.limits.max_unpack_ratio,
         }
     }
 }
@@ -237,6 +244,20 @@ mod tests {
         assert_eq!(c.gc.grace_period_secs, 5);
         assert_eq!(c.gc.upload_ttl_secs, GcConfig::default().upload_ttl_secs);
         assert!(toml::from_str::<NodeConfig>("anonymous_pul = true").is_err());
+    }
+
+    #[test]
+    fn archive_limits_come_from_the_limits_section() {
+        let c: NodeConfig = toml::from_str("").unwrap();
+        assert_eq!(
+            c.archive_limits(),
+            niso_protocol::archive::ArchiveLimits::default()
+        );
+        let c: NodeConfig =
+            toml::from_str("[limits]\nmax_unpack_ratio = 50\nmax_entries = 7\n").unwrap();
+        let limits = c.archive_limits();
+        assert_eq!(limits.max_unpack_ratio, 50);
+        assert_eq!(limits.max_entries, 7);
     }
 
     #[test]

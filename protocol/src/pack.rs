@@ -2,17 +2,25 @@
 //!
 //! Reproducibility comes from fixed headers (mtime 0, uid/gid 0, no user names, modes reduced
 //! to 0644/0755), entries in strictly increasing path order, and single-threaded zstd at a
-//! fixed level. The caller walks the file system; this module only formats.
+//! fixed level and window. The caller walks the file system; this module only formats.
+//!
+//! The packer keeps the same model of the tree that [`crate::archive::inspect`] builds and
+//! refuses what it would refuse, so a bad tree fails here rather than after it is written.
 
 use std::io::{self, Read, Write};
 
 use crate::{
-    archive::{META_ENTRY, check_entry_path},
+    archive::{ArchiveError, EntryKind, META_ENTRY, Tree, check_entry_path, check_link_target},
     package_meta::PackageMeta,
 };
 
 /// zstd level used for every archive. Changing it changes every package's bytes.
 pub const ZSTD_LEVEL: i32 = 3;
+
+/// zstd window of every archive, as a power of two: 2 MiB, what level 3 picks by itself for a
+/// stream of unknown length, pinned so that a change of level cannot take it past the
+/// readers' cap ([`crate::archive::MAX_WINDOW_LOG`]).
+pub const PACK_WINDOW_LOG: u32 = 21;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {
@@ -23,8 +31,8 @@ pub enum PackError {
         path: String,
         problem: crate::archive::PathProblem,
     },
-    #[error("symlink `{path}` points outside the package (to `{target}`)")]
-    EscapingLink { path: String, target: String },
+    #[error(transparent)]
+    Tree(#[from] ArchiveError),
     #[error("entries must be added in sorted order, `{path}` came after `{previous}`")]
     Unsorted { path: String, previous: String },
     #[error("`{0}` is reserved for the package metadata")]
@@ -40,19 +48,26 @@ pub struct Packer<W: Write> {
     builder: tar::Builder<zstd::Encoder<'static, W>>,
     previous: String,
     meta: PackageMeta,
+    tree: Tree,
 }
 
 impl<W: Write> Packer<W> {
     /// Starts an archive whose metadata is `meta_toml`, validated first.
     pub fn new(out: W, meta_toml: &[u8]) -> Result<Self, PackError> {
         let meta = PackageMeta::parse(meta_toml)?;
-        let encoder = zstd::Encoder::new(out, ZSTD_LEVEL)?;
+        let mut encoder = zstd::Encoder::new(out, ZSTD_LEVEL)?;
+        encoder.window_log(PACK_WINDOW_LOG)?;
         let mut builder = tar::Builder::new(encoder);
         builder.mode(tar::HeaderMode::Deterministic);
+        // The packer is handed a local directory, so it sets no bound on the entry count;
+        // `niso pack` checks its output against the registries' default limits.
+        let mut tree = Tree::new(u64::MAX);
+        tree.insert(META_ENTRY, EntryKind::File)?;
         let mut packer = Self {
             builder,
             previous: String::new(),
             meta,
+            tree,
         };
         let mut header = packer.header(tar::EntryType::Regular, 0o644);
         header.set_size(meta_toml.len() as u64);
@@ -77,7 +92,7 @@ impl<W: Write> Packer<W> {
         header
     }
 
-    fn next_path(&mut self, path: &str) -> Result<(), PackError> {
+    fn next_path(&mut self, path: &str, kind: EntryKind) -> Result<(), PackError> {
         check_entry_path(path).map_err(|problem| PackError::BadPath {
             path: path.to_owned(),
             problem,
@@ -91,12 +106,13 @@ impl<W: Write> Packer<W> {
                 previous: self.previous.clone(),
             });
         }
+        self.tree.insert(path, kind)?;
         path.clone_into(&mut self.previous);
         Ok(())
     }
 
     pub fn add_dir(&mut self, path: &str) -> Result<(), PackError> {
-        self.next_path(path)?;
+        self.next_path(path, EntryKind::Dir)?;
         let mut header = self.header(tar::EntryType::Directory, 0o755);
         self.builder
             .append_data(&mut header, format!("{path}/"), io::empty())?;
@@ -111,7 +127,7 @@ impl<W: Write> Packer<W> {
         size: u64,
         data: impl Read,
     ) -> Result<(), PackError> {
-        self.next_path(path)?;
+        self.next_path(path, EntryKind::File)?;
         let mode = if executable { 0o755 } else { 0o644 };
         let mut header = self.header(tar::EntryType::Regular, mode);
         header.set_size(size);
@@ -134,33 +150,22 @@ impl<W: Write> Packer<W> {
         Ok(())
     }
 
+    /// Adds a symlink. Where it leads can depend on entries not added yet, so links are
+    /// resolved against the whole tree by [`Packer::finish`]; only what the target alone
+    /// shows (absolute, empty, too long) is refused here.
     pub fn add_symlink(&mut self, path: &str, target: &str) -> Result<(), PackError> {
-        self.next_path(path)?;
-        let escapes = || PackError::EscapingLink {
-            path: path.to_owned(),
-            target: target.to_owned(),
-        };
-        if target.is_empty() || target.starts_with('/') {
-            return Err(escapes());
-        }
-        let mut depth: i64 = path.matches('/').count() as i64;
-        for component in target.split('/') {
-            match component {
-                "" | "." => {}
-                ".." => depth -= 1,
-                _ => depth += 1,
-            }
-            if depth < 0 {
-                return Err(escapes());
-            }
-        }
+        check_link_target(path, target)?;
+        self.next_path(path, EntryKind::Symlink(target.into()))?;
         let mut header = self.header(tar::EntryType::Symlink, 0o777);
         self.builder.append_link(&mut header, path, target)?;
         Ok(())
     }
 
-    /// Ends the tar stream and the zstd frame, returning the writer.
+    /// Checks every symlink against the finished tree, with the rules of
+    /// [`crate::archive::inspect`], then ends the tar stream and the zstd frame, returning the
+    /// writer. On an error the archive is left unfinished, so it cannot be read as valid.
     pub fn finish(self) -> Result<W, PackError> {
+        self.tree.check_links()?;
         let encoder = self.builder.into_inner()?;
         Ok(encoder.finish()?)
     }
@@ -222,12 +227,65 @@ mod tests {
             Err(PackError::BadPath { .. })
         ));
         assert!(matches!(
-            p.add_symlink("d", "../x"),
-            Err(PackError::EscapingLink { .. })
+            p.add_symlink("d", "/etc"),
+            Err(PackError::Tree(ArchiveError::EscapingLink { .. }))
         ));
         assert!(matches!(
             p.add_file("e", false, 10, &b"short"[..]),
             Err(PackError::SizeChanged { .. })
         ));
+        p.add_file("f", false, 0, io::empty()).unwrap();
+        assert!(matches!(
+            p.add_file("f/x", false, 0, io::empty()),
+            Err(PackError::Tree(ArchiveError::ThroughNonDir { .. }))
+        ));
+    }
+
+    #[test]
+    fn refuses_what_inspect_refuses_at_finish() {
+        // The chain of issue 9, in the order `niso pack` adds it.
+        let mut links = vec![("d".to_owned(), ".".to_owned())];
+        links.push(("up1".to_owned(), "d/d/..".to_owned()));
+        for n in 2..=12 {
+            links.push((format!("up{n}"), format!("d/up{}/..", n - 1)));
+        }
+        links.push(("etc-passwd".to_owned(), "up12/etc/passwd".to_owned()));
+        links.sort();
+        let mut p = Packer::new(Vec::new(), META).unwrap();
+        for (path, target) in &links {
+            p.add_symlink(path, target).unwrap();
+        }
+        match p.finish() {
+            Err(PackError::Tree(ArchiveError::EscapingLink { path, .. })) => {
+                assert_eq!(path, "up1");
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+
+        // `x/..` is the root only if `x` is a directory: here it is `a/b`, so `..` twice
+        // lands back at the root and the link stays inside.
+        let mut p = Packer::new(Vec::new(), META).unwrap();
+        p.add_dir("a").unwrap();
+        p.add_dir("a/b").unwrap();
+        p.add_symlink("l", "x/../../a").unwrap();
+        p.add_symlink("x", "a/b").unwrap();
+        let bytes = p.finish().unwrap();
+        crate::archive::inspect(&bytes[..], &crate::archive::ArchiveLimits::default()).unwrap();
+    }
+
+    #[test]
+    fn pinned_window_keeps_the_bytes_of_level_3() {
+        // Pinning the window must not change any package's bytes.
+        for size in [0usize, 1000, 300_000, 3 << 20] {
+            let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+            let mut plain = zstd::Encoder::new(Vec::new(), ZSTD_LEVEL).unwrap();
+            let mut pinned = zstd::Encoder::new(Vec::new(), ZSTD_LEVEL).unwrap();
+            pinned.window_log(PACK_WINDOW_LOG).unwrap();
+            for chunk in data.chunks(512) {
+                plain.write_all(chunk).unwrap();
+                pinned.write_all(chunk).unwrap();
+            }
+            assert_eq!(plain.finish().unwrap(), pinned.finish().unwrap(), "{size}");
+        }
     }
 }
