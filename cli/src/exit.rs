@@ -1,6 +1,6 @@
 //! Exit codes and hints for failures, chosen from the error's chain.
 
-use crate::registry_client::ClientError;
+use crate::{registry_client::ClientError, resolved::Refused};
 
 pub const FAILURE: u8 = 1;
 pub const AUTH: u8 = 3;
@@ -28,7 +28,10 @@ fn client_error(err: &anyhow::Error) -> Option<&ClientError> {
 }
 
 pub fn code(err: &anyhow::Error) -> u8 {
-    if err.chain().any(|e| e.is::<VerificationFailed>()) {
+    if err
+        .chain()
+        .any(|e| e.is::<VerificationFailed>() || e.is::<Refused>())
+    {
         return VERIFICATION;
     }
     match client_error(err) {
@@ -50,6 +53,12 @@ pub fn code(err: &anyhow::Error) -> u8 {
 pub fn hint(err: &anyhow::Error) -> Option<String> {
     if let Some(h) = err.chain().find_map(|e| e.downcast_ref::<Hinted>()) {
         return Some(h.hint.clone());
+    }
+    if err.chain().any(|e| e.is::<Refused>()) {
+        return Some(
+            "nothing was installed or kept; a registry reached over plain http can be altered on the way, so prefer https"
+                .to_owned(),
+        );
     }
     let e = client_error(err)?;
     match (e.status(), e) {

@@ -10,20 +10,23 @@
 use std::{
     collections::BTreeMap,
     io::Write,
-    path::{Path, PathBuf},
+    path::{Component, Path, PathBuf},
 };
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
+use niso_protocol::{Arch, Digest, PackageName, Version};
 use serde::{Deserialize, Serialize};
 
-/// What `state.toml` records about one package.
+/// What `state.toml` records about one package. Versions, architectures and digests are the
+/// protocol's validated types, so a state file cannot name a path outside the package's
+/// directory either.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PackageState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub active: Option<String>,
+    pub active: Option<Version>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous: Option<String>,
+    pub previous: Option<Version>,
     /// The reference `niso upgrade` follows: `latest`, a tag, or a version prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub track: Option<String>,
@@ -34,14 +37,14 @@ pub struct PackageState {
     #[serde(default)]
     pub system_service: bool,
     #[serde(default)]
-    pub installed: BTreeMap<String, InstalledVersion>,
+    pub installed: BTreeMap<Version, InstalledVersion>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstalledVersion {
-    pub arch: String,
-    pub digest: String,
+    pub arch: Arch,
+    pub digest: Digest,
 }
 
 /// The installed-packages area of one user.
@@ -59,23 +62,29 @@ impl Installed {
         }
     }
 
-    pub fn package_dir(&self, name: &str) -> PathBuf {
-        self.root.join(name)
+    pub fn package_dir(&self, name: &PackageName) -> PathBuf {
+        self.root.join(name.as_str())
     }
 
-    pub fn version_dir(&self, name: &str, version: &str) -> PathBuf {
-        self.root.join(name).join(version)
+    pub fn version_dir(&self, name: &PackageName, version: &Version) -> PathBuf {
+        self.package_dir(name).join(version.to_string())
     }
 
-    pub fn current_link(&self, name: &str) -> PathBuf {
-        self.root.join(name).join("current")
+    /// Where a version is unpacked before it takes its place, hidden by its leading dot.
+    pub fn staging_dir(&self, name: &PackageName, version: &Version) -> PathBuf {
+        self.package_dir(name)
+            .join(format!(".{version}.installing"))
     }
 
-    fn state_path(&self, name: &str) -> PathBuf {
-        self.root.join(name).join("state.toml")
+    pub fn current_link(&self, name: &PackageName) -> PathBuf {
+        self.package_dir(name).join("current")
     }
 
-    pub fn state(&self, name: &str) -> anyhow::Result<PackageState> {
+    fn state_path(&self, name: &PackageName) -> PathBuf {
+        self.package_dir(name).join("state.toml")
+    }
+
+    pub fn state(&self, name: &PackageName) -> anyhow::Result<PackageState> {
         let path = self.state_path(name);
         match std::fs::read_to_string(&path) {
             Ok(text) => {
@@ -87,7 +96,7 @@ impl Installed {
     }
 
     /// Replaces `state.toml` atomically.
-    pub fn save_state(&self, name: &str, state: &PackageState) -> anyhow::Result<()> {
+    pub fn save_state(&self, name: &PackageName, state: &PackageState) -> anyhow::Result<()> {
         let path = self.state_path(name);
         std::fs::create_dir_all(self.package_dir(name))?;
         let tmp = path.with_extension("toml.tmp");
@@ -99,8 +108,36 @@ impl Installed {
         Ok(())
     }
 
-    /// Names of packages with any installed version, sorted.
-    pub fn packages(&self) -> anyhow::Result<Vec<String>> {
+    /// Removes a directory tree of this store, once it is certain `dir` is one: below
+    /// `pkgs/`, through plain names only, and a real directory rather than a link to one.
+    /// A missing directory is already removed.
+    pub fn remove_tree(&self, dir: &Path) -> anyhow::Result<()> {
+        let inside = dir.strip_prefix(&self.root).is_ok_and(|rel| {
+            rel.components().next().is_some()
+                && rel.components().all(|c| matches!(c, Component::Normal(_)))
+        });
+        if !inside {
+            bail!(
+                "refusing to remove {}: it is not inside {}",
+                dir.display(),
+                self.root.display()
+            );
+        }
+        match std::fs::symlink_metadata(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("could not read {}", dir.display())),
+            Ok(m) if !m.is_dir() => bail!(
+                "refusing to remove {}: it is not a directory",
+                dir.display()
+            ),
+            Ok(_) => std::fs::remove_dir_all(dir)
+                .with_context(|| format!("could not remove {}", dir.display())),
+        }
+    }
+
+    /// Names of packages with any installed version, sorted. Entries that are not package
+    /// names were not made by niso and are left out.
+    pub fn packages(&self) -> anyhow::Result<Vec<PackageName>> {
         let mut out = Vec::new();
         let entries = match std::fs::read_dir(&self.root) {
             Ok(e) => e,
@@ -110,9 +147,10 @@ impl Installed {
         for entry in entries {
             let entry = entry?;
             if let Some(name) = entry.file_name().to_str()
-                && self.state_path(name).exists()
+                && let Ok(name) = PackageName::new(name)
+                && self.state_path(&name).exists()
             {
-                out.push(name.to_owned());
+                out.push(name);
             }
         }
         out.sort();
@@ -126,4 +164,83 @@ pub fn swap_symlink(target: &Path, link: &Path) -> std::io::Result<()> {
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(target, &tmp)?;
     std::fs::rename(&tmp, link)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_with_typed_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let inst = Installed::new(dir.path());
+        let name = PackageName::new("my-api").unwrap();
+        let mut state = PackageState {
+            active: Some(Version::new(1, 10, 0)),
+            previous: Some(Version::new(1, 9, 0)),
+            track: Some("latest".into()),
+            ..PackageState::default()
+        };
+        for v in ["1.9.0", "1.10.0", "2.0.0-rc.1"] {
+            state.installed.insert(
+                Version::parse(v).unwrap(),
+                InstalledVersion {
+                    arch: Arch::any(),
+                    digest: Digest::of(v.as_bytes()),
+                },
+            );
+        }
+        inst.save_state(&name, &state).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("pkgs/my-api/state.toml")).unwrap();
+        assert!(text.contains("active = \"1.10.0\""), "{text}");
+        assert!(text.contains("[installed.\"2.0.0-rc.1\"]"), "{text}");
+        assert_eq!(inst.state(&name).unwrap(), state);
+        assert_eq!(inst.packages().unwrap(), vec![name]);
+    }
+
+    #[test]
+    fn a_state_naming_a_path_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let inst = Installed::new(dir.path());
+        let name = PackageName::new("my-api").unwrap();
+        std::fs::create_dir_all(inst.package_dir(&name)).unwrap();
+        std::fs::write(
+            dir.path().join("pkgs/my-api/state.toml"),
+            "active = \"../../x\"\n",
+        )
+        .unwrap();
+        let err = inst.state(&name).unwrap_err();
+        assert!(format!("{err:#}").contains("is corrupt"), "{err:#}");
+    }
+
+    #[test]
+    fn removes_only_trees_inside_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let inst = Installed::new(&dir.path().join("niso"));
+        let victim = dir.path().join("victim");
+        std::fs::create_dir_all(&victim).unwrap();
+        std::fs::write(victim.join("file"), b"keep").unwrap();
+        let name = PackageName::new("a").unwrap();
+        for outside in [
+            victim.clone(),
+            inst.root.join("../../victim"),
+            inst.root.join("a/../../../victim"),
+            inst.root.clone(),
+        ] {
+            let err = inst.remove_tree(&outside).unwrap_err();
+            assert!(err.to_string().starts_with("refusing to remove"), "{err}");
+        }
+        // A link planted where a version directory belongs is not followed.
+        std::fs::create_dir_all(inst.package_dir(&name)).unwrap();
+        let link = inst.version_dir(&name, &Version::new(1, 0, 0));
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert!(inst.remove_tree(&link).is_err());
+        assert_eq!(std::fs::read(victim.join("file")).unwrap(), b"keep");
+
+        let real = inst.version_dir(&name, &Version::new(2, 0, 0));
+        std::fs::create_dir_all(real.join("bin")).unwrap();
+        inst.remove_tree(&real).unwrap();
+        assert!(!real.exists());
+        inst.remove_tree(&real).unwrap();
+    }
 }

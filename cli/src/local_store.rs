@@ -1,10 +1,18 @@
 //! The local package store: verified `.niso` files under `$XDG_DATA_HOME/niso/packages`.
 
-use std::path::{Path, PathBuf};
+use std::{
+    io::{self, Read},
+    path::{Path, PathBuf},
+};
 
-use niso_protocol::Digest;
+use anyhow::{Context as _, bail};
+use niso_protocol::{
+    Arch, Digest, PackageMeta, PackageName, Version, archive::META_ENTRY,
+    package_meta::MAX_META_LEN,
+};
 
-pub fn package_path(dir: &Path, name: &str, version: &str, arch: &str) -> PathBuf {
+/// `NAME-VERSION-ARCH.niso`: built from validated parts only, none of which can hold a `/`.
+pub fn package_path(dir: &Path, name: &PackageName, version: &Version, arch: &Arch) -> PathBuf {
     dir.join(format!("{name}-{version}-{arch}.niso"))
 }
 
@@ -16,4 +24,68 @@ pub fn digest_of(path: &Path) -> std::io::Result<Option<Digest>> {
     let mut hasher = blake3::Hasher::new();
     hasher.update_mmap_rayon(path)?;
     Ok(Some(hasher.finalize().into()))
+}
+
+/// The `niso.toml` an archive starts with, read without decompressing the rest: enough to
+/// learn what package the file claims to be. Installing runs the full checks on top.
+pub fn claimed_meta(path: &Path) -> anyhow::Result<PackageMeta> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("could not open {}", path.display()))?;
+    let decoder = zstd::Decoder::new(io::BufReader::new(file))?;
+    let mut tar = tar::Archive::new(decoder);
+    let mut entries = tar.entries()?;
+    let Some(first) = entries.next() else {
+        bail!("the archive is empty; its first entry must be niso.toml");
+    };
+    let first = first.context("not a valid .niso archive (zstd-compressed tar)")?;
+    if first.path_bytes().as_ref() != META_ENTRY.as_bytes()
+        || first.header().entry_type() != tar::EntryType::Regular
+    {
+        bail!("the archive does not start with niso.toml");
+    }
+    let mut bytes = Vec::new();
+    first
+        .take(MAX_META_LEN + 1)
+        .read_to_end(&mut bytes)
+        .context("not a valid .niso archive (zstd-compressed tar)")?;
+    Ok(PackageMeta::parse(&bytes)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_claim_of_an_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = b"name = \"my-api\"\nversion = \"1.0.0\"\narch = \"any\"\n";
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(meta.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, META_ENTRY, &meta[..])
+            .unwrap();
+        let tar = builder.into_inner().unwrap();
+        let path = dir.path().join("a.niso");
+        std::fs::write(&path, zstd::encode_all(&tar[..], 0).unwrap()).unwrap();
+        let got = claimed_meta(&path).unwrap();
+        assert_eq!(got.name.as_str(), "my-api");
+        assert_eq!(got.version, Version::new(1, 0, 0));
+
+        std::fs::write(&path, b"not zstd").unwrap();
+        assert!(claimed_meta(&path).is_err());
+    }
+
+    #[test]
+    fn names_files_from_validated_parts() {
+        let path = package_path(
+            Path::new("/store"),
+            &PackageName::new("my-api").unwrap(),
+            &Version::parse("1.0.0-rc.1").unwrap(),
+            &Arch::any(),
+        );
+        assert_eq!(path, Path::new("/store/my-api-1.0.0-rc.1-any.niso"));
+    }
 }

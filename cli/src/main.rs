@@ -13,6 +13,7 @@ mod installed;
 mod local_store;
 mod progress;
 mod registry_client;
+mod resolved;
 mod service;
 mod table;
 mod units;
@@ -45,9 +46,9 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::run(cli, ctx)) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("niso: error: {}", one_line(&err));
+            eprintln!("niso: error: {}", printable(&one_line(&err)));
             if let Some(hint) = exit::hint(&err) {
-                eprintln!("niso: hint: {hint}");
+                eprintln!("niso: hint: {}", printable(&hint));
             }
             ExitCode::from(exit::code(&err))
         }
@@ -66,6 +67,20 @@ fn one_line(err: &anyhow::Error) -> String {
             out.push_str(": ");
         }
         out.push_str(&text);
+    }
+    out
+}
+
+/// Errors carry registries' own messages; their control characters are shown escaped, so an
+/// answer cannot move the cursor, recolour or clear the terminal it is printed on.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
     }
     out
 }

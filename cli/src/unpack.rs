@@ -14,10 +14,16 @@ use niso_protocol::{
     archive::{ArchiveLimits, META_ENTRY, check_entry_path, inspect},
 };
 
-use crate::failpoints::Failpoints;
+use crate::{failpoints::Failpoints, resolved::ResolvedPackage};
 
-/// Checks `archive` fully, then extracts it into `dest`, which must not exist yet.
-pub fn unpack(archive: &Path, dest: &Path, failpoints: &Failpoints) -> anyhow::Result<PackageMeta> {
+/// Checks `archive` fully, and that it is the build `expected` names, then extracts it into
+/// `dest`, which must not exist yet.
+pub fn unpack(
+    archive: &Path,
+    dest: &Path,
+    expected: &ResolvedPackage,
+    failpoints: &Failpoints,
+) -> anyhow::Result<PackageMeta> {
     let file =
         fs::File::open(archive).with_context(|| format!("could not open {}", archive.display()))?;
     let inspection =
@@ -27,6 +33,7 @@ pub fn unpack(archive: &Path, dest: &Path, failpoints: &Failpoints) -> anyhow::R
                 archive.display()
             )
         })?;
+    expected.check_meta(&inspection.meta)?;
     fs::create_dir(dest).with_context(|| format!("could not create {}", dest.display()))?;
 
     let file = fs::File::open(archive)?;

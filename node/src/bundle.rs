@@ -216,7 +216,7 @@ impl BlobSource for BundleBlobs {
         m: &ManifestBody,
     ) -> Result<Provided, BlobError> {
         match self.blobs.remove(&m.digest) {
-            Some((path, checked)) => Ok(Provided::Checked(path, checked)),
+            Some((path, checked)) => Ok(Provided::Checked(path, Box::new(checked))),
             None => Err(BlobError::Bad(format!(
                 "the bundle lacks blob {} of this manifest",
                 m.digest

@@ -54,7 +54,7 @@ pub enum Provided {
     /// Bytes in a temporary file, not yet checked.
     File(PathBuf),
     /// Bytes in a temporary file that the source already hashed and inspected.
-    Checked(PathBuf, Verified),
+    Checked(PathBuf, Box<Verified>),
     /// Already durable in the blob store under its digest (a verified libp2p fetch).
     Stored,
 }
@@ -521,7 +521,7 @@ async fn take_blob<S: BlobSource + Send>(
     let (file, verified) = match provided {
         // The fetcher hashed and inspected the bytes before they took their name.
         Provided::Stored => return Ok(true),
-        Provided::Checked(file, verified) => (file, verified),
+        Provided::Checked(file, verified) => (file, *verified),
         Provided::File(file) => {
             let limits = state.config.archive_limits();
             let check = file.clone();

@@ -7,8 +7,11 @@
 )]
 
 mod airgap;
+mod archives;
 mod crash;
 mod federation;
+mod hostile_registry;
+mod integrity;
 mod lan;
 mod lifecycle;
 mod walkthrough;

@@ -8,7 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use niso_protocol::{PackageMeta, api::Resolved, archive::META_ENTRY, reference::PackageRef};
+use niso_protocol::{
+    PackageMeta, PackageName, Version, archive::META_ENTRY, reference::PackageRef,
+};
 
 use crate::{
     commands::pull,
@@ -16,6 +18,7 @@ use crate::{
     failpoints::Failpoints,
     installed::{Installed, InstalledVersion, PackageState, swap_symlink},
     registry_client::RegistryClient,
+    resolved::ResolvedPackage,
     service, table,
     unpack::unpack,
 };
@@ -35,69 +38,47 @@ fn read_meta(dir: &Path) -> anyhow::Result<PackageMeta> {
 async fn install_resolved(
     ctx: &Context,
     client: &RegistryClient,
-    resolved: &Resolved,
+    resolved: &ResolvedPackage,
 ) -> anyhow::Result<bool> {
     let inst = installed(ctx);
-    let mut state = inst.state(&resolved.name)?;
-    if let Some(have) = state.installed.get(&resolved.version) {
+    let name = &resolved.name;
+    let version = &resolved.version;
+    let mut state = inst.state(name)?;
+    if let Some(have) = state.installed.get(version) {
         if have.digest == resolved.digest {
             return Ok(false);
         }
         bail!(
-            "{} {} is already installed from other bytes ({} {}); remove it first with `niso remove {}:{}`",
-            resolved.name,
-            resolved.version,
+            "{name} {version} is already installed from other bytes ({} {}); remove it first with `niso remove {name}:{version}`",
             have.arch,
             have.digest,
-            resolved.name,
-            resolved.version
         );
     }
     let archive = pull::fetch(ctx, client, resolved).await?;
-    let dest = inst.version_dir(&resolved.name, &resolved.version);
-    let tmp = inst
-        .package_dir(&resolved.name)
-        .join(format!(".{}.installing", resolved.version));
-    std::fs::create_dir_all(inst.package_dir(&resolved.name))?;
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)?;
-    }
-    if dest.exists() {
-        // Left by an install that crashed after its rename but before its state write.
-        std::fs::remove_dir_all(&dest)?;
-    }
+    let dest = inst.version_dir(name, version);
+    let tmp = inst.staging_dir(name, version);
+    std::fs::create_dir_all(inst.package_dir(name))?;
+    inst.remove_tree(&tmp)?;
+    // Left by an install that crashed after its rename but before its state write.
+    inst.remove_tree(&dest)?;
     let failpoints = Failpoints::new(&ctx.failpoints);
-    let check = (archive.clone(), tmp.clone());
-    let meta = tokio::task::spawn_blocking(move || unpack(&check.0, &check.1, &failpoints)).await?;
-    let meta = match meta {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e.context(format!(
-                "could not install {} {}",
-                resolved.name, resolved.version
-            )));
-        }
-    };
-    if meta.name.as_str() != resolved.name
-        || meta.version.to_string() != resolved.version
-        || meta.arch.as_str() != resolved.arch
-    {
-        let _ = std::fs::remove_dir_all(&tmp);
-        bail!(crate::exit::VerificationFailed(format!(
-            "the archive is {} {} ({}), not the {} {} ({}) the registry listed",
-            meta.name, meta.version, meta.arch, resolved.name, resolved.version, resolved.arch
-        )));
+    let check = (archive, tmp.clone(), resolved.clone());
+    let meta =
+        tokio::task::spawn_blocking(move || unpack(&check.0, &check.1, &check.2, &failpoints))
+            .await?;
+    if let Err(e) = meta {
+        let _ = inst.remove_tree(&tmp);
+        return Err(e.context(format!("could not install {name} {version}")));
     }
     std::fs::rename(&tmp, &dest)?;
     state.installed.insert(
-        resolved.version.clone(),
+        version.clone(),
         InstalledVersion {
             arch: resolved.arch.clone(),
-            digest: resolved.digest.clone(),
+            digest: resolved.digest,
         },
     );
-    inst.save_state(&resolved.name, &state)?;
+    inst.save_state(name, &state)?;
     Ok(true)
 }
 
@@ -111,11 +92,14 @@ struct BinLink {
     inner: PathBuf,
 }
 
-fn current_prefix(name: &str) -> PathBuf {
-    Path::new("..").join("pkgs").join(name).join("current")
+fn current_prefix(name: &PackageName) -> PathBuf {
+    Path::new("..")
+        .join("pkgs")
+        .join(name.as_str())
+        .join("current")
 }
 
-fn bin_links(inst: &Installed, name: &str, meta: &PackageMeta) -> Vec<BinLink> {
+fn bin_links(inst: &Installed, name: &PackageName, meta: &PackageMeta) -> Vec<BinLink> {
     meta.bin
         .iter()
         .map(|path| {
@@ -134,7 +118,7 @@ fn bin_links(inst: &Installed, name: &str, meta: &PackageMeta) -> Vec<BinLink> {
 }
 
 /// Links in the bin dir that point into `name`'s current version.
-fn owned_links(inst: &Installed, name: &str) -> anyhow::Result<Vec<PathBuf>> {
+fn owned_links(inst: &Installed, name: &PackageName) -> anyhow::Result<Vec<PathBuf>> {
     let prefix = current_prefix(name);
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(&inst.bin) else {
@@ -155,8 +139,8 @@ fn owned_links(inst: &Installed, name: &str) -> anyhow::Result<Vec<PathBuf>> {
 /// links and the service.
 fn activate_installed(
     ctx: &Context,
-    name: &str,
-    version: &str,
+    name: &PackageName,
+    version: &Version,
     system: bool,
 ) -> anyhow::Result<()> {
     let inst = installed(ctx);
@@ -175,7 +159,7 @@ fn activate_installed(
             );
         }
         if let Ok(existing) = std::fs::read_link(&l.link)
-            && !existing.starts_with(Path::new("..").join("pkgs").join(name))
+            && !existing.starts_with(Path::new("..").join("pkgs").join(name.as_str()))
         {
             bail!(
                 "{} already belongs to another package ({})",
@@ -185,7 +169,7 @@ fn activate_installed(
         }
     }
     std::fs::create_dir_all(&inst.bin)?;
-    swap_symlink(Path::new(version), &inst.current_link(name))?;
+    swap_symlink(Path::new(&version.to_string()), &inst.current_link(name))?;
     for stale in owned_links(&inst, name)? {
         if !links.iter().any(|l| l.link == stale) {
             std::fs::remove_file(stale)?;
@@ -194,18 +178,23 @@ fn activate_installed(
     for l in &links {
         swap_symlink(&l.target, &l.link)?;
     }
-    if state.active.as_deref() != Some(version) {
+    if state.active.as_ref() != Some(version) {
         state.previous = state.active.take();
-        state.active = Some(version.to_owned());
+        state.active = Some(version.clone());
     }
     state.system_service = system;
     inst.save_state(name, &state)?;
     if let Some(spec) = &meta.service {
         if ctx.systemd && service::systemd_available() {
-            let unit = service::unit_text(name, &meta.description, spec, &inst.current_link(name));
+            let unit = service::unit_text(
+                name.as_str(),
+                &meta.description,
+                spec,
+                &inst.current_link(name),
+            );
             service::install_and_start(
                 &service::unit_dir(system, &ctx.config_home),
-                name,
+                name.as_str(),
                 &unit,
                 system,
             )?;
@@ -213,7 +202,7 @@ fn activate_installed(
                 ctx,
                 &format!(
                     "Service {} is running under systemd",
-                    service::unit_name(name)
+                    service::unit_name(name.as_str())
                 ),
             );
         } else {
@@ -234,20 +223,31 @@ fn report(ctx: &Context, line: &str) {
     }
 }
 
+/// Where the version a reference names comes from.
+enum Source {
+    /// That exact version is installed already.
+    Installed(Version),
+    Registry(ResolvedPackage),
+}
+
 /// Resolves `reference` against the registry, or finds it installed locally when it names an
 /// exact installed version.
 async fn resolve_for_install(
     ctx: &Context,
     client: &RegistryClient,
     reference: &PackageRef,
-) -> anyhow::Result<Option<Resolved>> {
-    if let Some(sel) = &reference.selector {
-        let state = installed(ctx).state(reference.name.as_str())?;
-        if state.installed.contains_key(sel) {
-            return Ok(None);
+) -> anyhow::Result<Source> {
+    if let Some(version) = reference
+        .selector
+        .as_deref()
+        .and_then(|sel| Version::parse(sel).ok())
+    {
+        let state = installed(ctx).state(&reference.name)?;
+        if state.installed.contains_key(&version) {
+            return Ok(Source::Installed(version));
         }
     }
-    Ok(Some(
+    Ok(Source::Registry(
         pull::resolve(client, &reference.to_string(), None).await?,
     ))
 }
@@ -258,7 +258,7 @@ pub async fn install(
     reference: &str,
 ) -> anyhow::Result<()> {
     let r: PackageRef = reference.parse()?;
-    let Some(resolved) = resolve_for_install(ctx, client, &r).await? else {
+    let Source::Registry(resolved) = resolve_for_install(ctx, client, &r).await? else {
         report(ctx, &format!("{reference} is already installed"));
         return Ok(());
     };
@@ -268,13 +268,7 @@ pub async fn install(
     } else {
         "Already installed"
     };
-    report(
-        ctx,
-        &format!(
-            "{verb} {} {} ({})",
-            resolved.name, resolved.version, resolved.arch
-        ),
-    );
+    report(ctx, &format!("{verb} {resolved}"));
     Ok(())
 }
 
@@ -286,17 +280,17 @@ pub async fn activate(
 ) -> anyhow::Result<()> {
     let r: PackageRef = reference.parse()?;
     let version = match resolve_for_install(ctx, client, &r).await? {
-        None => r.selector.clone().unwrap_or_default(),
-        Some(resolved) => {
+        Source::Installed(version) => version,
+        Source::Registry(resolved) => {
             install_resolved(ctx, client, &resolved).await?;
             let inst = installed(ctx);
-            let mut state = inst.state(r.name.as_str())?;
+            let mut state = inst.state(&r.name)?;
             state.registry = Some(client.target.name.clone());
-            inst.save_state(r.name.as_str(), &state)?;
+            inst.save_state(&r.name, &state)?;
             resolved.version
         }
     };
-    activate_installed(ctx, r.name.as_str(), &version, system)?;
+    activate_installed(ctx, &r.name, &version, system)?;
     report(ctx, &format!("Activated {} {version}", r.name));
     bin_path_hint(ctx);
     Ok(())
@@ -316,16 +310,17 @@ fn bin_path_hint(ctx: &Context) {
 }
 
 pub fn deactivate(ctx: &Context, name: &str) -> anyhow::Result<()> {
+    let name = &PackageName::new(name)?;
     let inst = installed(ctx);
     let mut state = inst.state(name)?;
     let Some(active) = state.active.take() else {
         bail!("{name} is not active");
     };
     let unit_dir = service::unit_dir(state.system_service, &ctx.config_home);
-    if service::stop_and_remove(&unit_dir, name, state.system_service)? {
+    if service::stop_and_remove(&unit_dir, name.as_str(), state.system_service)? {
         report(
             ctx,
-            &format!("Stopped and removed {}", service::unit_name(name)),
+            &format!("Stopped and removed {}", service::unit_name(name.as_str())),
         );
     }
     for link in owned_links(&inst, name)? {
@@ -342,6 +337,7 @@ pub fn deactivate(ctx: &Context, name: &str) -> anyhow::Result<()> {
 }
 
 pub fn rollback(ctx: &Context, name: &str) -> anyhow::Result<()> {
+    let name = &PackageName::new(name)?;
     let inst = installed(ctx);
     let state = inst.state(name)?;
     let Some(previous) = state.previous.clone() else {
@@ -366,11 +362,11 @@ pub async fn upgrade(
     let inst = installed(ctx);
     // A named package without a reference means `latest`; no name means each package's
     // tracked reference.
-    let targets: Vec<(String, Option<String>)> = match reference {
+    let targets: Vec<(PackageName, Option<String>)> = match reference {
         Some(r) => {
             let r: PackageRef = r.parse()?;
             let selector = r.selector.unwrap_or_else(|| "latest".to_owned());
-            vec![(r.name.to_string(), Some(selector))]
+            vec![(r.name, Some(selector))]
         }
         None => inst.packages()?.into_iter().map(|n| (n, None)).collect(),
     };
@@ -391,7 +387,10 @@ pub async fn upgrade(
                     ctx,
                     &format!(
                         "{name}: upgrade failed, {} stays active",
-                        state.active.as_deref().unwrap_or("nothing")
+                        state
+                            .active
+                            .as_ref()
+                            .map_or_else(|| "nothing".to_owned(), Version::to_string)
                     ),
                 );
                 failures.push(e.context(format!("upgrading {name}")));
@@ -407,14 +406,14 @@ pub async fn upgrade(
 async fn upgrade_one(
     ctx: &Context,
     client: &RegistryClient,
-    name: &str,
+    name: &PackageName,
     track: &str,
     state: &PackageState,
     system: bool,
 ) -> anyhow::Result<String> {
     let reference = format!("{name}:{track}");
     let resolved = pull::resolve(client, &reference, None).await?;
-    if state.active.as_deref() == Some(resolved.version.as_str()) {
+    if state.active.as_ref() == Some(&resolved.version) {
         save_track(ctx, name, track, client)?;
         return Ok(format!(
             "{name} {} is up to date ({track})",
@@ -435,7 +434,7 @@ async fn upgrade_one(
 
 fn save_track(
     ctx: &Context,
-    name: &str,
+    name: &PackageName,
     track: &str,
     client: &RegistryClient,
 ) -> anyhow::Result<()> {
@@ -457,22 +456,14 @@ pub fn list(ctx: &Context) -> anyhow::Result<()> {
     let mut json = Vec::new();
     for name in inst.packages()? {
         let state = inst.state(&name)?;
-        let mut versions: Vec<&String> = state.installed.keys().collect();
-        versions.sort_by(
-            |a, b| match (semver::Version::parse(a), semver::Version::parse(b)) {
-                (Ok(a), Ok(b)) => a.cmp(&b),
-                _ => a.cmp(b),
-            },
-        );
-        json.push(serde_json::json!({"name": name, "active": state.active, "installed": versions, "track": state.track}));
+        // The map's keys are versions, so they come out in version order.
+        let versions: Vec<String> = state.installed.keys().map(Version::to_string).collect();
+        let active = state.active.as_ref().map(Version::to_string);
+        json.push(serde_json::json!({"name": name, "active": active, "installed": versions, "track": state.track}));
         rows.push(vec![
-            name.clone(),
-            state.active.clone().unwrap_or_else(|| "-".into()),
-            versions
-                .iter()
-                .map(|v| v.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            name.to_string(),
+            active.unwrap_or_else(|| "-".into()),
+            versions.join(", "),
             state.track.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
@@ -488,23 +479,25 @@ pub fn list(ctx: &Context) -> anyhow::Result<()> {
 
 pub fn remove(ctx: &Context, reference: &str, force: bool) -> anyhow::Result<()> {
     let r: PackageRef = reference.parse()?;
-    let name = r.name.as_str();
+    let name = &r.name;
     let inst = installed(ctx);
     let mut state = inst.state(name)?;
     if state.installed.is_empty() {
         bail!("{name} is not installed");
     }
-    let versions: Vec<String> = match &r.selector {
-        Some(v) if state.installed.contains_key(v) => vec![v.clone()],
-        Some(v) => bail!(
-            "{name} {v} is not installed; installed: {}",
-            state
-                .installed
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+    let versions: Vec<Version> = match &r.selector {
+        Some(sel) => match Version::parse(sel) {
+            Ok(v) if state.installed.contains_key(&v) => vec![v],
+            _ => bail!(
+                "{name} {sel} is not installed; installed: {}",
+                state
+                    .installed
+                    .keys()
+                    .map(Version::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
         None => state.installed.keys().cloned().collect(),
     };
     if let Some(active) = state.active.clone()
@@ -515,33 +508,29 @@ pub fn remove(ctx: &Context, reference: &str, force: bool) -> anyhow::Result<()>
                 "{name} {active} is active; deactivate it first (`niso deactivate {name}`) or pass --force"
             );
         }
-        deactivate(ctx, name)?;
+        deactivate(ctx, name.as_str())?;
         state = inst.state(name)?;
     }
     for v in &versions {
-        std::fs::remove_dir_all(inst.version_dir(name, v)).or_else(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        })?;
+        inst.remove_tree(&inst.version_dir(name, v))?;
         state.installed.remove(v);
-        if state.previous.as_deref() == Some(v.as_str()) {
+        if state.previous.as_ref() == Some(v) {
             state.previous = None;
         }
     }
     if state.installed.is_empty() {
-        std::fs::remove_dir_all(inst.package_dir(name))?;
+        inst.remove_tree(&inst.package_dir(name))?;
     } else {
         inst.save_state(name, &state)?;
     }
-    report(ctx, &format!("Removed {name} {}", versions.join(", ")));
+    let removed: Vec<String> = versions.iter().map(Version::to_string).collect();
+    report(ctx, &format!("Removed {name} {}", removed.join(", ")));
     Ok(())
 }
 
 /// `niso service run NAME`: the active version's service, in the foreground.
 pub async fn service_run(ctx: &Context, name: &str) -> anyhow::Result<i32> {
+    let name = &PackageName::new(name)?;
     let inst = installed(ctx);
     let state = inst.state(name)?;
     let Some(active) = state.active else {
@@ -552,5 +541,5 @@ pub async fn service_run(ctx: &Context, name: &str) -> anyhow::Result<i32> {
     let Some(spec) = &meta.service else {
         bail!("{name} {active} declares no [service]");
     };
-    service::run_foreground(name, spec, &inst.current_link(name)).await
+    service::run_foreground(name.as_str(), spec, &inst.current_link(name)).await
 }

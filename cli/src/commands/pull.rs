@@ -5,32 +5,36 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use futures::StreamExt;
-use niso_protocol::{Arch, Digest, api::Resolved, reference::PackageRef};
+use niso_protocol::{Arch, PackageName, reference::PackageRef};
 use tokio::io::AsyncWriteExt;
 
 use crate::{
     context::Context,
     exit::{Hinted, VerificationFailed},
-    local_store::{digest_of, package_path},
+    local_store::{claimed_meta, digest_of, package_path},
     progress,
     registry_client::{ClientError, RegistryClient},
+    resolved::{Request, ResolvedPackage},
     units,
 };
 
-/// Resolves a reference for this machine: its own architecture, or `any`.
+/// Resolves a reference for this machine (its own architecture, or `any`) and accepts the
+/// answer only if it is for the package, version and architecture asked.
 pub async fn resolve(
     client: &RegistryClient,
     reference: &str,
     arch: Option<&str>,
-) -> anyhow::Result<Resolved> {
+) -> anyhow::Result<ResolvedPackage> {
     let r: PackageRef = reference.parse()?;
-    let host = Arch::host();
-    let arch = arch.unwrap_or(host.as_str());
-    match client
-        .resolve(r.name.as_str(), r.selector.as_deref(), Some(arch))
+    let arch = match arch {
+        Some(a) => Arch::new(a)?,
+        None => Arch::host(),
+    };
+    let answer = match client
+        .resolve(r.name.as_str(), r.selector.as_deref(), Some(arch.as_str()))
         .await
     {
-        Ok(resolved) => Ok(resolved),
+        Ok(answer) => answer,
         Err(e @ ClientError::Api { status: 404, .. }) => {
             let suggestions = close_names(client, r.name.as_str()).await;
             let err = if suggestions.is_empty() {
@@ -41,10 +45,12 @@ pub async fn resolve(
                     source: e,
                 })
             };
-            Err(err.context(format!("cannot pull {reference}")))
+            return Err(err.context(format!("cannot pull {reference}")));
         }
-        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot pull {reference}"))),
-    }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot pull {reference}"))),
+    };
+    ResolvedPackage::from_answer(answer, &Request::new(&r, arch))
+        .map_err(|e| anyhow::Error::new(e).context(format!("cannot pull {reference}")))
 }
 
 /// Names close to `name` among the packages the key can see, best first.
@@ -59,6 +65,8 @@ async fn close_names(client: &RegistryClient, name: &str) -> Vec<String> {
     let mut scored: Vec<(f64, String)> = list
         .packages
         .into_iter()
+        // Names go into a hint: only what is a package name at all.
+        .filter(|p| PackageName::new(p.name.as_str()).is_ok())
         .map(|p| (strsim::jaro_winkler(name, &p.name), p.name))
         .filter(|(score, n)| *score > 0.8 || n.contains(name) || name.contains(n.as_str()))
         .collect();
@@ -132,7 +140,7 @@ pub async fn run_nearest(
 
 async fn finish(
     ctx: &Context,
-    resolved: &Resolved,
+    resolved: &ResolvedPackage,
     path: &Path,
     output: Option<PathBuf>,
     from: Option<String>,
@@ -151,8 +159,9 @@ async fn finish(
         println!(
             "{}",
             serde_json::json!({
-                "name": resolved.name, "version": resolved.version, "arch": resolved.arch,
-                "digest": resolved.digest, "size": resolved.size, "path": path, "from": from,
+                "name": resolved.name, "version": resolved.version.to_string(),
+                "arch": resolved.arch, "digest": resolved.digest, "size": resolved.size,
+                "description": resolved.description, "path": path, "from": from,
             })
         );
     } else {
@@ -169,16 +178,15 @@ async fn finish(
     Ok(())
 }
 
-/// Makes sure the local store holds the verified package and returns its path.
+/// Makes sure the local store holds the verified package and returns its path: the bytes
+/// hash to the resolved digest and their `niso.toml` names the resolved build, or nothing is
+/// kept under the package's name.
 pub async fn fetch(
     ctx: &Context,
     client: &RegistryClient,
-    resolved: &Resolved,
+    resolved: &ResolvedPackage,
 ) -> anyhow::Result<PathBuf> {
-    let digest: Digest = resolved
-        .digest
-        .parse()
-        .context("the registry sent an invalid digest")?;
+    let digest = resolved.digest;
     let dir = ctx.packages_dir();
     tokio::fs::create_dir_all(&dir)
         .await
@@ -186,6 +194,7 @@ pub async fn fetch(
     let path = package_path(&dir, &resolved.name, &resolved.version, &resolved.arch);
     let existing = path.clone();
     if tokio::task::spawn_blocking(move || digest_of(&existing)).await?? == Some(digest) {
+        check_claim(&path, resolved).await?;
         return Ok(path);
     }
     let part = path.with_extension("niso.part");
@@ -201,15 +210,32 @@ pub async fn fetch(
             got.map(|d| d.to_string()).unwrap_or_default()
         )));
     }
+    if let Err(e) = check_claim(&part, resolved).await {
+        let _ = tokio::fs::remove_file(&part).await;
+        return Err(e);
+    }
     tokio::fs::rename(&part, &path).await?;
     Ok(path)
+}
+
+/// The archive at `path` must say it is the package `resolved` names.
+async fn check_claim(path: &Path, resolved: &ResolvedPackage) -> anyhow::Result<()> {
+    let file = path.to_owned();
+    let meta = match tokio::task::spawn_blocking(move || claimed_meta(&file)).await? {
+        Ok(meta) => meta,
+        Err(e) => bail!(VerificationFailed(format!(
+            "the package the registry sent for {resolved} is not a valid .niso archive ({e:#}); nothing was kept"
+        ))),
+    };
+    resolved.check_meta(&meta)?;
+    Ok(())
 }
 
 /// Streams the blob into `part`, continuing a partial download when one is there.
 async fn download(
     ctx: &Context,
     client: &RegistryClient,
-    resolved: &Resolved,
+    resolved: &ResolvedPackage,
     part: &Path,
 ) -> anyhow::Result<()> {
     let mut have = tokio::fs::metadata(part)
@@ -220,7 +246,7 @@ async fn download(
         have = 0;
     }
     let response = client
-        .download(&resolved.name, &resolved.digest, have)
+        .download(resolved.name.as_str(), &resolved.digest.to_string(), have)
         .await
         .with_context(|| format!("could not download {} {}", resolved.name, resolved.version))?;
     let resumed = response.status() == reqwest::StatusCode::PARTIAL_CONTENT;

@@ -223,11 +223,12 @@ pub fn apply(txn: &WriteTransaction, record: &Record) -> Result<Applied, ChangeE
         }
     };
     match &record.body {
-        RecordBody::Manifest(m) => match effect {
-            Some(ManifestEffect::Add { claim }) => add_version(txn, record, m, claim)?,
-            // Same bytes already here: the record joins the log, nothing else changes.
-            _ => {}
-        },
+        RecordBody::Manifest(m) => {
+            // With the same bytes already here the record only joins the log.
+            if let Some(ManifestEffect::Add { claim }) = effect {
+                add_version(txn, record, m, claim)?;
+            }
+        }
         RecordBody::Tag(t) => set_tag(txn, record, t)?,
         RecordBody::Tombstone(t) => bury(txn, t)?,
     }

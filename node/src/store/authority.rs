@@ -400,7 +400,7 @@ mod tests {
                 let applied = store.apply_batch(vec![record]).await.unwrap().remove(0);
                 // `Ok` from the pre-check means "go ahead": stored, or a duplicate.
                 let agrees = match &pre {
-                    Ok(()) => matches!(applied, Ok(_)),
+                    Ok(()) => applied.is_ok(),
                     Err(e) => kind(e) == outcome(&applied),
                 };
                 assert!(agrees, "{what}: precheck {pre:?} vs {want}");

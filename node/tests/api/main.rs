@@ -6,9 +6,13 @@
     reason = "tests: a failed unwrap is a failed test"
 )]
 
+mod archives;
 mod federation;
 mod flows;
 mod hostile;
 mod hostile_peer;
+mod intake;
+mod integrity;
+mod metrics;
 mod scopes;
 mod support;
