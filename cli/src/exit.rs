@@ -28,10 +28,11 @@ fn client_error(err: &anyhow::Error) -> Option<&ClientError> {
 }
 
 pub fn code(err: &anyhow::Error) -> u8 {
-    if err
-        .chain()
-        .any(|e| e.is::<VerificationFailed>() || e.is::<Refused>())
-    {
+    if err.chain().any(|e| {
+        e.is::<VerificationFailed>()
+            || e.is::<Refused>()
+            || e.is::<niso_protocol::archive::ArchiveError>()
+    }) {
         return VERIFICATION;
     }
     match client_error(err) {

@@ -1,15 +1,12 @@
 //! The local package store: verified `.niso` files under `$XDG_DATA_HOME/niso/packages`.
 
 use std::{
-    io::{self, Read},
+    io,
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context as _, bail};
-use niso_protocol::{
-    Arch, Digest, PackageMeta, PackageName, Version, archive::META_ENTRY,
-    package_meta::MAX_META_LEN,
-};
+use anyhow::Context as _;
+use niso_protocol::{Arch, Digest, PackageMeta, PackageName, Version};
 
 /// `NAME-VERSION-ARCH.niso`: built from validated parts only, none of which can hold a `/`.
 pub fn package_path(dir: &Path, name: &PackageName, version: &Version, arch: &Arch) -> PathBuf {
@@ -31,24 +28,7 @@ pub fn digest_of(path: &Path) -> std::io::Result<Option<Digest>> {
 pub fn claimed_meta(path: &Path) -> anyhow::Result<PackageMeta> {
     let file =
         std::fs::File::open(path).with_context(|| format!("could not open {}", path.display()))?;
-    let decoder = zstd::Decoder::new(io::BufReader::new(file))?;
-    let mut tar = tar::Archive::new(decoder);
-    let mut entries = tar.entries()?;
-    let Some(first) = entries.next() else {
-        bail!("the archive is empty; its first entry must be niso.toml");
-    };
-    let first = first.context("not a valid .niso archive (zstd-compressed tar)")?;
-    if first.path_bytes().as_ref() != META_ENTRY.as_bytes()
-        || first.header().entry_type() != tar::EntryType::Regular
-    {
-        bail!("the archive does not start with niso.toml");
-    }
-    let mut bytes = Vec::new();
-    first
-        .take(MAX_META_LEN + 1)
-        .read_to_end(&mut bytes)
-        .context("not a valid .niso archive (zstd-compressed tar)")?;
-    Ok(PackageMeta::parse(&bytes)?)
+    Ok(niso_protocol::archive::read_meta(io::BufReader::new(file))?)
 }
 
 #[cfg(test)]

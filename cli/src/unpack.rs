@@ -37,7 +37,8 @@ pub fn unpack(
     fs::create_dir(dest).with_context(|| format!("could not create {}", dest.display()))?;
 
     let file = fs::File::open(archive)?;
-    let decoder = zstd::Decoder::new(io::BufReader::new(file))?;
+    // The same window cap the checks above ran under.
+    let decoder = niso_protocol::archive::decoder(io::BufReader::new(file))?;
     let mut tar = tar::Archive::new(decoder);
     for (i, entry) in tar.entries()?.enumerate() {
         let mut entry = entry?;

@@ -21,7 +21,16 @@ fn tags_cannot_shadow_versions_through_the_cli() {
     }
     // The attack from the field: a `push:my-*` key pointing a tag named like a version at an
     // evil build, and a tag named like a prefix.
-    let ci_key = user.ok(&["registry", "create-key", "--scope", "push:my-*", "--name", "ci"]);
+    let ci_key = user.ok(&[
+        "registry",
+        "create-key",
+        "--scope",
+        "push:my-*",
+        "--scope",
+        "pull:my-*",
+        "--name",
+        "ci",
+    ]);
     let ci_key = ci_key
         .split_whitespace()
         .find(|w| w.starts_with("niso_k1_"))

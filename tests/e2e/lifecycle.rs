@@ -224,7 +224,8 @@ fn hostile_archives_are_refused_at_install() {
     let user = Sandbox::new();
     user.ok(&["upgrade", "evil:1.0.0", "--registry", &url]);
     assert_eq!(run_exe(&user, "evil"), "evil 1.0.0");
-    let err = user.fails(&["upgrade", "evil:2.0.0", "--registry", &url], 1);
+    // An archive that fails the package checks is a verification failure: exit 7.
+    let err = user.fails(&["upgrade", "evil:2.0.0", "--registry", &url], 7);
     assert!(err.contains("`..`"), "{err}");
     assert_eq!(run_exe(&user, "evil"), "evil 1.0.0");
     assert!(

@@ -140,6 +140,7 @@ pub async fn peers(ctx: &Context, client: &RegistryClient) -> anyhow::Result<()>
         "STATE".to_owned(),
         "LATENCY".to_owned(),
         "SYNCED".to_owned(),
+        "REFUSED".to_owned(),
         "ADDRESS".to_owned(),
     ]];
     for p in peers {
@@ -164,6 +165,8 @@ pub async fn peers(ctx: &Context, client: &RegistryClient) -> anyhow::Result<()>
             state.to_owned(),
             latency,
             synced,
+            // Records it relayed that this node's intake refused (authority, conflicts, ...).
+            p["records_refused"].as_u64().unwrap_or(0).to_string(),
             addr,
         ]);
     }
