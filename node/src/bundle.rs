@@ -30,12 +30,14 @@ use crate::{
     ingest::{Verified as Checked, verify_file},
     intake::{BlobError, BlobSource, Policy, Provided, admit},
     node::NodeState,
-    store::StoreError,
+    store::{Pin, StoreError},
 };
 
-pub const FORMAT: &str = "niso-bundle-v1";
+pub const FORMAT: &str = "niso-bundle-v2";
 const HEADER: &str = "niso-bundle.json";
 const RECORDS: &str = "records.bin";
+/// Always the last entry; see [`BundleTrailer`].
+pub const TRAILER: &str = "niso-bundle-end.json";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BundleHeader {
@@ -58,6 +60,12 @@ pub enum BundleError {
     Tampered(String),
     #[error("could not read or write the bundle")]
     Io(#[from] io::Error),
+    #[error("blob {digest} of {package} cannot be exported: {why}")]
+    MissingBlob {
+        package: String,
+        digest: Digest,
+        why: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -79,12 +87,17 @@ impl ExportFilter {
     }
 }
 
-/// Writes a bundle to `out` (blocking).
-pub fn export(
-    state: &NodeState,
-    filter: &ExportFilter,
-    out: impl Write,
-) -> Result<BundleHeader, BundleError> {
+/// What an export will write, decided before any byte is streamed.
+#[derive(Debug)]
+pub struct ExportPlan {
+    pub header: BundleHeader,
+    records: Vec<Record>,
+    /// Each blob once: digest, a package that references it (for fetching), size.
+    blobs: Vec<(Digest, String, u64)>,
+}
+
+/// Chooses the records (and so the blobs) of a bundle.
+pub fn plan(state: &NodeState, filter: &ExportFilter) -> Result<ExportPlan, BundleError> {
     let mut records = Vec::new();
     let mut after = filter.since;
     let mut mark = filter.since;
@@ -100,13 +113,13 @@ pub fn export(
         }
         after = last;
     }
-    let mut blobs: Vec<Digest> = Vec::new();
+    let mut blobs = Vec::new();
     let mut seen = HashSet::new();
     for r in &records {
         if let RecordBody::Manifest(m) = &r.body
             && seen.insert(m.digest)
         {
-            blobs.push(m.digest);
+            blobs.push((m.digest, m.name.to_string(), m.size));
         }
     }
     let header = BundleHeader {
@@ -117,6 +130,45 @@ pub fn export(
         records: records.len() as u64,
         blobs: blobs.len() as u64,
     };
+    Ok(ExportPlan {
+        header,
+        records,
+        blobs,
+    })
+}
+
+/// Makes every blob of the plan present and pinned before streaming starts: a lazily
+/// replicated one is fetched from peers, and one that cannot be had fails the export here,
+/// while it can still be answered with an error instead of a short bundle.
+pub async fn gather(state: &Arc<NodeState>, plan: &ExportPlan) -> Result<Vec<Pin>, BundleError> {
+    let mut pins = Vec::with_capacity(plan.blobs.len());
+    for (digest, package, size) in &plan.blobs {
+        pins.push(state.store.blobs().pin(*digest));
+        if state.store.blobs().contains(digest) {
+            continue;
+        }
+        if state.p2p.is_none() {
+            return Err(BundleError::MissingBlob {
+                package: package.clone(),
+                digest: *digest,
+                why: "it is not on this node and this node has no peers to fetch it from".into(),
+            });
+        }
+        state
+            .fetcher
+            .fetch(state, package, *digest, *size, Vec::new())
+            .await
+            .map_err(|why| BundleError::MissingBlob {
+                package: package.clone(),
+                digest: *digest,
+                why: format!("this node replicates it lazily and could not fetch it: {why}"),
+            })?;
+    }
+    Ok(pins)
+}
+
+/// Writes the planned bundle to `out` (blocking), ending with the trailer.
+pub fn write(state: &NodeState, plan: &ExportPlan, out: impl Write) -> Result<(), BundleError> {
     let mut tar = tar::Builder::new(out);
     let append = |tar: &mut tar::Builder<_>, path: &str, size: u64, data: &mut dyn Read| {
         let mut h = tar::Header::new_gnu();
@@ -125,23 +177,84 @@ pub fn export(
         h.set_mtime(0);
         tar.append_data(&mut h, path, data)
     };
-    let json =
-        serde_json::to_vec_pretty(&header).map_err(|e| BundleError::Invalid(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(&plan.header)
+        .map_err(|e| BundleError::Invalid(e.to_string()))?;
     append(&mut tar, HEADER, json.len() as u64, &mut &json[..])?;
     let mut encoded = Vec::new();
-    for r in &records {
+    for r in &plan.records {
         let bytes = r.to_bytes();
         encoded.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
         encoded.extend_from_slice(&bytes);
     }
     append(&mut tar, RECORDS, encoded.len() as u64, &mut &encoded[..])?;
-    for d in &blobs {
+    let mut sealed = Seal::new(&encoded);
+    for (d, _, _) in &plan.blobs {
         let mut f = std::fs::File::open(state.store.blobs().path(d))?;
         let size = f.metadata()?.len();
         append(&mut tar, &format!("blobs/{}", d.hex()), size, &mut f)?;
+        sealed.blob(d);
     }
+    let trailer = serde_json::to_vec(&sealed.trailer())
+        .map_err(|e| BundleError::Invalid(e.to_string()))?;
+    append(&mut tar, TRAILER, trailer.len() as u64, &mut &trailer[..])?;
     tar.into_inner()?.flush()?;
-    Ok(header)
+    Ok(())
+}
+
+/// The last entry of a bundle: what came before it, so a bundle cut at an entry boundary
+/// (which still reads as a valid tar) is known to be short.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleTrailer {
+    pub records: u64,
+    pub blobs: u64,
+    /// blake3 over `records.bin` followed by each blob's digest in bundle order.
+    pub digest: Digest,
+}
+
+/// Accumulates a trailer while a bundle is written or read.
+struct Seal {
+    hasher: blake3::Hasher,
+    records: u64,
+    blobs: u64,
+}
+
+impl Seal {
+    fn new(records_bin: &[u8]) -> Self {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(records_bin);
+        Self {
+            hasher,
+            records: count_records(records_bin),
+            blobs: 0,
+        }
+    }
+
+    fn blob(&mut self, digest: &Digest) {
+        self.hasher.update(digest.as_bytes());
+        self.blobs += 1;
+    }
+
+    fn trailer(&self) -> BundleTrailer {
+        BundleTrailer {
+            records: self.records,
+            blobs: self.blobs,
+            digest: self.hasher.finalize().into(),
+        }
+    }
+}
+
+/// How many length-prefixed records `records.bin` holds (a malformed tail counts as none).
+fn count_records(mut rest: &[u8]) -> u64 {
+    let mut n = 0;
+    while let Some(len) = rest.get(..4) {
+        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        match rest.get(4 + len..) {
+            Some(tail) => rest = tail,
+            None => break,
+        }
+        n += 1;
+    }
+    n
 }
 
 /// What an import did.
@@ -240,6 +353,8 @@ fn read_and_verify(
     let mut tar = tar::Archive::new(io::BufReader::with_capacity(1 << 20, file));
     let mut header: Option<BundleHeader> = None;
     let mut records: Option<Vec<Record>> = None;
+    let mut seal: Option<Seal> = None;
+    let mut trailer: Option<BundleTrailer> = None;
     let mut blobs = HashMap::new();
     for entry in tar
         .entries()
@@ -247,6 +362,11 @@ fn read_and_verify(
     {
         let mut entry = entry.map_err(|e| BundleError::Invalid(e.to_string()))?;
         let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        if trailer.is_some() {
+            return Err(BundleError::Invalid(format!(
+                "`{path}` follows {TRAILER}, which must be the last entry"
+            )));
+        }
         match path.as_str() {
             HEADER => {
                 let mut text = Vec::new();
@@ -255,7 +375,7 @@ fn read_and_verify(
                     .map_err(|e| BundleError::Invalid(format!("bad header: {e}")))?;
                 if h.format != FORMAT {
                     return Err(BundleError::Invalid(format!(
-                        "unknown bundle format `{}`",
+                        "unknown bundle format `{}` (this node reads {FORMAT}); export it again with this version",
                         h.format
                     )));
                 }
@@ -267,6 +387,15 @@ fn read_and_verify(
                     .take(256 * 1024 * 1024)
                     .read_to_end(&mut bytes)?;
                 records = Some(decode_records(&bytes)?);
+                seal = Some(Seal::new(&bytes));
+            }
+            TRAILER => {
+                let mut text = Vec::new();
+                (&mut entry).take(64 * 1024).read_to_end(&mut text)?;
+                trailer = Some(
+                    serde_json::from_slice(&text)
+                        .map_err(|e| BundleError::Invalid(format!("bad trailer: {e}")))?,
+                );
             }
             p => {
                 let Some(hex) = p.strip_prefix("blobs/") else {
@@ -291,6 +420,9 @@ fn read_and_verify(
                         verified.digest
                     )));
                 }
+                if let Some(seal) = &mut seal {
+                    seal.blob(&digest);
+                }
                 blobs.insert(digest, (dest, verified));
             }
         }
@@ -302,6 +434,18 @@ fn read_and_verify(
             "header promises {} records, found {}",
             header.records,
             records.len()
+        )));
+    }
+    let trailer = trailer.ok_or_else(|| {
+        BundleError::Invalid(format!(
+            "the bundle ends without {TRAILER}: it is truncated (copy it again, or export it again)"
+        ))
+    })?;
+    let sealed = seal.map(|s| s.trailer());
+    if sealed.as_ref() != Some(&trailer) || trailer.blobs != header.blobs {
+        return Err(BundleError::Tampered(format!(
+            "the bundle's contents do not match its trailer (header: {} records, {} blobs; trailer: {} records, {} blobs)",
+            header.records, header.blobs, trailer.records, trailer.blobs
         )));
     }
     Ok((header, records, blobs))

@@ -67,7 +67,7 @@ fn read_header(path: &Path) -> anyhow::Result<serde_json::Value> {
     let file = std::fs::File::open(path)?;
     let mut tar = tar::Archive::new(std::io::BufReader::new(file));
     let mut header = None;
-    let mut complete = false;
+    let mut last = Vec::new();
     for entry in tar.entries()? {
         let mut entry = entry?;
         if entry.path_bytes().as_ref() == b"niso-bundle.json" {
@@ -75,12 +75,12 @@ fn read_header(path: &Path) -> anyhow::Result<serde_json::Value> {
             entry.read_to_string(&mut text)?;
             header = Some(serde_json::from_str(&text)?);
         }
-        complete = true;
+        last = entry.path_bytes().into_owned();
     }
-    // A truncated tar ends without its end-of-archive blocks; `entries` then errors above or
-    // stops early, and the last entry's data is short.
+    // A truncated tar ends without its end-of-archive blocks (`entries` errors above), or,
+    // cut at an entry boundary, without the trailer the node always writes last.
     let meta = std::fs::metadata(path)?;
-    if !complete || meta.len() % 512 != 0 {
+    if last != b"niso-bundle-end.json" || meta.len() % 512 != 0 {
         bail!("the bundle is truncated");
     }
     header.context("the bundle has no niso-bundle.json")

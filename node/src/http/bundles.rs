@@ -19,7 +19,7 @@ use super::{
     error::{ApiError, chain},
     extract::{ApiQuery, Auth},
 };
-use crate::bundle::{BundleError, ExportFilter, ImportReport, export, import};
+use crate::bundle::{self, BundleError, ExportFilter, ImportReport, import};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -36,6 +36,7 @@ pub struct ExportQuery {
 #[utoipa::path(get, path = "/v1/export", tag = "admin", params(ExportQuery),
     responses(
         (status = 200, description = "The bundle", content_type = "application/x-tar"),
+        (status = 502, description = "A blob the bundle needs is not here and could not be fetched; nothing was exported", body = niso_protocol::api::ErrorBody),
         (status = 400, body = niso_protocol::api::ErrorBody),
         (status = 403, body = niso_protocol::api::ErrorBody),
     ))]
@@ -63,14 +64,19 @@ pub async fn export_bundle(
         })?;
         filter.packages.push(glob.compile_matcher());
     }
+    // Everything that can fail for a reason the caller should hear about fails here, before
+    // the first byte: a blob this node cannot produce is an error, never a short bundle.
+    let plan = bundle::plan(&state, &filter)?;
+    let pins = bundle::gather(&state, &plan).await?;
     let (writer, reader) = tokio::io::duplex(1 << 20);
     let exporting = state.clone();
     tokio::task::spawn_blocking(move || {
         let out = SyncIoBridge::new(writer);
-        // A failure midway truncates the stream; the client checks the tar is complete.
-        if let Err(e) = export(&exporting, &filter, out) {
+        // A failure midway (I/O) truncates the stream; the trailer lets readers know.
+        if let Err(e) = bundle::write(&exporting, &plan, out) {
             tracing::warn!(error = %chain(&e), "export failed");
         }
+        drop(pins);
     });
     Ok((
         [
@@ -140,14 +146,26 @@ pub async fn import_bundle(
             tracing::info!(source = %report.source, applied = report.records_applied, blobs = report.blobs, "bundle imported");
             Ok(Json(report))
         }
-        Err(e @ (BundleError::Invalid(_) | BundleError::Tampered(_))) => {
+        Err(e) => {
             tracing::warn!(error = %e, "bundle rejected");
-            Err(ApiError::bad_request(
-                "invalid_bundle",
-                format!("{e}; nothing was imported"),
-            ))
+            Err(e.into())
         }
-        Err(BundleError::Io(e)) => Err(e.into()),
-        Err(BundleError::Store(e)) => Err(e.into()),
+    }
+}
+
+impl From<BundleError> for ApiError {
+    fn from(e: BundleError) -> Self {
+        match e {
+            BundleError::Invalid(_) | BundleError::Tampered(_) => {
+                ApiError::bad_request("invalid_bundle", format!("{e}; nothing was imported"))
+            }
+            BundleError::MissingBlob { .. } => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "blob_unavailable",
+                format!("{e}; nothing was exported"),
+            ),
+            BundleError::Io(e) => e.into(),
+            BundleError::Store(e) => e.into(),
+        }
     }
 }
