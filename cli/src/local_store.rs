@@ -45,7 +45,7 @@ mod tests {
         header.set_mode(0o644);
         header.set_cksum();
         builder
-            .append_data(&mut header, META_ENTRY, &meta[..])
+            .append_data(&mut header, niso_protocol::archive::META_ENTRY, &meta[..])
             .unwrap();
         let tar = builder.into_inner().unwrap();
         let path = dir.path().join("a.niso");

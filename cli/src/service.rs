@@ -50,16 +50,21 @@ fn working_dir(spec: &ServiceSpec, root: &Path) -> PathBuf {
 /// A unit that runs the package through its `current` link, so activation of another version
 /// plus a restart is all an upgrade needs.
 pub fn unit_text(package: &str, description: &str, spec: &ServiceSpec, current: &Path) -> String {
-    let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
-    let mut exec = vec![quote(&program(spec, current).to_string_lossy())];
-    exec.extend(spec.args.iter().map(|a| quote(a)));
+    // Every value comes from the package: none may end its line, add a directive, or be
+    // rewritten by systemd's `%` specifiers or `$` expansion.
+    let mut exec = vec![quoted(&program(spec, current).to_string_lossy(), true)];
+    exec.extend(spec.args.iter().map(|a| quoted(a, true)));
     let mut text = format!(
-        "# Written by niso; `niso deactivate {package}` removes it.\n[Unit]\nDescription=niso package {package}: {description}\n\n[Service]\nExecStart={}\nWorkingDirectory={}\n",
+        "# Written by niso; `niso deactivate {package}` removes it.\n[Unit]\nDescription={}\n\n[Service]\nExecStart={}\nWorkingDirectory={}\n",
+        one_line(&format!("niso package {package}: {description}")),
         exec.join(" "),
-        working_dir(spec, current).display()
+        one_line(&working_dir(spec, current).to_string_lossy()),
     );
     for (k, v) in &spec.env {
-        text.push_str(&format!("Environment={}\n", quote(&format!("{k}={v}"))));
+        text.push_str(&format!(
+            "Environment={}\n",
+            quoted(&format!("{k}={v}"), false)
+        ));
     }
     let restart = match spec.restart {
         RestartPolicy::No => "no",
@@ -71,6 +76,34 @@ pub fn unit_text(package: &str, description: &str, spec: &ServiceSpec, current: 
         "default.target"
     ));
     text
+}
+
+/// A double-quoted systemd word: C-style escapes for quotes, backslashes and control
+/// characters, `%%` for `%`, and (in `ExecStart=`, where `$` expands) `$$` for `$`.
+fn quoted(s: &str, exec: bool) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '%' => out.push_str("%%"),
+            '$' if exec => out.push_str("$$"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c) & 0xff)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A free-text value on one line: control characters become spaces, `%` becomes `%%`.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .replace('%', "%%")
 }
 
 fn systemctl(system: bool, args: &[&str]) -> anyhow::Result<()> {
@@ -196,5 +229,40 @@ mod tests {
         assert!(text.contains("Environment=\"A=b\""));
         assert!(text.contains("Restart=always"));
         assert!(text.contains("WorkingDirectory=/home/u/.local/share/niso/pkgs/srv/current\n"));
+    }
+
+    #[test]
+    fn package_values_cannot_add_directives_or_expand() {
+        let spec: ServiceSpec = toml::from_str(
+            "command = \"bin/srv\"\nargs = [\"a\\nExecStartPre=/bin/evil\", \"%h\", \"$HOME\", \"q\\\"x\"]\nenv = { A = \"1\\n[Install]\" }\n",
+        )
+        .unwrap();
+        let text = unit_text(
+            "srv",
+            "ok\n[Service]\nExecStartPre=/bin/evil 100%",
+            &spec,
+            Path::new("/p/current"),
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            !lines.iter().any(|l| l.starts_with("ExecStartPre")),
+            "{text}"
+        );
+        assert_eq!(
+            lines.iter().filter(|l| l.starts_with('[')).count(),
+            3,
+            "only [Unit], [Service], [Install]: {text}"
+        );
+        assert!(
+            text.contains(
+                "Description=niso package srv: ok [Service] ExecStartPre=/bin/evil 100%%\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"a\\nExecStartPre=/bin/evil\" \"%%h\" \"$$HOME\" \"q\\\"x\""),
+            "{text}"
+        );
+        assert!(text.contains("Environment=\"A=1\\n[Install]\"\n"), "{text}");
     }
 }
