@@ -1,15 +1,39 @@
 //! Prometheus metrics served at `/metrics`.
 
+use axum::http::Method;
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
 
+/// Labels of the request counter. Both come from fixed sets: the request line is the
+/// client's to choose, and every distinct label value is a series kept for the node's life.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub method: String,
+    /// One of [`METHOD_LABELS`].
+    pub method: &'static str,
+    /// The response's status code, which `http::StatusCode` keeps within 100..=999.
     pub status: u16,
+}
+
+/// The method label values: the methods the API routes, and `other` for everything else.
+pub const METHOD_LABELS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other",
+];
+
+/// The label for `method`: itself when it is one of the known methods, `other` otherwise.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// Why a record from elsewhere was refused; values come only from `intake::Reason`.
@@ -132,5 +156,31 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_maps_into_the_fixed_set() {
+        for (method, want) in [
+            (Method::GET, "GET"),
+            (Method::HEAD, "HEAD"),
+            (Method::POST, "POST"),
+            (Method::PUT, "PUT"),
+            (Method::PATCH, "PATCH"),
+            (Method::DELETE, "DELETE"),
+            (Method::OPTIONS, "OPTIONS"),
+            (Method::TRACE, "other"),
+            (Method::CONNECT, "other"),
+            (Method::from_bytes(b"JUNK").unwrap(), "other"),
+            (Method::from_bytes(b"get").unwrap(), "other"),
+        ] {
+            let label = method_label(&method);
+            assert_eq!(label, want, "{method}");
+            assert!(METHOD_LABELS.contains(&label));
+        }
     }
 }

@@ -20,6 +20,14 @@ use crate::{
 /// Records requested per page from the source.
 const PAGE: usize = 500;
 
+/// Most bytes of one JSON body read from the source. A page of [`PAGE`] records of at most
+/// `MAX_RECORD_LEN` bytes each, hex in JSON, stays well under it; the bound is what keeps a
+/// hostile or broken source from growing this node's memory without end.
+const MAX_JSON_BYTES: usize = 16 << 20;
+
+/// Most bytes of an error body read from the source: only its message is kept.
+const MAX_ERROR_BYTES: usize = 64 << 10;
+
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
     #[error("source URL `{0}` is not an http:// or https:// URL")]
@@ -34,6 +42,14 @@ pub enum MirrorError {
     Refused { status: u16, message: String },
     #[error("the source registry sent an invalid response")]
     BadResponse(#[source] reqwest::Error),
+    #[error("the source registry's response from {url} is larger than {limit} bytes")]
+    TooLarge { url: String, limit: usize },
+    #[error("the source registry sent invalid JSON from {url}")]
+    BadJson {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -227,8 +243,14 @@ async fn send(
         return Ok(response);
     }
     let status = response.status().as_u16();
-    let message = match response.json::<ErrorBody>().await {
-        Ok(body) => body.error.message,
+    let message = match read_bounded(response, url, MAX_ERROR_BYTES).await {
+        Ok(body) => match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(body) => body.error.message,
+            Err(_) => "no details".to_owned(),
+        },
+        Err(MirrorError::TooLarge { limit, .. }) => {
+            format!("no details (its error body is larger than {limit} bytes)")
+        }
         Err(_) => "no details".to_owned(),
     };
     Err(MirrorError::Refused { status, message })
@@ -239,9 +261,38 @@ async fn get_json<T: serde::de::DeserializeOwned>(
     url: &str,
     key: Option<&str>,
 ) -> Result<T, MirrorError> {
-    send(state, url, key)
-        .await?
-        .json()
-        .await
-        .map_err(MirrorError::BadResponse)
+    let response = send(state, url, key).await?;
+    let body = read_bounded(response, url, MAX_JSON_BYTES).await?;
+    serde_json::from_slice(&body).map_err(|source| MirrorError::BadJson {
+        url: url.to_owned(),
+        source,
+    })
+}
+
+/// The whole body of `response`, refused as soon as it passes `limit` bytes: by its
+/// `Content-Length` before reading, or by counting as it streams when that is absent or false.
+async fn read_bounded(
+    response: reqwest::Response,
+    url: &str,
+    limit: usize,
+) -> Result<Vec<u8>, MirrorError> {
+    let too_large = || MirrorError::TooLarge {
+        url: url.to_owned(),
+        limit,
+    };
+    let announced = response.content_length().unwrap_or(0);
+    if announced > limit as u64 {
+        return Err(too_large());
+    }
+    // Capacity from the header only up to the limit, so a lying header cannot reserve more.
+    let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(limit).min(limit));
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(MirrorError::BadResponse)?;
+        if chunk.len() > limit - body.len() {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }

@@ -62,6 +62,35 @@ pub enum NodeError {
     Trust(#[from] TrustError),
     #[error("could not start peer-to-peer networking")]
     P2p(#[from] P2pError),
+    /// Named apart from [`NodeError::P2p`] because it is the operator's to fix (another node
+    /// or program holds the port), not a fault of the node.
+    #[error("p2p address {addr} is already in use")]
+    P2pAddrInUse {
+        addr: String,
+        #[source]
+        source: P2pError,
+    },
+}
+
+impl NodeError {
+    fn from_p2p(e: P2pError) -> Self {
+        let in_use = match &e {
+            P2pError::Listen { addr, source } => {
+                let first: &(dyn std::error::Error + 'static) = source.as_ref();
+                std::iter::successors(Some(first), |c| c.source())
+                    .any(|c| {
+                        c.downcast_ref::<std::io::Error>()
+                            .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+                    })
+                    .then(|| addr.clone())
+            }
+            _ => None,
+        };
+        match in_use {
+            Some(addr) => Self::P2pAddrInUse { addr, source: e },
+            None => Self::P2p(e),
+        }
+    }
 }
 
 /// Everything request handlers and background tasks share.
@@ -174,7 +203,9 @@ impl Node {
         let mut tasks = Vec::new();
         let (p2p, events) = if config.p2p.enabled {
             let (p2p, events, events_tx, event_loop, incoming) =
-                P2p::start(secret_bytes, &config.p2p, trust.clone(), transport).await?;
+                P2p::start(secret_bytes, &config.p2p, trust.clone(), transport)
+                    .await
+                    .map_err(NodeError::from_p2p)?;
             tasks.push(event_loop);
             (Some(p2p), Some((events, events_tx, incoming)))
         } else {

@@ -24,7 +24,10 @@ use axum::{
 };
 use tower_http::trace::TraceLayer;
 
-use crate::{NodeState, metrics::RequestLabels};
+use crate::{
+    NodeState,
+    metrics::{self, RequestLabels},
+};
 
 pub use uploads::UPLOAD_OFFSET;
 
@@ -92,7 +95,7 @@ async fn not_found() -> error::ApiError {
 }
 
 async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let method = req.method().to_string();
+    let method = metrics::method_label(req.method());
     let response = next.run(req).await;
     state
         .metrics

@@ -124,6 +124,8 @@ impl Loop {
         let n = *n;
         tracing::warn!(security = true, %peer, strikes = n, reason, "strike against peer");
         self.peer_mut(&peer, |i| i.strikes = n);
+        // Announced like a connection change, so a strike can be waited for.
+        self.shared.connections.send_modify(|n| *n += 1);
         if n >= MAX_STRIKES {
             tracing::warn!(security = true, %peer, "blocking peer");
             self.swarm.behaviour_mut().blocked.block_peer(peer);
@@ -193,6 +195,26 @@ impl Loop {
                     .write()
                     .unwrap_or_else(|p| p.into_inner());
                 addrs.retain(|a| *a != address);
+            }
+            // Binding fails at start-up, before this loop runs; these come later (an interface
+            // going away, accept failing for lack of file descriptors) and must not pass
+            // unnoticed, nor leave addresses advertised that no longer take connections.
+            SwarmEvent::ListenerClosed {
+                addresses, reason, ..
+            } => {
+                match reason {
+                    Ok(()) => tracing::info!(?addresses, "p2p listener closed"),
+                    Err(e) => tracing::error!(?addresses, error = %e, "p2p listener failed"),
+                }
+                let mut addrs = self
+                    .shared
+                    .listen_addrs
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner());
+                addrs.retain(|a| !addresses.contains(a));
+            }
+            SwarmEvent::ListenerError { error, .. } => {
+                tracing::warn!(error = %error, "p2p listener error");
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,

@@ -1,10 +1,13 @@
 //! Building the swarm over real TCP, the in-memory transport, or a transport the caller
 //! supplies (the simulator's fault-injecting one).
 
-use std::time::Duration;
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use libp2p::{
-    PeerId, Swarm, SwarmBuilder,
+    Multiaddr, PeerId, Swarm, SwarmBuilder,
     core::{
         muxing::StreamMuxerBox,
         transport::{Boxed, MemoryTransport},
@@ -72,18 +75,23 @@ pub(super) fn build(
     let err = |e: Box<dyn std::error::Error + Send + Sync>| P2pError::Build(e);
     let idle = Duration::from_secs(120);
     let swarm = match transport {
-        TransportChoice::Tcp => SwarmBuilder::with_existing_identity(key)
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default(),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .map_err(|e| err(Box::new(e)))?
-            .with_behaviour(|k| Behaviour::new(k, config, mdns))
-            .map_err(|e| err(Box::new(e)))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
-            .build(),
+        TransportChoice::Tcp => {
+            for addr in &config.listen {
+                ensure_free(addr)?;
+            }
+            SwarmBuilder::with_existing_identity(key)
+                .with_tokio()
+                .with_tcp(
+                    tcp::Config::default(),
+                    noise::Config::new,
+                    yamux::Config::default,
+                )
+                .map_err(|e| err(Box::new(e)))?
+                .with_behaviour(|k| Behaviour::new(k, config, mdns))
+                .map_err(|e| err(Box::new(e)))?
+                .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+                .build()
+        }
         TransportChoice::Memory => SwarmBuilder::with_existing_identity(key)
             .with_tokio()
             .with_other_transport(|k| {
@@ -105,4 +113,92 @@ pub(super) fn build(
             .build(),
     };
     Ok(swarm)
+}
+
+/// Fails when another socket already listens on the TCP address `addr`.
+///
+/// libp2p's TCP transport sets `SO_REUSEPORT` on every listening socket, so a second node
+/// given the same port binds it too and the kernel splits incoming connections between the
+/// two. A plain bind (no `SO_REUSEPORT`) conflicts with any socket listening there, so trying
+/// one first finds the port taken. The probe is released before libp2p binds: two nodes
+/// started within that instant can still both listen. For an IPv6 address the probe is
+/// dual-stack while libp2p's socket is v6-only, so a port held only on IPv4 also counts as
+/// taken there. Addresses libp2p's TCP transport would not bind, and port 0, are left to it.
+fn ensure_free(addr: &str) -> Result<(), P2pError> {
+    let Some(socket) = tcp_socket_addr(addr) else {
+        return Ok(());
+    };
+    match std::net::TcpListener::bind(socket) {
+        Ok(_probe) => Ok(()),
+        Err(e) => Err(P2pError::Listen {
+            addr: addr.to_owned(),
+            source: Box::new(e),
+        }),
+    }
+}
+
+/// The socket libp2p's TCP transport would bind for `addr`, read the way it reads it: IP and
+/// port at the end, before an optional `/p2p/…`.
+fn tcp_socket_addr(addr: &str) -> Option<SocketAddr> {
+    use libp2p::multiaddr::Protocol;
+    let mut ma: Multiaddr = addr.parse().ok()?;
+    let mut port = None;
+    while let Some(part) = ma.pop() {
+        let ip = match (part, port) {
+            (Protocol::P2p(_), None) => continue,
+            (Protocol::Tcp(p), None) => {
+                port = Some(p);
+                continue;
+            }
+            (Protocol::Ip4(ip), Some(_)) => IpAddr::V4(ip),
+            (Protocol::Ip6(ip), Some(_)) => IpAddr::V6(ip),
+            _ => return None,
+        };
+        return port.filter(|p| *p != 0).map(|p| SocketAddr::new(ip, p));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_the_socket_libp2p_would_bind() {
+        assert_eq!(
+            tcp_socket_addr("/ip4/127.0.0.1/tcp/4001"),
+            Some("127.0.0.1:4001".parse().unwrap())
+        );
+        assert_eq!(
+            tcp_socket_addr("/ip6/::1/tcp/4001"),
+            Some("[::1]:4001".parse().unwrap())
+        );
+        assert_eq!(
+            tcp_socket_addr(
+                "/ip4/10.0.0.1/tcp/4001/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
+            ),
+            Some("10.0.0.1:4001".parse().unwrap())
+        );
+        assert_eq!(tcp_socket_addr("/ip4/0.0.0.0/tcp/0"), None);
+        assert_eq!(tcp_socket_addr("/ip4/127.0.0.1"), None);
+        assert_eq!(tcp_socket_addr("/tcp/4001"), None);
+        assert_eq!(tcp_socket_addr("/memory/4001"), None);
+        assert_eq!(tcp_socket_addr("/dns4/localhost/tcp/4001"), None);
+        assert_eq!(tcp_socket_addr("/ip4/127.0.0.1/udp/4001/quic-v1"), None);
+        assert_eq!(tcp_socket_addr("not an address"), None);
+    }
+
+    #[test]
+    fn a_port_someone_listens_on_is_refused() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let addr = format!("/ip4/127.0.0.1/tcp/{port}");
+        let err = ensure_free(&addr).unwrap_err();
+        assert!(
+            matches!(&err, P2pError::Listen { addr: a, .. } if *a == addr),
+            "{err:?}"
+        );
+        drop(taken);
+        ensure_free(&addr).unwrap();
+    }
 }

@@ -16,8 +16,8 @@ use super::{
     entries::{OwnerEntry, PackageEntry, TagEntry, VersionEntry, decode, encode},
     error::{ChangeError, StoreError, db},
     tables::{
-        BLOB_VERSIONS, LOG, ORIGINS, OWNERS, PACKAGES, RECORDS, RETIRED, TAGS, TOMBSTONES,
-        VERSIONS, package_range, record_key, split_key, tag_key, version_key,
+        BLOB_VERSIONS, LOG, LOG_NAMES, ORIGINS, OWNERS, PACKAGE_LOG, PACKAGES, RECORDS, RETIRED,
+        TAGS, TOMBSTONES, VERSIONS, package_range, record_key, split_key, tag_key, version_key,
     },
 };
 use crate::clock::now_ms;
@@ -243,6 +243,7 @@ pub fn apply(txn: &WriteTransaction, record: &Record) -> Result<Applied, ChangeE
         .map(|(k, _)| k.value() + 1)
         .unwrap_or(1);
     log.insert(next, key.as_slice()).map_err(db)?;
+    index_log_entry(txn, record.body.package().as_str(), next, &key)?;
     let mut origins = txn.open_table(ORIGINS).map_err(db)?;
     let high = origins
         .get(record.origin.0.as_slice())
@@ -255,6 +256,24 @@ pub fn apply(txn: &WriteTransaction, record: &Record) -> Result<Applied, ChangeE
             .map_err(db)?;
     }
     Ok(Applied::Stored)
+}
+
+/// Adds a log entry to the per-package index.
+pub(crate) fn index_log_entry(
+    txn: &WriteTransaction,
+    package: &str,
+    position: u64,
+    key: &[u8],
+) -> Result<(), StoreError> {
+    txn.open_table(PACKAGE_LOG)
+        .map_err(db)?
+        .insert((package, position), key)
+        .map_err(db)?;
+    txn.open_table(LOG_NAMES)
+        .map_err(db)?
+        .insert(package, ())
+        .map_err(db)?;
+    Ok(())
 }
 
 /// `Some(Duplicate)` when the log holds exactly this record, equivocation when it holds

@@ -16,8 +16,8 @@ use super::{
     entries::{PackageEntry, TagEntry, VersionEntry, decode},
     error::{StoreError, corrupt, db},
     tables::{
-        BLOB_VERSIONS, LOG, PACKAGES, RECORDS, TAGS, TOMBSTONES, VERSIONS, package_range,
-        split_key, version_key,
+        BLOB_VERSIONS, LOG, LOG_NAMES, PACKAGE_LOG, PACKAGES, RECORDS, TAGS, TOMBSTONES, VERSIONS,
+        package_range, split_key, version_key,
     },
 };
 
@@ -220,19 +220,7 @@ impl Store {
                 // Signatures were checked once, when the record entered the log (the intake, or
                 // signed here); re-verifying every record on every read cost most of a page.
                 let record = Record::parse_unverified(bytes.value()).map_err(corrupt)?;
-                let live = match &record.body {
-                    RecordBody::Manifest(m) => {
-                        let vk =
-                            version_key(m.name.as_str(), &m.version.to_string(), m.arch.as_str());
-                        versions
-                            .get(vk.as_str())
-                            .map_err(db)?
-                            .map(|v| decode::<VersionEntry>(v.value()))
-                            .transpose()?
-                            .is_some_and(|e| e.digest == *m.digest.as_bytes())
-                    }
-                    _ => true,
-                };
+                let live = is_live(&versions, &record)?;
                 if live && filter.allows(&record) {
                     out.push(record);
                 }
@@ -247,6 +235,82 @@ impl Store {
             Ok((out, last, more))
         })
     }
+}
+
+/// Most packages a key may see for [`Store::records_of`] to read them through the per-package
+/// index; past this, scanning the log is as cheap.
+pub const MAX_INDEXED_PACKAGES: usize = 256;
+
+impl Store {
+    /// Records after position `after` of the packages `allow` admits, read through the
+    /// per-package index, so the cost follows what the key may see and not the log's length.
+    /// `next` is the position of the last record considered, never one of a package the key
+    /// cannot see. `None` when more than [`MAX_INDEXED_PACKAGES`] packages are admitted: scan
+    /// the log with [`Store::records_after`] instead.
+    pub fn records_of(
+        &self,
+        after: u64,
+        limit: usize,
+        allow: &dyn Fn(&str) -> bool,
+    ) -> Result<Option<(Vec<Record>, u64, bool)>, StoreError> {
+        self.read(|txn| {
+            let names = txn.open_table(LOG_NAMES).map_err(db)?;
+            let mut visible = Vec::new();
+            for item in names.iter().map_err(db)? {
+                let (name, _) = item.map_err(db)?;
+                if allow(name.value()) {
+                    visible.push(name.value().to_owned());
+                    if visible.len() > MAX_INDEXED_PACKAGES {
+                        return Ok(None);
+                    }
+                }
+            }
+            let index = txn.open_table(PACKAGE_LOG).map_err(db)?;
+            // The first `limit + 1` positions of each package; the page is the lowest of all.
+            let mut hits: Vec<(u64, Vec<u8>)> = Vec::new();
+            for name in &visible {
+                let from = (name.as_str(), after.saturating_add(1));
+                let to = (name.as_str(), u64::MAX);
+                for item in index.range(from..=to).map_err(db)?.take(limit + 1) {
+                    let (k, v) = item.map_err(db)?;
+                    hits.push((k.value().1, v.value().to_vec()));
+                }
+            }
+            hits.sort_unstable_by_key(|(pos, _)| *pos);
+            let more = hits.len() > limit;
+            hits.truncate(limit);
+            let next = hits.last().map_or(after, |(pos, _)| *pos);
+            let records = txn.open_table(RECORDS).map_err(db)?;
+            let versions = txn.open_table(VERSIONS).map_err(db)?;
+            let mut out = Vec::with_capacity(hits.len());
+            for (pos, key) in hits {
+                let bytes = records
+                    .get(key.as_slice())
+                    .map_err(db)?
+                    .ok_or_else(|| corrupt(MissingRecord(pos)))?;
+                let record = Record::parse_unverified(bytes.value()).map_err(corrupt)?;
+                if is_live(&versions, &record)? {
+                    out.push(record);
+                }
+            }
+            Ok(Some((out, next, more)))
+        })
+    }
+}
+
+/// A manifest counts only while this node holds its version with its digest (so readers never
+/// chase a blob that is gone); tags and tombstones always count.
+fn is_live(versions: &impl StrTable, record: &Record) -> Result<bool, StoreError> {
+    let RecordBody::Manifest(m) = &record.body else {
+        return Ok(true);
+    };
+    let vk = version_key(m.name.as_str(), &m.version.to_string(), m.arch.as_str());
+    Ok(versions
+        .get(vk.as_str())
+        .map_err(db)?
+        .map(|v| decode::<VersionEntry>(v.value()))
+        .transpose()?
+        .is_some_and(|e| e.digest == *m.digest.as_bytes()))
 }
 
 #[derive(Debug, thiserror::Error)]

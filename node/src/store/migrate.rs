@@ -1,6 +1,7 @@
-//! Bringing a data dir written before the authority rules up to them, once, inside the same
+//! Bringing a data dir written by an older version up to date, once, inside the same
 //! transaction that creates the new tables (all or nothing).
 //!
+//! - `package_log_v1` and `log_names_v1` are filled from the log.
 //! - `owners_v1` is filled by replaying the log in the order this node learned it: the first
 //!   manifest for a canonical name claims it for its origin, exactly as live intake would have.
 //! - Tags whose names read as versions or version prefixes (allowed before) are dropped from
@@ -15,10 +16,47 @@ use niso_protocol::{
 use redb::{ReadableTable, TableHandle, WriteTransaction};
 
 use super::{
+    apply::index_log_entry,
     entries::{OwnerEntry, encode},
     error::{StoreError, db},
-    tables::{LOG, OWNERS, RECORDS, TAGS, split_key},
+    tables::{LOG, LOG_NAMES, OWNERS, PACKAGE_LOG, RECORDS, TAGS, split_key},
 };
+
+/// Creates the per-package log index, filling it from the log when the data dir predates it.
+pub(super) fn index_package_log(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let exists = txn
+        .list_tables()
+        .map_err(db)?
+        .any(|t| t.name() == PACKAGE_LOG.name());
+    txn.open_table(PACKAGE_LOG).map_err(db)?;
+    txn.open_table(LOG_NAMES).map_err(db)?;
+    if exists {
+        return Ok(());
+    }
+    let entries: Vec<(u64, Vec<u8>, String)> = {
+        let log = txn.open_table(LOG).map_err(db)?;
+        let records = txn.open_table(RECORDS).map_err(db)?;
+        let mut out = Vec::new();
+        for item in log.iter().map_err(db)? {
+            let (pos, key) = item.map_err(db)?;
+            let Some(bytes) = records.get(key.value()).map_err(db)? else {
+                continue;
+            };
+            if let Ok(record) = Record::parse_unverified(bytes.value()) {
+                out.push((
+                    pos.value(),
+                    key.value().to_vec(),
+                    record.body.package().to_string(),
+                ));
+            }
+        }
+        out
+    };
+    for (pos, key, package) in entries {
+        index_log_entry(txn, &package, pos, &key)?;
+    }
+    Ok(())
+}
 
 /// Creates `owners_v1`, filling it from the log when the data dir predates it.
 pub(super) fn claim_owners(txn: &WriteTransaction) -> Result<(), StoreError> {

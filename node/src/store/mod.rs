@@ -293,6 +293,7 @@ fn create_tables(database: &Database) -> Result<(), StoreError> {
     txn.open_table(RETIRED).map_err(db)?;
     index_blob_versions(&txn)?;
     migrate::claim_owners(&txn)?;
+    migrate::index_package_log(&txn)?;
     txn.commit().map_err(db)?;
     Ok(())
 }

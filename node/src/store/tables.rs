@@ -8,6 +8,11 @@ use redb::{MultimapTableDefinition, TableDefinition};
 pub const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records_v1");
 /// Local log position → `origin ‖ seq`: the order this node learned records in.
 pub const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log_v1");
+/// `(package, local log position)` → `origin ‖ seq`: each package's records in log order, so a
+/// key that may see a few packages reads their records without scanning the whole log.
+pub const PACKAGE_LOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("package_log_v1");
+/// Every package name that has records in the log (those of [`PACKAGE_LOG`]).
+pub const LOG_NAMES: TableDefinition<&str, ()> = TableDefinition::new("log_names_v1");
 /// Origin → highest sequence number held.
 pub const ORIGINS: TableDefinition<&[u8], u64> = TableDefinition::new("origins_v1");
 /// `name \0 version \0 arch` → [`super::entries::VersionEntry`].

@@ -36,7 +36,12 @@ async fn lazy_pair() -> (TestNode, TestNode, Vec<u8>) {
         .await
         .expect(StatusCode::CREATED);
     until(&b.node, "the record on b", || {
-        !b.node.state().store.versions("lazy-pkg").unwrap().is_empty()
+        !b.node
+            .state()
+            .store
+            .versions("lazy-pkg")
+            .unwrap()
+            .is_empty()
     })
     .await;
     assert!(!b.node.state().store.blobs().contains(&Digest::of(&bytes)));
@@ -128,7 +133,10 @@ async fn export_fails_loudly_when_a_blob_cannot_be_had() {
     let reply = b.get("/v1/export", Some(&b.admin)).await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.json());
     assert_eq!(reply.code(), "blob_unavailable");
-    let message = reply.json()["error"]["message"].as_str().unwrap().to_owned();
+    let message = reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(message.contains("nothing was exported"), "{message}");
 }
 
@@ -162,14 +170,28 @@ async fn a_bundle_cut_at_an_entry_boundary_is_rejected() {
     let without_trailer = retar(&whole[..whole.len() - 1]);
     let mut without_blob = whole.clone();
     without_blob.remove(whole.len() - 2);
-    for (what, cut) in [("no trailer", without_trailer), ("a blob short", retar(&without_blob))] {
+    for (what, cut) in [
+        ("no trailer", without_trailer),
+        ("a blob short", retar(&without_blob)),
+    ] {
         let c = target().await;
         let reply = import(&c, cut).await;
-        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{what}: {}", reply.json());
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{what}: {}",
+            reply.json()
+        );
         assert_eq!(reply.code(), "invalid_bundle", "{what}");
-        assert!(c.node.state().store.versions("app").unwrap().is_empty(), "{what}");
+        assert!(
+            c.node.state().store.versions("app").unwrap().is_empty(),
+            "{what}"
+        );
     }
     let c = target().await;
-    let report = import(&c, retar(&whole)).await.expect(StatusCode::OK).json();
+    let report = import(&c, retar(&whole))
+        .await
+        .expect(StatusCode::OK)
+        .json();
     assert_eq!(report["versions"], 2, "{report}");
 }

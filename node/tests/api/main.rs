@@ -7,6 +7,7 @@
 )]
 
 mod archives;
+mod bundles;
 mod federation;
 mod flows;
 mod hostile;
@@ -14,5 +15,8 @@ mod hostile_peer;
 mod intake;
 mod integrity;
 mod metrics;
+mod mirror_limits;
+mod p2p_listen;
+mod records;
 mod scopes;
 mod support;
