@@ -144,6 +144,8 @@ pub struct P2pConfig {
     pub max_connections: u32,
     /// How often to run anti-entropy sync with every connected peer.
     pub sync_interval_secs: u64,
+    /// `[p2p.limits]`: inbound streams per peer and the request deadline.
+    pub limits: crate::p2p::frames::StreamLimits,
 }
 
 impl Default for P2pConfig {
@@ -155,6 +157,7 @@ impl Default for P2pConfig {
             mdns: true,
             max_connections: 128,
             sync_interval_secs: 10,
+            limits: crate::p2p::frames::StreamLimits::default(),
         }
     }
 }

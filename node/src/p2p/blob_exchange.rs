@@ -37,12 +37,14 @@ use tokio::{
 };
 use tokio_util::{compat::FuturesAsyncReadCompatExt, io::SyncIoBridge};
 
-use super::frames::{WireError, read_frame, write_frame};
+use super::frames::{
+    Admission, BLOB_SERVING, BLOB_STREAMS, SERVING_WAIT, WireError, read_frame, read_request,
+    strike_bad_request, write_frame,
+};
 use crate::node::NodeState;
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new(BLOB_PROTOCOL);
 pub const BLOCK: BlockSize = BlockSize::from_chunk_log(BLOB_CHUNK_LOG);
-const CONCURRENT: usize = 16;
 /// Transfers of one blob (complete or partial) served at once. Further requests wait a moment
 /// for a slot and are then told "not here", so requesters turn to other peers. Few transfers
 /// at full speed beat many slow ones: a segment that arrives sooner is served onwards sooner.
@@ -199,41 +201,44 @@ impl Serving {
     }
 }
 
-/// Serves blob ranges until the protocol is dropped.
+/// Serves blob ranges until the protocol is dropped. Streams are admitted per peer, then
+/// against the global backstop (see `frames`); a transfer slot is waited for only once the
+/// request has arrived.
 pub async fn serve(state: Arc<NodeState>, mut incoming: libp2p_stream::IncomingStreams) {
-    let permits = Arc::new(Semaphore::new(CONCURRENT));
-    // Requests past the first few hundred waiting are dropped outright: a flood costs at most
-    // that many small tasks.
-    let waiting = Arc::new(Semaphore::new(CONCURRENT * 16));
+    let limits = &state.config.p2p.limits;
+    let admission = Admission::new(BLOB_PROTOCOL, limits.blob_per_peer, BLOB_STREAMS);
+    let deadline = limits.request_timeout();
+    let permits = Arc::new(Semaphore::new(BLOB_SERVING));
     while let Some((peer, mut stream)) = incoming.next().await {
-        let Ok(queued) = waiting.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "too many blob requests, dropping one");
+        let Some(admitted) = admission.admit(peer) else {
             continue;
         };
         let state = state.clone();
         let permits = permits.clone();
         tokio::spawn(async move {
+            let _admitted = admitted;
+            let request = match read_request::<BlobRequest>(&mut stream, deadline).await {
+                Ok(r) => r,
+                Err(e) => {
+                    strike_bad_request(state.p2p.as_ref(), peer, BLOB_PROTOCOL, &e).await;
+                    return;
+                }
+            };
             // Busy: say "not here" (the requester tries someone else) rather than hang up.
-            let permit = tokio::time::timeout(SLOT_WAIT, permits.acquire_owned()).await;
+            let permit = tokio::time::timeout(SERVING_WAIT, permits.acquire_owned()).await;
             let result = match permit {
                 Ok(Ok(permit)) => {
-                    let r = handle(&state, peer, stream).await;
+                    let r = handle(&state, peer, stream, request).await;
                     drop(permit);
                     r
                 }
-                _ => refuse(&mut stream).await,
+                _ => not_found(&mut stream).await,
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "blob request failed");
             }
-            drop(queued);
         });
     }
-}
-
-async fn refuse(stream: &mut libp2p::Stream) -> Result<(), WireError> {
-    let _: BlobRequest = read_frame(stream, 64 * 1024).await?;
-    not_found(stream).await
 }
 
 async fn not_found(stream: &mut libp2p::Stream) -> Result<(), WireError> {
@@ -246,8 +251,8 @@ async fn handle(
     state: &Arc<NodeState>,
     peer: PeerId,
     mut stream: libp2p::Stream,
+    request: BlobRequest,
 ) -> Result<(), WireError> {
-    let request: BlobRequest = read_frame(&mut stream, 64 * 1024).await?;
     let digest = Digest::from_bytes(request.digest);
     let peer_s = peer.to_string();
     let shared = state

@@ -241,7 +241,7 @@ impl P2p {
             .collect()
     }
 
-    /// A receiver that changes whenever a peer connects, disconnects or is blocked.
+    /// A receiver that changes whenever a peer connects, disconnects, is struck or is blocked.
     pub fn watch_peers(&self) -> tokio::sync::watch::Receiver<u64> {
         self.shared.connections.subscribe()
     }

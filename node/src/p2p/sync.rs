@@ -18,14 +18,15 @@ use tracing::Instrument;
 
 use super::{
     P2pEvent,
-    frames::{WireError, read_frame, write_frame},
+    frames::{
+        Admission, SERVING_WAIT, SYNC_SERVING, SYNC_STREAMS, WireError, read_frame, read_request,
+        strike_bad_request, write_frame,
+    },
 };
 use crate::{identity::peer_id as origin_peer_id, node::NodeState};
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new(SYNC_PROTOCOL);
 
-/// Sync requests served at once; more wait (bounded), so a flood cannot exhaust the node.
-const CONCURRENT: usize = 32;
 /// The most `(peer, globs)` pairs a request may state.
 const MAX_WANTS: usize = 64;
 
@@ -75,29 +76,45 @@ impl Wants {
     }
 }
 
-/// Serves sync requests until the protocol is dropped.
+/// Serves sync requests until the protocol is dropped. Streams are admitted per peer, then
+/// against the global backstop (see `frames`); a pull takes a serving slot only once its
+/// request has arrived, so streams that never send one cost a peer strikes, not others
+/// their sync.
 pub async fn serve(
     state: Arc<NodeState>,
     mut incoming: libp2p_stream::IncomingStreams,
     events: tokio::sync::mpsc::Sender<P2pEvent>,
 ) {
-    let permits = Arc::new(Semaphore::new(CONCURRENT));
-    while let Some((peer, stream)) = incoming.next().await {
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "too many sync requests, dropping one");
+    let limits = &state.config.p2p.limits;
+    let admission = Admission::new(SYNC_PROTOCOL, limits.sync_per_peer, SYNC_STREAMS);
+    let deadline = limits.request_timeout();
+    let serving = Arc::new(Semaphore::new(SYNC_SERVING));
+    while let Some((peer, mut stream)) = incoming.next().await {
+        // Dropping the stream resets it at once: the peer learns, and holds nothing.
+        let Some(admitted) = admission.admit(peer) else {
             continue;
         };
         let state = state.clone();
         let events = events.clone();
+        let serving = serving.clone();
         // `instrument`, not `span.enter()`: a guard held across an await leaks the span into
         // whatever else runs on the thread.
         let span = tracing::debug_span!("sync-serve", %peer);
         tokio::spawn(
             async move {
-                if let Err(e) = handle(&state, &events, peer, stream).await {
+                let _admitted = admitted;
+                let request = match read_request::<SyncMessage>(&mut stream, deadline).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // Struck before the stream drops, so the peer sees its stream end only
+                        // after the strike is on its way.
+                        strike_bad_request(state.p2p.as_ref(), peer, SYNC_PROTOCOL, &e).await;
+                        return;
+                    }
+                };
+                if let Err(e) = handle(&state, &events, &serving, peer, stream, request).await {
                     tracing::debug!(%peer, error = %e, "sync request failed");
                 }
-                drop(permit);
             }
             .instrument(span),
         );
@@ -107,10 +124,11 @@ pub async fn serve(
 async fn handle(
     state: &NodeState,
     events: &tokio::sync::mpsc::Sender<P2pEvent>,
+    serving: &Arc<Semaphore>,
     peer: PeerId,
     mut stream: libp2p::Stream,
+    message: SyncMessage,
 ) -> Result<(), WireError> {
-    let message: SyncMessage = read_frame(&mut stream, 64 * 1024).await?;
     match message {
         SyncMessage::Poke => {
             let _ = events.try_send(P2pEvent::Poked(peer));
@@ -120,6 +138,13 @@ async fn handle(
             limit,
             wants,
         } => {
+            let Ok(Ok(_slot)) =
+                tokio::time::timeout(SERVING_WAIT, serving.clone().acquire_owned()).await
+            else {
+                // Busy: the requester retries on its next round.
+                tracing::debug!(%peer, "every sync serving slot busy, dropping a pull");
+                return Ok(());
+            };
             let limit = limit.clamp(1, MAX_PAGE) as usize;
             let wants = Wants::compile(&wants);
             let peer_s = peer.to_string();

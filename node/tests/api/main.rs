@@ -20,3 +20,4 @@ mod p2p_listen;
 mod records;
 mod scopes;
 mod support;
+mod sync_flood;
