@@ -38,7 +38,13 @@ async fn call(router: &Router, path: &str, key: &str) -> usize {
         .unwrap();
     let response = router.clone().oneshot(req).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK, "{path}");
-    response.into_body().collect().await.unwrap().to_bytes().len()
+    response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .len()
 }
 
 async fn per_call(router: &Router, path: &str, key: &str) -> (Duration, usize) {
@@ -63,7 +69,9 @@ async fn main() {
     };
     let mut config = config;
     config.p2p.enabled = false;
-    let node = Node::open_with(config, TransportChoice::Memory).await.unwrap();
+    let node = Node::open_with(config, TransportChoice::Memory)
+        .await
+        .unwrap();
     let router = node.router();
     let store = &node.state().store;
 

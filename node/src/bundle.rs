@@ -177,8 +177,8 @@ pub fn write(state: &NodeState, plan: &ExportPlan, out: impl Write) -> Result<()
         h.set_mtime(0);
         tar.append_data(&mut h, path, data)
     };
-    let json = serde_json::to_vec_pretty(&plan.header)
-        .map_err(|e| BundleError::Invalid(e.to_string()))?;
+    let json =
+        serde_json::to_vec_pretty(&plan.header).map_err(|e| BundleError::Invalid(e.to_string()))?;
     append(&mut tar, HEADER, json.len() as u64, &mut &json[..])?;
     let mut encoded = Vec::new();
     for r in &plan.records {
@@ -194,8 +194,8 @@ pub fn write(state: &NodeState, plan: &ExportPlan, out: impl Write) -> Result<()
         append(&mut tar, &format!("blobs/{}", d.hex()), size, &mut f)?;
         sealed.blob(d);
     }
-    let trailer = serde_json::to_vec(&sealed.trailer())
-        .map_err(|e| BundleError::Invalid(e.to_string()))?;
+    let trailer =
+        serde_json::to_vec(&sealed.trailer()).map_err(|e| BundleError::Invalid(e.to_string()))?;
     append(&mut tar, TRAILER, trailer.len() as u64, &mut &trailer[..])?;
     tar.into_inner()?.flush()?;
     Ok(())

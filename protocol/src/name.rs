@@ -121,7 +121,9 @@ pub enum TagError {
         "tag `{0}` reads as a version or version prefix, which it would shadow; pick a name such as `stable` or `v{0}`"
     )]
     LooksLikeVersion(String),
-    #[error("`latest` is maintained automatically (the highest release version); pick another tag name")]
+    #[error(
+        "`latest` is maintained automatically (the highest release version); pick another tag name"
+    )]
     Latest,
 }
 

@@ -287,7 +287,9 @@ fn check_body(body: &RecordBody) -> Result<(), RecordError> {
             }
             if t.tag_seq == u64::MAX {
                 // The next move could not be numbered: refuse rather than let a tag freeze.
-                return Err(RecordError::Field("tag sequence number is exhausted".into()));
+                return Err(RecordError::Field(
+                    "tag sequence number is exhausted".into(),
+                ));
             }
         }
         RecordBody::Tombstone(t) => check_version(&t.version)?,

@@ -3,14 +3,14 @@
 //! node checking archives with huge zstd windows keeps its memory flat.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::{TcpListener, TcpStream},
+    io::{Read, Write},
+    net::TcpStream,
     path::Path,
-    sync::{Arc, Barrier, Mutex},
+    sync::{Arc, Barrier},
 };
 
 use niso_protocol::Digest;
-use niso_tests::{Sandbox, Server};
+use niso_tests::{FakeRegistry, Sandbox, Server};
 
 const META: &str = "name = \"evil\"\nversion = \"1.0.0\"\narch = \"any\"\n";
 
@@ -100,74 +100,24 @@ fn pack_refuses_a_tree_whose_links_climb_out() {
 }
 
 /// A registry that resolves `evil` to `blob` and serves it, whatever it is asked.
-fn fake_registry(blob: Vec<u8>) -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+fn fake_registry(blob: Vec<u8>) -> FakeRegistry {
     let answer = serde_json::json!({
         "name": "evil", "version": "1.0.0", "arch": "any",
         "digest": Digest::of(&blob).to_string(), "size": blob.len(),
         "description": "", "matched": "exact",
     });
-    let requests = Arc::new(Mutex::new(Vec::new()));
-    let seen = Arc::clone(&requests);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request = String::new();
-            if reader.read_line(&mut request).is_err() {
-                continue;
-            }
-            loop {
-                let mut line = String::new();
-                match reader.read_line(&mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) if line == "\r\n" => break,
-                    Ok(_) => {}
-                }
-            }
-            let path = request.split_whitespace().nth(1).unwrap_or_default();
-            seen.lock().unwrap().push(path.to_owned());
-            let route = path.split('?').next().unwrap_or_default();
-            let (status, body, kind) = if route == "/v1/packages/evil/resolve" {
-                (
-                    "200 OK",
-                    answer.to_string().into_bytes(),
-                    "application/json",
-                )
-            } else if route.starts_with("/v1/packages/evil/blobs/") {
-                ("200 OK", blob.clone(), "application/octet-stream")
-            } else {
-                (
-                    "404 Not Found",
-                    br#"{"error":{"code":"not_found","message":"no such thing"}}"#.to_vec(),
-                    "application/json",
-                )
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(&body);
-        }
-    });
-    (url, requests)
+    FakeRegistry::answering(answer, blob)
 }
 
 #[test]
 fn install_refuses_the_chain_from_a_registry_that_serves_it() {
     let user = Sandbox::new();
-    let (url, requests) = fake_registry(chain_archive());
-    let out = user.run(&["install", "evil:1.0.0", "--registry", &url]);
+    let registry = fake_registry(chain_archive());
+    let out = user.run(&["install", "evil:1.0.0", "--registry", &registry.url]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "install succeeded: {stderr}");
     assert!(
-        requests
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|p| p.contains("/blobs/")),
+        registry.asked_for_a_blob(),
         "the archive was never downloaded: {stderr}"
     );
     assert!(

@@ -2,83 +2,10 @@
 //! another package's name or version, a digest of other bytes, an archive of another package.
 //! `pull`, `install` and `upgrade` must refuse each one, exit 7, and change nothing on disk.
 
-use std::{
-    collections::BTreeMap,
-    io::{BufRead, BufReader, Write},
-    net::TcpListener,
-    path::Path,
-    sync::{Arc, Mutex},
-};
+use std::{collections::BTreeMap, path::Path};
 
 use niso_protocol::{Digest, pack::Packer};
-use niso_tests::Sandbox;
-
-/// A fake registry on 127.0.0.1: every `resolve` gets `answer`, every blob request gets
-/// `blob`, anything else a 404 envelope. Remembers the paths it was asked for.
-struct FakeRegistry {
-    url: String,
-    requests: Arc<Mutex<Vec<String>>>,
-}
-
-impl FakeRegistry {
-    fn start(answer: serde_json::Value, blob: Vec<u8>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let seen = Arc::clone(&requests);
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut request = String::new();
-                if reader.read_line(&mut request).is_err() {
-                    continue;
-                }
-                loop {
-                    let mut line = String::new();
-                    match reader.read_line(&mut line) {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) if line == "\r\n" => break,
-                        Ok(_) => {}
-                    }
-                }
-                let path = request.split_whitespace().nth(1).unwrap_or_default();
-                seen.lock().unwrap().push(path.to_owned());
-                let route = path.split('?').next().unwrap_or_default();
-                let (status, body, kind) = if route.ends_with("/resolve") {
-                    (
-                        "200 OK",
-                        answer.to_string().into_bytes(),
-                        "application/json",
-                    )
-                } else if route.contains("/blobs/") {
-                    ("200 OK", blob.clone(), "application/octet-stream")
-                } else {
-                    (
-                        "404 Not Found",
-                        br#"{"error":{"code":"not_found","message":"no such thing"}}"#.to_vec(),
-                        "application/json",
-                    )
-                };
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = stream.write_all(&body);
-            }
-        });
-        Self { url, requests }
-    }
-
-    fn asked_for_a_blob(&self) -> bool {
-        self.requests
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|p| p.contains("/blobs/"))
-    }
-}
+use niso_tests::{FakeRegistry, Sandbox};
 
 /// A valid archive of `name` `version` for `any`, with one executable.
 fn archive(name: &str, version: &str) -> Vec<u8> {
@@ -227,7 +154,7 @@ fn path_pieces_in_an_answer_are_refused_before_any_download() {
     ];
     let user = user_with_victims();
     for (field, trick) in tricks {
-        let registry = FakeRegistry::start(trick.clone(), good.clone());
+        let registry = FakeRegistry::answering(trick.clone(), good.clone());
         for command in COMMANDS {
             refused(
                 &user,
@@ -253,7 +180,7 @@ fn an_answer_for_another_package_version_or_arch_is_refused() {
     let digest = Digest::of(&evil).to_string();
     let user = user_with_victims();
 
-    let registry = FakeRegistry::start(
+    let registry = FakeRegistry::answering(
         answer("evil", "1.0.0", "any", &digest, evil.len()),
         evil.clone(),
     );
@@ -267,7 +194,7 @@ fn an_answer_for_another_package_version_or_arch_is_refused() {
     }
 
     let newer = archive("my-api", "6.6.6");
-    let registry = FakeRegistry::start(
+    let registry = FakeRegistry::answering(
         answer(
             "my-api",
             "6.6.6",
@@ -287,7 +214,7 @@ fn an_answer_for_another_package_version_or_arch_is_refused() {
     }
 
     // An architecture no machine runs: never the host's, never `any`.
-    let registry = FakeRegistry::start(
+    let registry = FakeRegistry::answering(
         answer("my-api", "1.0.0", "pdp11", &digest, evil.len()),
         evil,
     );
@@ -310,7 +237,7 @@ fn bytes_that_are_not_what_the_answer_says_are_refused() {
     let user = user_with_victims();
     // The honest registry's version stays installed and active through every refusal below.
     let good = archive("my-api", "1.0.0");
-    let honest = FakeRegistry::start(
+    let honest = FakeRegistry::answering(
         answer(
             "my-api",
             "1.0.0",
@@ -325,7 +252,7 @@ fn bytes_that_are_not_what_the_answer_says_are_refused() {
     // A digest of other bytes than the blob served.
     let served = archive("my-api", "2.0.0");
     let listed = Digest::of(b"something else").to_string();
-    let registry = FakeRegistry::start(
+    let registry = FakeRegistry::answering(
         answer("my-api", "2.0.0", "any", &listed, served.len()),
         served,
     );
@@ -340,7 +267,7 @@ fn bytes_that_are_not_what_the_answer_says_are_refused() {
 
     // The digest fits the bytes, but the archive inside is another package.
     let evil = archive("evil", "2.0.0");
-    let registry = FakeRegistry::start(
+    let registry = FakeRegistry::answering(
         answer(
             "my-api",
             "2.0.0",
@@ -364,7 +291,7 @@ fn bytes_that_are_not_what_the_answer_says_are_refused() {
 
     // Bytes that hash right but are no archive at all.
     let junk = b"not a package".to_vec();
-    let registry = FakeRegistry::start(
+    let registry = FakeRegistry::answering(
         answer(
             "my-api",
             "2.0.0",

@@ -2,14 +2,12 @@
 //! and the registry itself as a niso package run as a service.
 
 use std::{
-    io::{BufRead, BufReader, Write},
-    net::TcpListener,
     path::{Path, PathBuf},
     process::Stdio,
 };
 
 use niso_protocol::Digest;
-use niso_tests::{Sandbox, Server, http_get, package_dir};
+use niso_tests::{FakeRegistry, Sandbox, Server, http_get, package_dir};
 
 fn bin(user: &Sandbox, exe: &str) -> PathBuf {
     user.path().join("data/niso/bin").join(exe)
@@ -146,48 +144,22 @@ fn failed_upgrades_leave_the_active_version_alone() {
 
 /// A registry that serves whatever archive it is given, as a hostile one would.
 fn hostile_registry(name: &'static str, versions: Vec<(&'static str, Vec<u8>)>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request = String::new();
-            reader.read_line(&mut request).unwrap();
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
-                    break;
-                }
+    FakeRegistry::start(move |path| {
+        versions.iter().find_map(|(v, bytes)| {
+            let digest = Digest::of(bytes).to_string();
+            if path.starts_with(&format!("/v1/packages/{name}/resolve"))
+                && path.contains(&format!("ref={v}"))
+            {
+                let json = serde_json::json!({"name": name, "version": v, "arch": "any", "digest": digest, "size": bytes.len(), "description": "", "matched": "exact"});
+                Some(("200 OK", json.to_string().into_bytes(), "application/json"))
+            } else if path == format!("/v1/packages/{name}/blobs/{digest}") {
+                Some(("200 OK", bytes.clone(), "application/octet-stream"))
+            } else {
+                None
             }
-            let path = request
-                .split_whitespace()
-                .nth(1)
-                .unwrap_or_default()
-                .to_owned();
-            let (status, body, kind): (&str, Vec<u8>, &str) = versions
-                .iter()
-                .find_map(|(v, bytes)| {
-                    let digest = Digest::of(bytes).to_string();
-                    if path.starts_with(&format!("/v1/packages/{name}/resolve")) && path.contains(&format!("ref={v}")) {
-                        let json = serde_json::json!({"name": name, "version": v, "arch": "any", "digest": digest, "size": bytes.len(), "description": "", "matched": "exact"});
-                        Some(("200 OK", json.to_string().into_bytes(), "application/json"))
-                    } else if path == format!("/v1/packages/{name}/blobs/{digest}") {
-                        Some(("200 OK", bytes.clone(), "application/octet-stream"))
-                    } else {
-                        None
-                    }
-                })
-                .unwrap_or(("404 Not Found", br#"{"error":{"code":"not_found","message":"no"}}"#.to_vec(), "application/json"));
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(&body);
-        }
-    });
-    url
+        })
+    })
+    .url
 }
 
 #[test]

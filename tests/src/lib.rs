@@ -7,6 +7,10 @@
     reason = "test harness: failures are test failures"
 )]
 
+pub mod fake_registry;
+
+pub use fake_registry::FakeRegistry;
+
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
