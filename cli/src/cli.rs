@@ -188,7 +188,9 @@ pub enum ServiceCommand {
 pub enum RegistryCommand {
     /// Run a registry node.
     #[command(
-        after_help = "Examples:\n  niso registry serve\n  niso registry serve --listen 0.0.0.0:5000 --data-dir /var/lib/niso-registry"
+        after_help = "Peer-to-peer networking starts only when the config has [[replicate]] or [[share]] rules, \
+or with [p2p] enabled = true, --p2p-listen or --bootstrap; otherwise the node opens no p2p port.\n\n\
+Examples:\n  niso registry serve\n  niso registry serve --listen 0.0.0.0:5000 --data-dir /var/lib/niso-registry"
     )]
     Serve(ServeArgs),
     /// Show a node's identity and size.

@@ -68,7 +68,7 @@ async fn main() {
         ..NodeConfig::default()
     };
     let mut config = config;
-    config.p2p.enabled = false;
+    config.p2p.enabled = Some(false);
     let node = Node::open_with(config, TransportChoice::Memory)
         .await
         .unwrap();

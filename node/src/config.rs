@@ -132,8 +132,10 @@ impl Default for KeysConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct P2pConfig {
-    /// Run the libp2p side at all.
-    pub enabled: bool,
+    /// Run the libp2p side: `true`, `false`, or unset, which means on exactly when this node
+    /// has `[[replicate]]` or `[[share]]` rules. A node with nothing to take in or give out
+    /// opens no p2p port and announces nothing on the LAN.
+    pub enabled: Option<bool>,
     /// Multiaddrs to listen on.
     pub listen: Vec<String>,
     /// Peers to dial at start (multiaddrs ending in `/p2p/PEER_ID`).
@@ -151,7 +153,7 @@ pub struct P2pConfig {
 impl Default for P2pConfig {
     fn default() -> Self {
         Self {
-            enabled: true,
+            enabled: None,
             listen: vec!["/ip4/0.0.0.0/tcp/4001".to_owned()],
             bootstrap: Vec::new(),
             mdns: true,
@@ -224,6 +226,13 @@ impl NodeConfig {
         })
     }
 
+    /// Whether the node runs its libp2p side (see [`P2pConfig::enabled`]).
+    pub fn p2p_enabled(&self) -> bool {
+        self.p2p
+            .enabled
+            .unwrap_or(!self.replicate.is_empty() || !self.share.is_empty())
+    }
+
     pub(crate) fn archive_limits(&self) -> niso_protocol::archive::ArchiveLimits {
         niso_protocol::archive::ArchiveLimits {
             max_entries: self.limits.max_entries,
@@ -247,6 +256,19 @@ mod tests {
         assert_eq!(c.gc.grace_period_secs, 5);
         assert_eq!(c.gc.upload_ttl_secs, GcConfig::default().upload_ttl_secs);
         assert!(toml::from_str::<NodeConfig>("anonymous_pul = true").is_err());
+    }
+
+    #[test]
+    fn p2p_runs_only_with_rules_unless_told() {
+        let parse = |s: &str| toml::from_str::<NodeConfig>(s).unwrap().p2p_enabled();
+        assert!(!parse(""), "no rules: no p2p listener");
+        assert!(!parse("[p2p]\nmdns = true\n"));
+        assert!(parse("[[share]]\nto = \"*\"\npackages = [\"*\"]\n"));
+        assert!(parse("[[replicate]]\nfrom = \"*\"\npackages = [\"*\"]\n"));
+        assert!(parse("[p2p]\nenabled = true\n"));
+        assert!(!parse(
+            "[p2p]\nenabled = false\n[[share]]\nto = \"*\"\npackages = [\"*\"]\n"
+        ));
     }
 
     #[test]

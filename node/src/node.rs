@@ -201,7 +201,7 @@ impl Node {
         let failpoints = Failpoints::new(&config.failpoints);
         let store = Store::open(&data_dir, secret, failpoints.clone())?;
         let mut tasks = Vec::new();
-        let (p2p, events) = if config.p2p.enabled {
+        let (p2p, events) = if config.p2p_enabled() {
             let (p2p, events, events_tx, event_loop, incoming) =
                 P2p::start(secret_bytes, &config.p2p, trust.clone(), transport)
                     .await
@@ -313,8 +313,9 @@ fn restrict_dir(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
-/// With no admin key in the store (first start, or every admin key revoked), issues one and
-/// writes it to `DATA_DIR/admin.key`, mode 0600. The key itself is never logged.
+/// With no working admin key in the store (first start, or every admin key revoked or
+/// expired), issues one and writes it to `DATA_DIR/admin.key`, mode 0600. The key itself is
+/// never logged.
 async fn ensure_admin_key(state: &NodeState) -> Result<(), NodeError> {
     if state.store.has_admin_key()? {
         return Ok(());

@@ -52,7 +52,8 @@ pub async fn run(state: Arc<NodeState>, mut events: mpsc::Receiver<P2pEvent>) {
                 Some(P2pEvent::Gossip { from, record }) => {
                     let state = state.clone();
                     tokio::spawn(async move {
-                        let outcome = take_in(&state, from, vec![*record], Policy::Rules).await;
+                        let outcome =
+                            take_in(&state, from, (vec![*record], 0), Policy::Rules).await;
                         if outcome.applied > 0 {
                             tracing::debug!(%from, "applied a gossiped record");
                         }
@@ -200,7 +201,7 @@ pub async fn sync_with(state: &Arc<NodeState>, peer: PeerId) -> Result<Outcome, 
             continue;
         }
         cursor.share_fingerprint = page.share_fingerprint;
-        let records = decode_page(&p2p, peer, &page.records).await;
+        let records = decode_page(peer, &page.records);
         let outcome = take_in(state, peer, records, Policy::Rules).await;
         let incomplete = outcome.incomplete > 0;
         total.merge(outcome);
@@ -246,7 +247,7 @@ pub async fn mirror_from_peer(
             vec![("*".into(), vec!["*".into()])],
         )
         .await?;
-        let records = decode_page(&p2p, peer, &page.records).await;
+        let records = decode_page(peer, &page.records);
         total.merge(take_in(state, peer, records, Policy::Operator).await);
         after = page.next.max(after);
         if !page.more {
@@ -256,9 +257,9 @@ pub async fn mirror_from_peer(
     Ok(total)
 }
 
-/// Parses a page's records. Signatures are checked once, by the intake; a peer is struck
-/// for bytes that are not records at all here, and for invalid records after the intake.
-async fn decode_page(p2p: &crate::p2p::P2p, peer: PeerId, raw: &[Vec<u8>]) -> Vec<Record> {
+/// Parses a page's records; returns them and how many entries were not records at all.
+/// Signatures are checked once, by the intake.
+fn decode_page(peer: PeerId, raw: &[Vec<u8>]) -> (Vec<Record>, usize) {
     let mut out = Vec::with_capacity(raw.len());
     let mut bad = 0;
     for bytes in raw {
@@ -270,14 +271,7 @@ async fn decode_page(p2p: &crate::p2p::P2p, peer: PeerId, raw: &[Vec<u8>]) -> Ve
             }
         }
     }
-    if bad > 0 {
-        p2p.strike(
-            peer,
-            &format!("sent {bad} invalid record(s) in a sync page"),
-        )
-        .await;
-    }
-    out
+    (out, bad)
 }
 
 /// Blobs from the peer that sent the records (and any other peer that has them).
@@ -300,11 +294,13 @@ impl BlobSource for PeerBlobs {
     }
 }
 
-/// Hands records that came from `from` to the intake, and strikes `from` for invalid ones.
+/// Hands records that came from `from` to the intake, then strikes `from` once if the batch
+/// held entries that were not records (`unparseable`) or records that are invalid. Once, and
+/// after the intake: a bad page is one misdeed, and the good records in it are judged first.
 pub async fn take_in(
     state: &Arc<NodeState>,
     from: PeerId,
-    records: Vec<Record>,
+    (records, unparseable): (Vec<Record>, usize),
     policy: Policy,
 ) -> Outcome {
     let outcome = match intake::admit(state, policy, records, &mut PeerBlobs { from }).await {
@@ -319,11 +315,14 @@ pub async fn take_in(
         }
     };
     let invalid = outcome.invalid();
-    if invalid > 0
+    if invalid + unparseable > 0
         && let Some(p2p) = &state.p2p
     {
-        p2p.strike(from, &format!("relayed {invalid} invalid record(s)"))
-            .await;
+        p2p.strike(
+            from,
+            &format!("sent {unparseable} unparseable and {invalid} invalid record(s)"),
+        )
+        .await;
     }
     if let Some(p2p) = &state.p2p
         && !outcome.refused.is_empty()

@@ -105,6 +105,8 @@ impl Cluster {
                 data_dir: root.join(format!("node{i}")),
                 ..NodeConfig::default()
             };
+            // Every simulated node is a peer, whatever its rules.
+            config.p2p.enabled = Some(true);
             config.p2p.listen = vec![address(i).to_string()];
             config.p2p.mdns = false;
             config.p2p.sync_interval_secs = scenario.sync_interval_secs;

@@ -27,12 +27,17 @@ pub fn config(ctx: &Context, args: &ServeArgs) -> anyhow::Result<NodeConfig> {
     if args.anonymous_pull {
         config.anonymous_pull = true;
     }
+    // Asking for a p2p address or a peer on the command line is asking for p2p.
     if !args.p2p_listen.is_empty() {
         config.p2p.listen = args.p2p_listen.clone();
+        config.p2p.enabled = Some(true);
     }
-    config.p2p.bootstrap.extend(args.bootstrap.iter().cloned());
+    if !args.bootstrap.is_empty() {
+        config.p2p.bootstrap.extend(args.bootstrap.iter().cloned());
+        config.p2p.enabled = Some(true);
+    }
     if args.no_p2p {
-        config.p2p.enabled = false;
+        config.p2p.enabled = Some(false);
     }
     if args.no_mdns {
         config.p2p.mdns = false;
@@ -44,6 +49,7 @@ pub fn config(ctx: &Context, args: &ServeArgs) -> anyhow::Result<NodeConfig> {
 pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
     let config = config(ctx, args)?;
     let data_dir = config.data_dir.clone();
+    let p2p = config.p2p_enabled();
     let node = Node::open(config)
         .await
         .with_context(|| format!("could not start a registry in {}", data_dir.display()))?;
@@ -61,6 +67,12 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
                 "  Admin key: {} (log in with: niso login http://{addr} --key \"$(cat {})\")",
                 admin_key.display(),
                 admin_key.display()
+            )?;
+        }
+        if !p2p {
+            writeln!(
+                out,
+                "  Peer-to-peer: off (no [[replicate]] or [[share]] rules; see `niso registry serve --help`)"
             )?;
         }
         out.flush()?;

@@ -67,12 +67,15 @@ impl Store {
     }
 
     /// Whether any stored key has the `admin` scope.
+    /// Whether an admin key that still works exists: expired ones do not count, so a node
+    /// whose every admin key expired issues a new `admin.key` at its next start.
     pub fn has_admin_key(&self) -> Result<bool, StoreError> {
         let admin = Scope::Admin.to_string();
+        let now = crate::clock::now_ms();
         Ok(self
             .list_keys()?
             .iter()
-            .any(|(_, e)| e.scopes.contains(&admin)))
+            .any(|(_, e)| e.scopes.contains(&admin) && e.expires_at_ms.is_none_or(|at| at > now)))
     }
 
     /// Deletes a key. Returns whether it existed.
@@ -114,5 +117,46 @@ impl Store {
                 Ok::<_, StoreError>(())
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use niso_protocol::{record::NodeSecret, scope::Scope};
+
+    use crate::{api_keys::issue_key, clock::now_ms, failpoint::Failpoints, store::Store};
+
+    #[tokio::test]
+    async fn only_a_working_admin_key_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            dir.path(),
+            NodeSecret::from_bytes(&[3; 32]),
+            Failpoints::default(),
+        )
+        .unwrap();
+        assert!(!store.has_admin_key().unwrap());
+        let pull: Scope = "pull:*".parse().unwrap();
+        issue_key(&store, "reader".into(), vec![pull], None)
+            .await
+            .unwrap();
+        assert!(!store.has_admin_key().unwrap(), "a pull key is no admin");
+        let (_, expired) = issue_key(&store, "old".into(), vec![Scope::Admin], Some(now_ms() - 1))
+            .await
+            .unwrap();
+        assert!(
+            !store.has_admin_key().unwrap(),
+            "{} has expired",
+            expired.id
+        );
+        issue_key(
+            &store,
+            "new".into(),
+            vec![Scope::Admin],
+            Some(now_ms() + 60_000),
+        )
+        .await
+        .unwrap();
+        assert!(store.has_admin_key().unwrap());
     }
 }

@@ -132,7 +132,7 @@ async fn victim(
     let v = TestNode::in_dir(
         dir,
         |c| {
-            c.p2p.enabled = p2p;
+            c.p2p.enabled = Some(p2p);
             c.p2p.listen = vec!["/memory/0".into()];
             c.p2p.mdns = false;
             c.p2p.sync_interval_secs = 1;

@@ -10,6 +10,7 @@ fn config(dir: &tempfile::TempDir, listen: &str) -> NodeConfig {
         data_dir: dir.path().join("data"),
         ..NodeConfig::default()
     };
+    config.p2p.enabled = Some(true);
     config.p2p.listen = vec![listen.to_owned()];
     config.p2p.mdns = false;
     config

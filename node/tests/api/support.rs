@@ -58,7 +58,7 @@ impl TestNode {
     pub async fn with(tweak: impl FnOnce(&mut NodeConfig)) -> Self {
         Self::with_transport(
             |c| {
-                c.p2p.enabled = false;
+                c.p2p.enabled = Some(false);
                 tweak(c);
             },
             TransportChoice::Memory,
@@ -84,6 +84,8 @@ impl TestNode {
             data_dir: dir.path().join("data"),
             ..NodeConfig::default()
         };
+        // Tests that pick a transport want the p2p side, rules or not.
+        config.p2p.enabled = Some(true);
         tweak(&mut config);
         let node = Node::open_with(config, transport).await.unwrap();
         let admin = std::fs::read_to_string(dir.path().join("data/admin.key"))
