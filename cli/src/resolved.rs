@@ -8,7 +8,7 @@
 use niso_protocol::{
     Arch, Digest, PackageMeta, PackageName, Version,
     api::Resolved,
-    reference::{LATEST, PackageRef},
+    reference::{LATEST, PackageRef, parse_prefix, prefix_matches},
 };
 
 /// What was asked of the registry: a package, a selector, and the architecture to run it on.
@@ -41,10 +41,9 @@ impl Selector {
                 if let Ok(v) = Version::parse(s) {
                     return Self::Exact(v);
                 }
-                let parts: Option<Vec<u64>> = s.split('.').map(|p| p.parse().ok()).collect();
-                match parts {
-                    Some(p) if (1..=2).contains(&p.len()) => Self::Prefix(p),
-                    _ => Self::Tag(s.to_owned()),
+                match parse_prefix(s) {
+                    Some(p) => Self::Prefix(p),
+                    None => Self::Tag(s.to_owned()),
                 }
             }
         }
@@ -54,12 +53,7 @@ impl Selector {
         match self {
             Self::Latest => version.pre.is_empty(),
             Self::Exact(v) => v == version,
-            Self::Prefix(p) => {
-                version.pre.is_empty()
-                    && p.iter()
-                        .zip([version.major, version.minor])
-                        .all(|(want, got)| *want == got)
-            }
+            Self::Prefix(p) => version.pre.is_empty() && prefix_matches(p, version),
             Self::Tag(_) => true,
         }
     }

@@ -187,7 +187,7 @@ pub fn write(state: &NodeState, plan: &ExportPlan, out: impl Write) -> Result<()
         encoded.extend_from_slice(&bytes);
     }
     append(&mut tar, RECORDS, encoded.len() as u64, &mut &encoded[..])?;
-    let mut sealed = Seal::new(&encoded);
+    let mut sealed = Seal::new(&encoded, plan.records.len() as u64);
     for (d, _, _) in &plan.blobs {
         let mut f = std::fs::File::open(state.store.blobs().path(d))?;
         let size = f.metadata()?.len();
@@ -219,12 +219,12 @@ struct Seal {
 }
 
 impl Seal {
-    fn new(records_bin: &[u8]) -> Self {
+    fn new(records_bin: &[u8], records: u64) -> Self {
         let mut hasher = blake3::Hasher::new();
         hasher.update(records_bin);
         Self {
             hasher,
-            records: count_records(records_bin),
+            records,
             blobs: 0,
         }
     }
@@ -241,20 +241,6 @@ impl Seal {
             digest: self.hasher.finalize().into(),
         }
     }
-}
-
-/// How many length-prefixed records `records.bin` holds (a malformed tail counts as none).
-fn count_records(mut rest: &[u8]) -> u64 {
-    let mut n = 0;
-    while let Some(len) = rest.get(..4) {
-        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        match rest.get(4 + len..) {
-            Some(tail) => rest = tail,
-            None => break,
-        }
-        n += 1;
-    }
-    n
 }
 
 /// What an import did.
@@ -386,8 +372,9 @@ fn read_and_verify(
                 (&mut entry)
                     .take(256 * 1024 * 1024)
                     .read_to_end(&mut bytes)?;
-                records = Some(decode_records(&bytes)?);
-                seal = Some(Seal::new(&bytes));
+                let decoded = decode_records(&bytes)?;
+                seal = Some(Seal::new(&bytes, decoded.len() as u64));
+                records = Some(decoded);
             }
             TRAILER => {
                 let mut text = Vec::new();

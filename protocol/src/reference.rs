@@ -220,7 +220,7 @@ pub fn is_version_like(s: &str) -> bool {
 }
 
 /// `20` or `20.1`: one or two numeric components.
-fn parse_prefix(s: &str) -> Option<Vec<u64>> {
+pub fn parse_prefix(s: &str) -> Option<Vec<u64>> {
     let parts: Vec<u64> = s
         .split('.')
         .map(|p| p.parse().ok())
@@ -228,7 +228,8 @@ fn parse_prefix(s: &str) -> Option<Vec<u64>> {
     (1..=2).contains(&parts.len()).then_some(parts)
 }
 
-fn prefix_matches(prefix: &[u64], v: &Version) -> bool {
+/// Whether `v`'s major (and minor) numbers are those of `prefix`.
+pub fn prefix_matches(prefix: &[u64], v: &Version) -> bool {
     let components = [v.major, v.minor];
     prefix.iter().zip(components).all(|(p, c)| *p == c)
 }

@@ -24,16 +24,6 @@ fn mib_per_sec(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0) / secs
 }
 
-/// The kernel's record of the process's peak resident set (`VmHWM`), in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// Copies through user space with a 1 MiB buffer and fsyncs, as a pull writes its file.
 fn raw_copy(from: &Path, to: &Path) -> f64 {
     let start = Instant::now();
@@ -85,7 +75,7 @@ fn main() {
     let start = Instant::now();
     user.ok(&["pull", "bench:1.0.0"]);
     let pull_secs = start.elapsed().as_secs_f64();
-    let rss_mib = peak_rss_kib(node.child.id()) as f64 / 1024.0;
+    let rss_mib = niso_tests::peak_rss_kib(node.child.id()) as f64 / 1024.0;
 
     let raw = mib_per_sec(size, raw_secs);
     let push = mib_per_sec(size, push_secs);

@@ -176,16 +176,6 @@ fn http(
     (status, body.to_owned())
 }
 
-/// Kibibytes of the process's peak resident set.
-fn vm_hwm_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// `niso.toml` and 160 MiB of zeros, compressed with a 128 MiB window and long-distance
 /// matching: a few kilobytes that, decoded with zstd's default limits, fill the whole window.
 fn wide_window_archive(name: &str) -> Vec<u8> {
@@ -216,7 +206,7 @@ fn wide_windows_cost_the_node_no_memory() {
         .map(|i| wide_window_archive(&format!("wide{i}")))
         .collect();
     assert!(archives.iter().all(|a| a.len() < 64 * 1024));
-    let before = vm_hwm_kib(pid);
+    let before = niso_tests::peak_rss_kib(pid);
 
     let barrier = Arc::new(Barrier::new(archives.len()));
     let pushes: Vec<_> = archives
@@ -270,7 +260,7 @@ fn wide_windows_cost_the_node_no_memory() {
             "{body}"
         );
     }
-    let after = vm_hwm_kib(pid);
+    let after = niso_tests::peak_rss_kib(pid);
     eprintln!("node VmHWM: {before} KiB before the pushes, {after} KiB after");
     assert!(after < 150 * 1024, "node peaked at {after} KiB");
 }

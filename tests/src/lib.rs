@@ -373,3 +373,13 @@ pub fn random_package(sandbox: &Sandbox, name: &str, mib: u64, seed: u64) -> Pat
     std::fs::remove_file(dir.join("payload")).unwrap();
     sandbox.path().join(format!("{name}-1.0.0-any.niso"))
 }
+
+/// The kernel's record of a process's peak resident set (`VmHWM`), in KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}

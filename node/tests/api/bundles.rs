@@ -5,46 +5,17 @@ use axum::{
     body::Body,
     http::{Method, StatusCode},
 };
-use niso_node::config::{BlobMode, ReplicateRule, ShareRule};
+use niso_node::config::{BlobMode, ReplicateRule};
 use niso_protocol::Digest;
 
 use crate::{
-    federation::{address, mem_node, until},
+    federation::lazy_pair,
     support::{TestNode, package},
 };
 
-async fn lazy_pair() -> (TestNode, TestNode, Vec<u8>) {
-    let a = mem_node(|c| {
-        c.share = vec![ShareRule {
-            to: "*".into(),
-            packages: vec!["*".into()],
-        }];
-    })
-    .await;
-    let a_addr = address(&a.node).await;
-    let b = mem_node(|c| {
-        c.p2p.bootstrap = vec![a_addr];
-        c.replicate = vec![ReplicateRule {
-            from: "*".into(),
-            packages: vec!["*".into()],
-            blobs: BlobMode::Lazy,
-        }];
-    })
-    .await;
+async fn lazy_setup() -> (TestNode, TestNode, Vec<u8>) {
     let bytes = package("lazy-pkg", "1.0.0", "any", b"lazy bytes");
-    a.push(&a.admin.clone(), "lazy-pkg", &bytes)
-        .await
-        .expect(StatusCode::CREATED);
-    until(&b.node, "the record on b", || {
-        !b.node
-            .state()
-            .store
-            .versions("lazy-pkg")
-            .unwrap()
-            .is_empty()
-    })
-    .await;
-    assert!(!b.node.state().store.blobs().contains(&Digest::of(&bytes)));
+    let (a, b) = lazy_pair(&bytes).await;
     (a, b, bytes)
 }
 
@@ -88,7 +59,7 @@ async fn import(node: &TestNode, bundle: Vec<u8>) -> crate::support::Reply {
 
 #[tokio::test]
 async fn export_on_a_lazy_replica_fetches_the_blobs_it_needs() {
-    let (_a, b, bytes) = lazy_pair().await;
+    let (_a, b, bytes) = lazy_setup().await;
     let bundle = b
         .get("/v1/export", Some(&b.admin))
         .await
@@ -127,7 +98,7 @@ async fn export_on_a_lazy_replica_fetches_the_blobs_it_needs() {
 
 #[tokio::test]
 async fn export_fails_loudly_when_a_blob_cannot_be_had() {
-    let (a, b, bytes) = lazy_pair().await;
+    let (a, b, bytes) = lazy_setup().await;
     // The only holder loses the bytes: nobody can provide them any more.
     std::fs::remove_file(a.node.state().store.blobs().path(&Digest::of(&bytes))).unwrap();
     let reply = b.get("/v1/export", Some(&b.admin)).await;

@@ -150,7 +150,7 @@ fn served(node: &Node) -> u64 {
     node.state().metrics.p2p_blob_bytes_served.get()
 }
 
-async fn sharing_origin() -> TestNode {
+pub async fn sharing_origin() -> TestNode {
     mem_node(|c| {
         c.share = vec![ShareRule {
             to: "*".into(),
@@ -160,8 +160,9 @@ async fn sharing_origin() -> TestNode {
     .await
 }
 
-#[tokio::test]
-async fn lazy_replicas_fetch_on_first_pull_and_stream_it() {
+/// An origin sharing everything and a replica taking it lazily; `bytes` (package
+/// `lazy-pkg 1.0.0`) is pushed on the origin and its record, not its blob, is on the replica.
+pub async fn lazy_pair(bytes: &[u8]) -> (TestNode, TestNode) {
     let a = sharing_origin().await;
     let a_addr = address(&a.node).await;
     let b = mem_node(|c| {
@@ -173,11 +174,9 @@ async fn lazy_replicas_fetch_on_first_pull_and_stream_it() {
         }];
     })
     .await;
-    let bytes = package("lazy-pkg", "1.0.0", "any", &noise(700_000, 1));
-    a.push(&a.admin.clone(), "lazy-pkg", &bytes)
+    a.push(&a.admin.clone(), "lazy-pkg", bytes)
         .await
         .expect(StatusCode::CREATED);
-    let digest = Digest::of(&bytes);
     until(&b.node, "the record on b", || {
         !b.node
             .state()
@@ -188,9 +187,17 @@ async fn lazy_replicas_fetch_on_first_pull_and_stream_it() {
     })
     .await;
     assert!(
-        !b.node.state().store.blobs().contains(&digest),
+        !b.node.state().store.blobs().contains(&Digest::of(bytes)),
         "lazy: no bytes before the first pull"
     );
+    (a, b)
+}
+
+#[tokio::test]
+async fn lazy_replicas_fetch_on_first_pull_and_stream_it() {
+    let bytes = package("lazy-pkg", "1.0.0", "any", &noise(700_000, 1));
+    let (a, b) = lazy_pair(&bytes).await;
+    let digest = Digest::of(&bytes);
     assert_eq!(served(&a.node), 0);
     let pulled = b
         .get(
