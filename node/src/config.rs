@@ -14,6 +14,7 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Let clients without a key pull and search.
     pub anonymous_pull: bool,
+    pub http: HttpConfig,
     pub limits: Limits,
     pub gc: GcConfig,
     pub keys: KeysConfig,
@@ -46,6 +47,7 @@ impl Default for NodeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
             data_dir: PathBuf::new(),
             anonymous_pull: false,
+            http: HttpConfig::default(),
             limits: Limits::default(),
             gc: GcConfig::default(),
             keys: KeysConfig::default(),
@@ -55,6 +57,36 @@ impl Default for NodeConfig {
             failpoints: Vec::new(),
             #[cfg(feature = "fault-injection")]
             faults: Faults::default(),
+        }
+    }
+}
+
+/// `[http]`: how long the HTTP server waits on a client, and how many it holds at once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// A connection with no request in flight is closed after this many seconds, and a
+    /// request head must arrive whole within it.
+    pub header_read_timeout_secs: u64,
+    /// A request body that delivers no bytes for this many seconds fails (an upload keeps
+    /// what arrived before and can be resumed at once); a client that takes no response bytes
+    /// for this long loses the connection.
+    pub body_idle_timeout_secs: u64,
+    /// Most connections held at once; further ones are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Most connections held at once from one IP address, so that one client cannot take
+    /// every slot and health checks from elsewhere still get in. Behind a reverse proxy every
+    /// client shares the proxy's address: raise this to `max_connections` there.
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_secs: 10,
+            body_idle_timeout_secs: 30,
+            max_connections: 512,
+            max_connections_per_ip: 256,
         }
     }
 }

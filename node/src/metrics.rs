@@ -55,6 +55,8 @@ pub struct Metrics {
     pub auth_failures: Counter,
     pub gc_runs: Counter,
     pub p2p_blob_bytes_served: Counter,
+    pub http_connections: Gauge,
+    pub http_connections_refused: Counter,
     pub packages: Gauge,
     pub versions: Gauge,
 }
@@ -72,6 +74,8 @@ impl Default for Metrics {
         let auth_failures = Counter::default();
         let gc_runs = Counter::default();
         let p2p_blob_bytes_served = Counter::default();
+        let http_connections = Gauge::default();
+        let http_connections_refused = Counter::default();
         let packages = Gauge::default();
         let versions = Gauge::default();
         registry.register(
@@ -120,6 +124,16 @@ impl Default for Metrics {
             "Blob bytes sent to peers",
             p2p_blob_bytes_served.clone(),
         );
+        registry.register(
+            "http_connections",
+            "HTTP connections held",
+            http_connections.clone(),
+        );
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections closed on accept for being over a connection limit",
+            http_connections_refused.clone(),
+        );
         registry.register("packages", "Packages held", packages.clone());
         registry.register("versions", "Package versions held", versions.clone());
         Self {
@@ -134,6 +148,8 @@ impl Default for Metrics {
             auth_failures,
             gc_runs,
             p2p_blob_bytes_served,
+            http_connections,
+            http_connections_refused,
             packages,
             versions,
         }

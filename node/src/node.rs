@@ -283,13 +283,10 @@ impl Node {
     ) -> Result<(), NodeError> {
         let flusher = tokio::spawn(flush_loop(self.state.clone()));
         let _ = &self.tasks;
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(NodeError::Serve);
+        let result =
+            crate::http::server::serve(listener, self.router(), self.state.clone(), shutdown)
+                .await
+                .map_err(NodeError::Serve);
         flusher.abort();
         self.state.flush_last_used().await;
         tracing::info!("node stopped");

@@ -9,6 +9,7 @@ mod keys;
 pub mod openapi;
 mod packages;
 mod records;
+pub mod server;
 mod system;
 mod tags;
 mod uploads;

@@ -1,4 +1,5 @@
-//! HTTP API tests: the node's router driven in-process, without sockets.
+//! HTTP API tests: the node's router driven in-process, without sockets (and, where the
+//! rule under test is the server's or the transport's own, on loopback sockets).
 
 #![allow(
     clippy::unwrap_used,
@@ -12,6 +13,7 @@ mod federation;
 mod flows;
 mod hostile;
 mod hostile_peer;
+mod http_limits;
 mod intake;
 mod integrity;
 mod metrics;
