@@ -228,6 +228,7 @@ impl Node {
         });
         ensure_admin_key(&state).await?;
         state.refresh_gauges();
+        tasks.push(tokio::spawn(recover_writes(state.clone())).abort_handle());
         if let Some((events, events_tx, incoming)) = events {
             let (sync, blobs) = (incoming.sync, incoming.blobs);
             tasks.push(
@@ -291,6 +292,23 @@ impl Node {
         self.state.flush_last_used().await;
         tracing::info!("node stopped");
         result
+    }
+}
+
+/// How often a node whose writes fail tries a probe write, so it recovers once space is back
+/// without waiting for a client to try.
+const WRITE_PROBE_EVERY: Duration = Duration::from_secs(2);
+
+async fn recover_writes(state: Arc<NodeState>) {
+    let mut tick = tokio::time::interval(WRITE_PROBE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if state.store.write_health().failing().is_some() {
+            if let Err(error) = state.store.probe_writes().await {
+                tracing::debug!(%error, "writes still failing");
+            }
+        }
     }
 }
 

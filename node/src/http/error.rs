@@ -45,6 +45,16 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "missing_scope", message)
     }
 
+    /// The disk under the data dir is full: the client may retry once the operator frees space.
+    pub fn no_space(error: &(dyn std::error::Error + 'static)) -> Self {
+        tracing::error!(error = %chain(error), "request failed: the disk is full");
+        Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "insufficient_storage",
+            "the registry's disk is full, so nothing was stored; retry once the operator has freed space",
+        )
+    }
+
     /// Logs `error` with its whole chain and answers with a message that reveals nothing.
     pub fn internal(error: &(dyn std::error::Error + 'static)) -> Self {
         tracing::error!(error = %chain(error), "request failed");
@@ -90,13 +100,20 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        Self::internal(&e)
+        match e {
+            StoreError::NoSpace(_) => Self::no_space(&e),
+            _ => Self::internal(&e),
+        }
     }
 }
 
 impl From<std::io::Error> for ApiError {
     fn from(e: std::io::Error) -> Self {
-        Self::internal(&e)
+        if crate::store::is_no_space(&e) {
+            Self::no_space(&e)
+        } else {
+            Self::internal(&e)
+        }
     }
 }
 
@@ -114,7 +131,7 @@ impl From<ChangeError> for ApiError {
             ChangeError::NotFound(_) => Self::not_found(message),
             ChangeError::Refused(_) => Self::conflict("refused", message),
             ChangeError::Invalid(_) => Self::bad_request("invalid_record", chain(&e)),
-            ChangeError::Store(e) => Self::internal(&e),
+            ChangeError::Store(e) => Self::from(e),
         }
     }
 }

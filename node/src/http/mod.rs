@@ -98,6 +98,15 @@ async fn not_found() -> error::ApiError {
 async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let method = metrics::method_label(req.method());
     let response = next.run(req).await;
+    if response.status() == axum::http::StatusCode::INSUFFICIENT_STORAGE {
+        // Whichever route hit the full disk, `/healthz` says so until a write gets through.
+        state.store.write_health().failed(
+            crate::store::WritePart::Files,
+            &crate::store::StoreError::NoSpace(std::io::Error::from(
+                std::io::ErrorKind::StorageFull,
+            )),
+        );
+    }
     state
         .metrics
         .requests

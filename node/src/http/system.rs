@@ -10,11 +10,21 @@ use niso_protocol::api::{NodeInfo, WhoAmI};
 
 use super::{AppState, error::ApiError, extract::Auth};
 
-/// Liveness: answers `ok` while the node serves requests.
+/// Health: `ok` while the node serves requests and its writes work; 503 `degraded: …` while
+/// writes fail (a full disk), though reads are still served.
 #[utoipa::path(get, path = "/healthz", tag = "node",
-    responses((status = 200, description = "The node is up", body = String)))]
-pub async fn healthz() -> &'static str {
-    "ok\n"
+    responses(
+        (status = 200, description = "The node is up", body = String),
+        (status = 503, description = "Degraded: writes are failing, and why", body = String)))]
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    match state.store.write_health().failing() {
+        None => "ok\n".into_response(),
+        Some(reason) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("degraded: writes are failing: {reason}\n"),
+        )
+            .into_response(),
+    }
 }
 
 /// Prometheus metrics in the text exposition format.

@@ -8,8 +8,12 @@ type Source = Box<dyn std::error::Error + Send + Sync>;
 pub enum StoreError {
     #[error("database error")]
     Database(#[source] Source),
+    /// The filesystem under the data dir has no room (or the quota is used up). Nothing of
+    /// the failed write is kept; it works again once space is freed.
+    #[error("the disk is full")]
+    NoSpace(#[source] std::io::Error),
     #[error("blob store I/O failed")]
-    Io(#[from] std::io::Error),
+    Io(#[source] std::io::Error),
     #[error("stored value is corrupt")]
     Corrupt(#[source] Source),
     #[error("the database writer has stopped")]
@@ -18,9 +22,28 @@ pub enum StoreError {
     Unavailable,
 }
 
-/// Wraps any redb error without exposing its type.
-pub(crate) fn db<E: std::error::Error + Send + Sync + 'static>(e: E) -> StoreError {
-    StoreError::Database(Box::new(e))
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        if is_no_space(&e) {
+            Self::NoSpace(e)
+        } else {
+            Self::Io(e)
+        }
+    }
+}
+
+/// Whether `e` says the filesystem (or the user's quota) is full.
+pub fn is_no_space(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
+}
+
+/// Wraps any redb error without exposing its type; a full disk becomes [`StoreError::NoSpace`].
+pub(crate) fn db<E: Into<redb::Error>>(e: E) -> StoreError {
+    match e.into() {
+        redb::Error::Io(io) if is_no_space(&io) => StoreError::NoSpace(io),
+        other => StoreError::Database(Box::new(other)),
+    }
 }
 
 pub(crate) fn corrupt<E: std::error::Error + Send + Sync + 'static>(e: E) -> StoreError {

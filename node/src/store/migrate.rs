@@ -203,7 +203,7 @@ mod tests {
             })
             .collect();
         assert_eq!(refused, ["alpha", "beta"]);
-        let db = store.db.clone();
+        let db = store.db.get().unwrap();
         let txn = db.begin_read().unwrap();
         let tags = txn.open_table(TAGS).unwrap();
         assert!(

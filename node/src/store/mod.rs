@@ -5,9 +5,11 @@ mod apply;
 mod authority;
 mod blob_store;
 mod catalog;
+mod database;
 mod entries;
 mod error;
 mod gc;
+mod health;
 mod keys;
 mod migrate;
 mod search;
@@ -27,21 +29,27 @@ pub use apply::{Applied, LocalChange};
 pub use blob_store::{BlobStore, Pin, hash_file};
 pub use catalog::{RecordFilter, VersionRow};
 pub use entries::{KeyEntry, PeerSync, TagEntry, UploadEntry, VersionEntry};
-pub use error::{ChangeError, StoreError};
+pub use error::{ChangeError, StoreError, is_no_space};
 pub use gc::GcOutcome;
+pub use health::{WriteHealth, WritePart};
 pub use search::SearchHit;
 
 use crate::failpoint::Failpoints;
+use database::Db;
 use error::db;
 use writer::Writer;
+
+/// Size of the file a write probe writes: enough to need fresh blocks on a full disk.
+const PROBE_BYTES: usize = 64 * 1024;
 
 /// Database file name inside the data dir.
 pub const DB_FILE: &str = "niso.redb";
 
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    db: Arc<Db>,
     writer: Writer,
+    health: WriteHealth,
     blobs: BlobStore,
     secret: NodeSecret,
     uploads_dir: PathBuf,
@@ -67,14 +75,15 @@ impl Store {
         std::fs::create_dir_all(data_dir)?;
         let uploads_dir = data_dir.join("uploads");
         std::fs::create_dir_all(&uploads_dir)?;
-        let db = Database::create(data_dir.join(DB_FILE)).map_err(db)?;
-        create_tables(&db)?;
-        let db = Arc::new(db);
-        let writer = Writer::spawn(db.clone(), failpoints)?;
-        let head = last_log_position(&db)?;
+        let db = Arc::new(Db::open(data_dir.join(DB_FILE))?);
+        create_tables(&*db.get()?)?;
+        let health = WriteHealth::default();
+        let writer = Writer::spawn(db.clone(), health.clone(), failpoints)?;
+        let head = last_log_position(&*db.get()?)?;
         Ok(Self {
             db,
             writer,
+            health,
             blobs: BlobStore::open(data_dir)?,
             secret,
             uploads_dir,
@@ -90,11 +99,42 @@ impl Store {
         &self.blobs
     }
 
+    /// Whether writes are failing now, and why.
+    pub fn write_health(&self) -> &WriteHealth {
+        &self.health
+    }
+
+    /// After a write failure: writes a small file where blobs go, and sends an empty durable
+    /// commit through the writer (which reopens the database first). Each that works clears
+    /// its part of the failure.
+    pub async fn probe_writes(&self) -> Result<(), StoreError> {
+        let path = self.blobs.temp_path("probe")?;
+        let written = tokio::task::spawn_blocking(move || {
+            let result = std::fs::File::create(&path).and_then(|mut file| {
+                std::io::Write::write_all(&mut file, &[0u8; PROBE_BYTES])?;
+                file.sync_all()
+            });
+            let _ = std::fs::remove_file(&path);
+            result
+        })
+        .await
+        .map_err(|_| StoreError::Unavailable)?;
+        match written {
+            Ok(()) => self.health.succeeded(WritePart::Files),
+            Err(e) => {
+                let e = StoreError::from(e);
+                self.health.failed(WritePart::Files, &e);
+                return Err(e);
+            }
+        }
+        self.writer.write(|_| Ok::<_, StoreError>(())).await
+    }
+
     fn read<T>(
         &self,
         f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.db.get()?.begin_read().map_err(db)?;
         f(&txn)
     }
 
@@ -108,7 +148,7 @@ impl Store {
     }
 
     fn log_changed(&self) {
-        if let Ok(head) = last_log_position(&self.db) {
+        if let Ok(head) = self.db.get().and_then(|d| last_log_position(&d)) {
             self.log_head.send_if_modified(|h| {
                 let moved = *h != head;
                 *h = head;
@@ -186,7 +226,7 @@ impl Store {
     /// What the rules would say about `record` now, without fetching or writing anything:
     /// lets the intake refuse before it fetches a blob. `apply` decides for good.
     pub fn precheck(&self, record: &Record) -> Result<(), ChangeError> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.db.get()?.begin_read().map_err(db)?;
         let known = apply::check_log(
             &txn.open_table(tables::RECORDS).map_err(db)?,
             record,
@@ -202,7 +242,7 @@ impl Store {
     /// `Ok(false)` when these exact bytes are already published under it. Asked before a
     /// pushed blob is stored; the write checks again.
     pub fn check_publish(&self, m: &ManifestBody) -> Result<bool, ChangeError> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.db.get()?.begin_read().map_err(db)?;
         let origin = self.origin();
         read_view(&txn, |view| {
             // Pushing bytes that are already here is a no-op success, whoever published them.

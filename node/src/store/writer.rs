@@ -4,13 +4,22 @@
 //! Each job runs in its own transaction committed without an fsync, so a job that returns an
 //! error is rolled back alone; one empty durable commit then makes the whole batch durable.
 //! A job's reply is sent only after that durable commit.
+//!
+//! A failed commit (a full disk, usually) fails every job of its batch with the commit's
+//! error and nothing of the batch is kept. redb refuses all later transactions after an I/O
+//! error, so the writer reopens the database before its next batch (`database.rs`): once space
+//! is back, writes work again without a restart. `WriteHealth` says meanwhile that they fail.
 
 use std::{sync::Arc, thread};
 
 use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::error::{StoreError, db};
+use super::{
+    database::Db,
+    error::{StoreError, db},
+    health::{WriteHealth, WritePart},
+};
 use crate::failpoint::Failpoints;
 
 /// How many queued jobs one transaction takes at most.
@@ -36,11 +45,15 @@ impl std::fmt::Debug for Writer {
 
 impl Writer {
     /// Starts the writer thread. It stops when every handle is dropped.
-    pub fn spawn(database: Arc<Database>, failpoints: Failpoints) -> std::io::Result<Self> {
+    pub fn spawn(
+        database: Arc<Db>,
+        health: WriteHealth,
+        failpoints: Failpoints,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
         thread::Builder::new()
             .name("niso-db-writer".into())
-            .spawn(move || run(&database, rx, &failpoints))?;
+            .spawn(move || run(&database, &health, rx, &failpoints))?;
         Ok(Self { tx })
     }
 
@@ -72,22 +85,31 @@ where
 {
     let (reply_tx, reply_rx) = oneshot::channel::<Result<T, E>>();
     let job: Job = Box::new(move |txn| {
-        let result = match txn {
-            Some(txn) => f(txn),
-            None => Err(E::from(StoreError::Unavailable)),
-        };
-        let failed = result.is_err();
+        // `None`: the job never ran, because the batch failed before its turn.
+        let result = txn.map(f);
+        let failed = !matches!(result, Some(Ok(_)));
         let finish: Finish = Box::new(move |commit| {
             let out = match (result, commit) {
-                (Err(e), _) => Err(e),
-                (Ok(v), Ok(())) => Ok(v),
-                (Ok(_), Err(e)) => Err(E::from(StoreError::Database(Box::new(SharedError(e))))),
+                (Some(Err(e)), _) => Err(e),
+                (Some(Ok(v)), Ok(())) => Ok(v),
+                (_, Err(e)) => Err(E::from(shared(&e))),
+                (None, Ok(())) => Err(E::from(StoreError::Unavailable)),
             };
             let _ = reply_tx.send(out);
         });
         (failed, finish)
     });
     (job, reply_rx)
+}
+
+/// The batch's error for one of its jobs: a full disk stays recognisable as such.
+fn shared(e: &Arc<StoreError>) -> StoreError {
+    match e.as_ref() {
+        StoreError::NoSpace(_) => {
+            StoreError::NoSpace(std::io::Error::from(std::io::ErrorKind::StorageFull))
+        }
+        _ => StoreError::Database(Box::new(SharedError(e.clone()))),
+    }
 }
 
 /// A commit error shared by every job of the failed batch.
@@ -106,9 +128,10 @@ impl std::error::Error for SharedError {
     }
 }
 
-fn run(database: &Database, mut rx: mpsc::Receiver<Job>, failpoints: &Failpoints) {
+fn run(db: &Db, health: &WriteHealth, mut rx: mpsc::Receiver<Job>, failpoints: &Failpoints) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut batches: u64 = 0;
+    let mut reopen = false;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -119,9 +142,37 @@ fn run(database: &Database, mut rx: mpsc::Receiver<Job>, failpoints: &Failpoints
         }
         let size = batch.len();
         batches += 1;
-        let (finishes, commit) = run_batch(database, batch.drain(..), || {
+        let database = if reopen {
+            db.reopen().and_then(|()| db.get())
+        } else {
+            db.get()
+        };
+        let database = match database {
+            Ok(database) => {
+                reopen = false;
+                database
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, jobs = size, "database unavailable, batch refused");
+                health.failed(WritePart::Database, &e);
+                let e = Arc::new(e);
+                for job in batch.drain(..) {
+                    job(None).1(Err(e.clone()));
+                }
+                continue;
+            }
+        };
+        let (finishes, commit) = run_batch(&database, batch.drain(..), || {
             failpoints.hit_blocking("db-commit", batches);
         });
+        drop(database);
+        match &commit {
+            Ok(()) => health.succeeded(WritePart::Database),
+            Err(e) => {
+                health.failed(WritePart::Database, e);
+                reopen = true;
+            }
+        }
         if let Err(e) = &commit {
             let mut chain = e.to_string();
             let mut source = std::error::Error::source(e.as_ref());

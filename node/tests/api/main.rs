@@ -9,6 +9,7 @@
 
 mod archives;
 mod bundles;
+mod disk_full;
 mod federation;
 mod flows;
 mod hostile;
