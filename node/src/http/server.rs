@@ -464,10 +464,11 @@ mod tests {
         let b1 = slots.take(b).expect("b has room");
         assert!(slots.take(b).is_none(), "the overall limit is reached");
         drop(a1);
-        assert!(slots.take(a).is_some(), "a's freed slot is usable again");
+        let _a3 = slots.take(a).expect("a's freed slot is usable again");
         drop(b1);
         let counts = slots.0.lock().expect("lock");
         assert_eq!(counts.total, 2);
+        assert_eq!(counts.per_ip.get(&a), Some(&2));
         assert_eq!(counts.per_ip.get(&b), None, "empty entries are removed");
     }
 }
