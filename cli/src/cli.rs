@@ -111,6 +111,12 @@ pub enum Command {
         /// NAME:TAG to create or move.
         target: String,
     },
+    /// Remove a tag (needs a `push:` scope for the package); the version stays.
+    #[command(after_help = "Example:\n  niso untag my-api:stable")]
+    Untag {
+        /// NAME:TAG.
+        reference: String,
+    },
     /// Delete a version for good (needs a `delete:` scope).
     #[command(after_help = "Example:\n  niso delete my-api:1.0.0 --arch x86_64")]
     Delete {
@@ -193,9 +199,16 @@ or with [p2p] enabled = true, --p2p-listen or --bootstrap; otherwise the node op
 Examples:\n  niso registry serve\n  niso registry serve --listen 0.0.0.0:5000 --data-dir /var/lib/niso-registry"
     )]
     Serve(ServeArgs),
-    /// Show a node's identity and size.
-    #[command(after_help = "Example:\n  niso registry info --registry private")]
-    Info,
+    /// Show a node's identity and size; with --data-dir, the identity of a node that is not
+    /// running, read from its data directory.
+    #[command(
+        after_help = "Examples:\n  niso registry info --registry private\n  niso registry info --data-dir /var/lib/niso-registry"
+    )]
+    Info {
+        /// Read the peer id from this data directory instead of asking a running node.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// List a node's peers: addresses, latency, sync state (needs an admin key).
     #[command(after_help = "Example:\n  niso registry peers --registry private")]
     Peers,
@@ -212,6 +225,12 @@ Examples:\n  niso registry serve\n  niso registry serve --listen 0.0.0.0:5000 --
         /// Make it the default registry.
         #[arg(long)]
         default: bool,
+    },
+    /// Show the default registry, or make NAME the default.
+    #[command(after_help = "Examples:\n  niso registry default\n  niso registry default private")]
+    Default {
+        /// A configured registry's name.
+        name: Option<String>,
     },
     /// List configured registries.
     #[command(after_help = "Example:\n  niso registry list")]

@@ -198,6 +198,23 @@ impl ClientConfig {
         Ok(())
     }
 
+    /// Makes `name` (configured, or the built-in one) the default.
+    pub fn set_default(&mut self, name: &str) -> anyhow::Result<()> {
+        if name == BUILTIN_NAME {
+            self.default = None;
+            return Ok(());
+        }
+        if !self.registries.contains_key(name) {
+            let known: Vec<String> = self.all().into_iter().map(|(n, _)| n).collect();
+            bail!(
+                "no registry named `{name}`; configured: {} (add one with `niso registry add NAME URL`)",
+                known.join(", ")
+            );
+        }
+        self.default = Some(name.to_owned());
+        Ok(())
+    }
+
     pub fn remove(&mut self, name: &str) -> anyhow::Result<()> {
         if self.registries.remove(name).is_none() {
             if name == BUILTIN_NAME {

@@ -3,6 +3,9 @@
 //! This is the only place that reads the environment: it builds a [`context::Context`] and
 //! hands it down.
 
+#[macro_use]
+mod output;
+
 mod cli;
 mod client_config;
 mod commands;

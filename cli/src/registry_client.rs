@@ -199,6 +199,11 @@ impl RegistryClient {
         .await
     }
 
+    pub async fn delete_tag(&self, name: &str, tag: &str) -> Result<(), ClientError> {
+        let rb = self.request(Method::DELETE, &format!("/v1/packages/{name}/tags/{tag}"));
+        self.send(rb).await.map(drop)
+    }
+
     pub async fn delete_version(
         &self,
         name: &str,

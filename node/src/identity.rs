@@ -24,14 +24,17 @@ pub enum IdentityError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0} has no node key: the data dir of a node that has started holds one")]
+    Missing(PathBuf),
     #[error("node key {0} is corrupt (expected 32 bytes)")]
     Corrupt(PathBuf),
     #[error("the operating system's random number generator failed")]
     Random,
 }
 
-/// Loads the node key, creating it on first start.
-pub fn load_or_create(data_dir: &Path) -> Result<NodeSecret, IdentityError> {
+/// Loads the node key of a data dir without creating anything: lets tools name a node that
+/// is not running.
+pub fn load(data_dir: &Path) -> Result<NodeSecret, IdentityError> {
     let path = data_dir.join(KEY_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => {
@@ -41,6 +44,17 @@ pub fn load_or_create(data_dir: &Path) -> Result<NodeSecret, IdentityError> {
             Ok(NodeSecret::from_bytes(&bytes))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(IdentityError::Missing(data_dir.to_owned()))
+        }
+        Err(source) => Err(IdentityError::Read { path, source }),
+    }
+}
+
+/// Loads the node key, creating it on first start.
+pub fn load_or_create(data_dir: &Path) -> Result<NodeSecret, IdentityError> {
+    let path = data_dir.join(KEY_FILE);
+    match load(data_dir) {
+        Err(IdentityError::Missing(_)) => {
             let mut bytes = [0u8; 32];
             getrandom::fill(&mut bytes).map_err(|_| IdentityError::Random)?;
             write_secret_file(&path, &bytes).map_err(|source| IdentityError::Write {
@@ -49,7 +63,7 @@ pub fn load_or_create(data_dir: &Path) -> Result<NodeSecret, IdentityError> {
             })?;
             Ok(NodeSecret::from_bytes(&bytes))
         }
-        Err(source) => Err(IdentityError::Read { path, source }),
+        other => other,
     }
 }
 

@@ -82,6 +82,16 @@ fn the_registry_page_end_to_end() {
         lines.next(),
         Some("  Store this key securely — it cannot be retrieved later.")
     );
+    let id_line = lines.next().unwrap();
+    let created_id = id_line
+        .strip_prefix("  Key ID: ")
+        .and_then(|rest| rest.split_once(' '))
+        .map(|(id, _)| id.to_owned())
+        .unwrap_or_else(|| panic!("{id_line}"));
+    assert_eq!(
+        id_line,
+        format!("  Key ID: {created_id} (revoke with: niso registry revoke-key {created_id})")
+    );
 
     // Push, as the CI user configured only through NISO_REGISTRY and NISO_KEY.
     let ci = Sandbox::new();
@@ -194,6 +204,10 @@ fn the_registry_page_end_to_end() {
     let json: serde_json::Value =
         serde_json::from_str(&admin.ok(&["search", "api", "--json"])).unwrap();
     assert_eq!(json[0]["name"], "my-api");
+    // A reader that goes away (`| head -1`) ends the listing quietly.
+    let (status, stderr) = with_stdout_closed(&admin, &["search", "api", "--json"]);
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(stderr, "");
 
     // Keys: LAST USED is filled once the key was used; revocation bites on the next request.
     let keys = admin.ok(&["registry", "list-keys"]);
@@ -202,7 +216,8 @@ fn the_registry_page_end_to_end() {
         header.starts_with("  ID")
             && header.contains("NAME")
             && header.contains("SCOPES")
-            && header.ends_with("LAST USED"),
+            && header.contains("LAST USED")
+            && header.ends_with("EXPIRES"),
         "{keys}"
     );
     let ci_row = keys
@@ -211,11 +226,14 @@ fn the_registry_page_end_to_end() {
         .unwrap()
         .to_owned();
     assert!(ci_row.contains("push:my-*,pull:*"), "{ci_row}");
-    assert!(
-        ci_row.trim_end().ends_with(&today()),
-        "last used today: {ci_row}"
+    let fields: Vec<&str> = ci_row.split_whitespace().collect();
+    assert_eq!(
+        fields[fields.len() - 2..],
+        [today().as_str(), "never"],
+        "last used today, never expires: {ci_row}"
     );
     let ci_id = ci_row.split_whitespace().next().unwrap().to_owned();
+    assert_eq!(ci_id, created_id, "create-key printed the key's ID");
     assert!(ci_id.starts_with("key_"));
     assert_eq!(
         admin.ok(&["registry", "revoke-key", &ci_id]),
@@ -300,9 +318,90 @@ fn the_registry_page_end_to_end() {
         "second mirror copies nothing: {out}"
     );
 
+    // Removing a tag leaves the version.
+    assert_eq!(
+        admin.ok(&["untag", "my-api:beta"]),
+        "  Removed tag beta of my-api\n"
+    );
+    assert_eq!(
+        admin.ok(&["registry", "list-tags", "my-api"]),
+        "  TAG      VERSION\n  stable   1.0.0\n  latest   1.1.0\n"
+    );
+    admin.ok(&["pull", "my-api:1.1.0-rc1"]);
+
+    // The default registry: shown, moved, and named when the default is removed.
+    assert_eq!(
+        admin.ok(&["registry", "default", "b"]),
+        format!("  The default registry is now `b` ({})\n", node_b.url)
+    );
+    let peer_b = admin.ok(&["registry", "info", "--json"]);
+    let peer_b: serde_json::Value = serde_json::from_str(&peer_b).unwrap();
+    assert_eq!(
+        admin.ok(&["registry", "remove", "b"]),
+        "  Removed registry `b`\n  The default registry is now `niso.dev` (https://registry.niso.dev); \
+         choose another with `niso registry default NAME`\n"
+    );
+    admin.fails(&["registry", "default", "b"], 1);
+    admin.ok(&["registry", "default", &a_name]);
+    assert_eq!(
+        admin.ok(&["registry", "default"]),
+        format!("  The default registry is `{a_name}` ({url})\n")
+    );
+
+    // A node's peer id, read from its data dir without asking it.
+    let offline = admin.ok(&[
+        "registry",
+        "info",
+        "--data-dir",
+        admin.path().join("node-b").to_str().unwrap(),
+    ]);
+    let peer_id = peer_b["peer_id"].as_str().unwrap();
+    assert!(
+        offline.contains(&format!("  Peer id    {peer_id}\n")),
+        "{offline}"
+    );
+    let stderr = admin.fails(&["registry", "info", "--data-dir", "/nonexistent"], 1);
+    assert!(stderr.contains("has no node key"), "{stderr}");
+
     // Extras a user expects.
     assert!(admin.ok(&["completions", "bash"]).contains("niso"));
     let help = admin.ok(&["registry", "create-key", "--help"]);
     assert!(help.contains("Example"), "{help}");
     node.stop();
+}
+
+/// Runs `niso ARGS…` with its stdout a pipe whose reader is already gone, as after
+/// `niso … | head -1`: the exit status and stderr.
+pub fn with_stdout_closed(user: &Sandbox, args: &[&str]) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let mut child = user
+        .command()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (child.wait().unwrap(), stderr)
+}
+
+#[test]
+fn output_to_a_closed_pipe_ends_quietly() {
+    let user = Sandbox::new();
+    for args in [&["completions", "bash"][..], &["registry", "list"][..]] {
+        let (status, stderr) = with_stdout_closed(&user, args);
+        assert!(
+            status.success(),
+            "niso {}: {status}: {stderr}",
+            args.join(" ")
+        );
+        assert_eq!(stderr, "", "niso {}", args.join(" "));
+    }
 }

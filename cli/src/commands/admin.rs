@@ -21,11 +21,11 @@ pub async fn gc(
         })
         .await?;
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     let verb = if dry_run { "Would remove" } else { "Removed" };
-    println!(
+    outln!(
         "  {verb} {} version{} and {} blob{} ({})",
         report.versions.len(),
         plural(report.versions.len() as u64),
@@ -34,7 +34,7 @@ pub async fn gc(
         units::size(report.blob_bytes)
     );
     for v in &report.versions {
-        println!(
+        outln!(
             "    {} {} ({})  {}",
             v.name,
             v.version,
@@ -43,14 +43,14 @@ pub async fn gc(
         );
     }
     if report.blobs_in_grace > 0 {
-        println!(
+        outln!(
             "  Kept {} unreferenced blob{} younger than the grace period",
             report.blobs_in_grace,
             plural(report.blobs_in_grace)
         );
     }
     if dry_run {
-        println!("  Nothing was removed (dry run).");
+        outln!("  Nothing was removed (dry run).");
     }
     Ok(())
 }
@@ -68,10 +68,10 @@ pub async fn mirror(ctx: &Context, from: &str, to: &str) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("mirroring {} into {} failed", source.name, target.name))?;
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "  Mirrored {} → {} over {}: {} version{}, {} tag update{}, {} deletion{}",
         source.name,
         target.name,
@@ -83,7 +83,7 @@ pub async fn mirror(ctx: &Context, from: &str, to: &str) -> anyhow::Result<()> {
         report.deletions,
         plural(report.deletions)
     );
-    println!(
+    outln!(
         "  Fetched {} blob{} ({}); {} record{} already present",
         report.blobs_fetched,
         plural(report.blobs_fetched),
@@ -92,7 +92,7 @@ pub async fn mirror(ctx: &Context, from: &str, to: &str) -> anyhow::Result<()> {
         plural(report.skipped)
     );
     for r in &report.rejected {
-        println!("  Refused: {r}");
+        outln!("  Refused: {r}");
     }
     Ok(())
 }
@@ -100,23 +100,24 @@ pub async fn mirror(ctx: &Context, from: &str, to: &str) -> anyhow::Result<()> {
 pub async fn info(ctx: &Context, client: &RegistryClient) -> anyhow::Result<()> {
     let info = client.node_info().await?;
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&info)?);
+        outln!("{}", serde_json::to_string_pretty(&info)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "  Registry   {} ({})",
-        client.target.name, client.target.url
+        client.target.name,
+        client.target.url
     );
-    println!("  Peer id    {}", info.peer_id);
-    println!("  Version    {}", info.version);
+    outln!("  Peer id    {}", info.peer_id);
+    outln!("  Version    {}", info.version);
     if info.p2p_addrs.is_empty() {
-        println!("  P2P        off");
+        outln!("  P2P        off");
     } else {
         for a in &info.p2p_addrs {
-            println!("  P2P        {a}");
+            outln!("  P2P        {a}");
         }
     }
-    println!(
+    outln!(
         "  Packages   {} ({} version{})",
         info.packages,
         info.versions,
@@ -125,14 +126,33 @@ pub async fn info(ctx: &Context, client: &RegistryClient) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// `registry info --data-dir DIR`: the identity of a node that need not be running.
+pub fn info_offline(ctx: &Context, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let secret = niso_node::identity::load(data_dir)
+        .with_context(|| format!("could not read the node identity in {}", data_dir.display()))?;
+    let origin = secret.origin();
+    let peer_id = niso_node::identity::peer_id(&origin);
+    if ctx.json {
+        outln!(
+            "{}",
+            serde_json::json!({"data_dir": data_dir, "peer_id": peer_id, "origin": origin.to_string()})
+        );
+        return Ok(());
+    }
+    outln!("  Data dir   {}", data_dir.display());
+    outln!("  Peer id    {peer_id}");
+    outln!("  Origin     {origin}");
+    Ok(())
+}
+
 pub async fn peers(ctx: &Context, client: &RegistryClient) -> anyhow::Result<()> {
     let peers = client.peers().await?;
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&peers)?);
+        outln!("{}", serde_json::to_string_pretty(&peers)?);
         return Ok(());
     }
     if peers.is_empty() {
-        println!("  No peers yet.");
+        outln!("  No peers yet.");
         return Ok(());
     }
     let mut rows = vec![vec![
@@ -170,6 +190,6 @@ pub async fn peers(ctx: &Context, client: &RegistryClient) -> anyhow::Result<()>
             addr,
         ]);
     }
-    print!("{}", crate::table::render(&rows));
+    out!("{}", crate::table::render(&rows));
     Ok(())
 }

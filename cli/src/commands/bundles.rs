@@ -47,16 +47,16 @@ pub async fn export(
     tokio::fs::rename(&part, to).await?;
     let size = tokio::fs::metadata(to).await?.len();
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&header)?);
+        outln!("{}", serde_json::to_string_pretty(&header)?);
     } else {
-        println!(
+        outln!(
             "  Exported {} records and {} blobs ({}) to {}",
             header["records"],
             header["blobs"],
             units::size(size),
             to.display()
         );
-        println!("  Next incremental export: --since {}", header["mark"]);
+        outln!("  Next incremental export: --since {}", header["mark"]);
     }
     Ok(())
 }
@@ -104,11 +104,11 @@ pub async fn import(ctx: &Context, client: &RegistryClient, file: &Path) -> anyh
         .with_context(|| format!("{} was not imported", file.display()))?;
     bar.finish_and_clear();
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     let n = |k: &str| report[k].as_u64().unwrap_or(0);
-    println!(
+    outln!(
         "  Imported from {}: {} version{}, {} tag update{}, {} deletion{}; {} blob{} ({})",
         report["source"].as_str().unwrap_or("?"),
         n("versions"),
@@ -121,13 +121,13 @@ pub async fn import(ctx: &Context, client: &RegistryClient, file: &Path) -> anyh
         units::plural(n("blobs")),
         units::size(n("bytes"))
     );
-    println!(
+    outln!(
         "  {} already present, {} not accepted by any [[replicate]] rule",
         n("duplicates"),
         n("untrusted")
     );
     for r in report["refused"].as_array().into_iter().flatten() {
-        println!("  Refused: {}", r.as_str().unwrap_or_default());
+        outln!("  Refused: {}", r.as_str().unwrap_or_default());
     }
     Ok(())
 }

@@ -31,10 +31,12 @@ pub async fn create(
         })
         .await?;
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&created)?);
+        outln!("{}", serde_json::to_string_pretty(&created)?);
     } else {
-        println!("  Created key: {}", created.key);
-        println!("  Store this key securely — it cannot be retrieved later.");
+        outln!("  Created key: {}", created.key);
+        outln!("  Store this key securely — it cannot be retrieved later.");
+        let id = &created.info.id;
+        outln!("  Key ID: {id} (revoke with: niso registry revoke-key {id})");
     }
     Ok(())
 }
@@ -42,7 +44,7 @@ pub async fn create(
 pub async fn list(ctx: &Context, client: &RegistryClient) -> anyhow::Result<()> {
     let keys = client.list_keys().await?.keys;
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&keys)?);
+        outln!("{}", serde_json::to_string_pretty(&keys)?);
         return Ok(());
     }
     let now = now_ms();
@@ -51,27 +53,30 @@ pub async fn list(ctx: &Context, client: &RegistryClient) -> anyhow::Result<()> 
         "NAME".to_owned(),
         "SCOPES".to_owned(),
         "LAST USED".to_owned(),
+        "EXPIRES".to_owned(),
     ]];
     for k in keys {
-        let mut last = k
+        let last = k
             .last_used_ms
             .map(units::date)
             .unwrap_or_else(|| "never".into());
-        if k.expires_at_ms.is_some_and(|t| t <= now) {
-            last.push_str(" (expired)");
-        }
-        rows.push(vec![k.id, k.name, k.scopes.join(","), last]);
+        let expires = match k.expires_at_ms {
+            None => "never".to_owned(),
+            Some(t) if t <= now => format!("{} (expired)", units::date(t)),
+            Some(t) => units::date(t),
+        };
+        rows.push(vec![k.id, k.name, k.scopes.join(","), last, expires]);
     }
-    print!("{}", table::render(&rows));
+    out!("{}", table::render(&rows));
     Ok(())
 }
 
 pub async fn revoke(ctx: &Context, client: &RegistryClient, id: &str) -> anyhow::Result<()> {
     client.revoke_key(id).await?;
     if ctx.json {
-        println!("{}", serde_json::json!({ "revoked": id }));
+        outln!("{}", serde_json::json!({ "revoked": id }));
     } else {
-        println!("  Revoked key {id}");
+        outln!("  Revoked key {id}");
     }
     Ok(())
 }

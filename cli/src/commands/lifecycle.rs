@@ -219,7 +219,7 @@ fn activate_installed(
 
 fn report(ctx: &Context, line: &str) {
     if !ctx.json {
-        println!("  {line}");
+        outln!("  {line}");
     }
 }
 
@@ -468,11 +468,11 @@ pub fn list(ctx: &Context) -> anyhow::Result<()> {
         ]);
     }
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        outln!("{}", serde_json::to_string_pretty(&json)?);
     } else if rows.len() == 1 {
-        println!("  Nothing is installed. Try `niso upgrade NAME`.");
+        outln!("  Nothing is installed. Try `niso upgrade NAME`.");
     } else {
-        print!("{}", table::render(&rows));
+        out!("{}", table::render(&rows));
     }
     Ok(())
 }

@@ -90,16 +90,22 @@ async fn run_command(cli: Cli, ctx: Context) -> anyhow::Result<()> {
         Command::Search { query, limit } => search::run(&ctx, &client()?, &query, limit).await,
         Command::Show { name } => search::show(&ctx, &client()?, &name).await,
         Command::Tag { source, target } => tag::tag(&ctx, &client()?, &source, &target).await,
+        Command::Untag { reference } => tag::untag(&ctx, &client()?, &reference).await,
         Command::Delete { reference, arch } => {
             tag::delete(&ctx, &client()?, &reference, arch.as_deref()).await
         }
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "niso", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "niso", &mut script);
+            crate::output::write_bytes(&script);
             Ok(())
         }
         Command::Registry(cmd) => match cmd {
             RegistryCommand::Serve(args) => serve::run(&ctx, &args).await,
-            RegistryCommand::Info => admin::info(&ctx, &client()?).await,
+            RegistryCommand::Info {
+                data_dir: Some(dir),
+            } => admin::info_offline(&ctx, &dir),
+            RegistryCommand::Info { data_dir: None } => admin::info(&ctx, &client()?).await,
             RegistryCommand::Peers => admin::peers(&ctx, &client()?).await,
             RegistryCommand::Add {
                 name,
@@ -107,6 +113,7 @@ async fn run_command(cli: Cli, ctx: Context) -> anyhow::Result<()> {
                 key,
                 default,
             } => registries::add(&ctx, &name, &url, key, default),
+            RegistryCommand::Default { name } => registries::default(&ctx, name.as_deref()),
             RegistryCommand::List => registries::list(&ctx),
             RegistryCommand::Remove { name } => registries::remove(&ctx, &name),
             RegistryCommand::ListTags { name } => tag::list(&ctx, &client()?, &name).await,

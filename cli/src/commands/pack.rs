@@ -54,7 +54,7 @@ pub fn run(ctx: &Context, dir: &Path, output: Option<PathBuf>) -> anyhow::Result
     let digest =
         crate::local_store::digest_of(&output)?.unwrap_or_else(|| niso_protocol::Digest::of(b""));
     if ctx.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "name": meta.name, "version": meta.version.to_string(), "arch": meta.arch,
@@ -62,7 +62,7 @@ pub fn run(ctx: &Context, dir: &Path, output: Option<PathBuf>) -> anyhow::Result
             })
         );
     } else {
-        println!(
+        outln!(
             "  Packed {} {} ({}) — {} → {}",
             meta.name,
             meta.version,
@@ -70,7 +70,7 @@ pub fn run(ctx: &Context, dir: &Path, output: Option<PathBuf>) -> anyhow::Result
             units::size(size),
             output.display()
         );
-        println!("  {digest}");
+        outln!("  {digest}");
     }
     Ok(())
 }

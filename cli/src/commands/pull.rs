@@ -156,7 +156,7 @@ async fn finish(
             .with_context(|| format!("could not copy the package to {}", dest.display()))?;
     }
     if ctx.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "name": resolved.name, "version": resolved.version.to_string(),
@@ -166,14 +166,14 @@ async fn finish(
         );
     } else {
         let from = from.map(|f| format!(" from {f}")).unwrap_or_default();
-        println!(
+        outln!(
             "  Pulled {} {} ({}){from} — {}",
             resolved.name,
             resolved.version,
             resolved.arch,
             units::size(resolved.size)
         );
-        println!("  Saved to {}", path.display());
+        outln!("  Saved to {}", path.display());
     }
     Ok(())
 }

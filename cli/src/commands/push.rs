@@ -81,9 +81,9 @@ pub async fn run(ctx: &Context, client: &RegistryClient, file: &Path) -> anyhow:
         )));
     }
     if ctx.json {
-        println!("{}", serde_json::to_string(&published)?);
+        outln!("{}", serde_json::to_string(&published)?);
     } else if status == reqwest::StatusCode::CREATED {
-        println!(
+        outln!(
             "  Uploaded {} {} ({}) — {}",
             published.name,
             published.version,
@@ -91,7 +91,7 @@ pub async fn run(ctx: &Context, client: &RegistryClient, file: &Path) -> anyhow:
             units::size(published.size)
         );
     } else {
-        println!(
+        outln!(
             "  Already published {} {} ({}) with identical contents — {}",
             published.name,
             published.version,

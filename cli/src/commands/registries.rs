@@ -46,18 +46,18 @@ pub async fn login(
     config.add(&name, &url, Some(key.to_owned()), make_default)?;
     config.save(&ctx.config_path)?;
     if ctx.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"registry": name, "url": url, "key_id": me.key_id, "default": config.default_name() == name})
         );
     } else {
         let who = me.name.unwrap_or_default();
         let id = me.key_id.unwrap_or_default();
-        println!("  Logged in to {url} as {who} ({id})");
+        outln!("  Logged in to {url} as {who} ({id})");
         if config.default_name() == name {
-            println!("  Saved as registry `{name}` (default)");
+            outln!("  Saved as registry `{name}` (default)");
         } else {
-            println!(
+            outln!(
                 "  Saved as registry `{name}`; the default is still `{}` (use --registry {name}, or log in again with --default)",
                 config.default_name()
             );
@@ -85,7 +85,7 @@ pub fn add(
     config.add(name, url, key, make_default)?;
     config.save(&ctx.config_path)?;
     if !ctx.json {
-        println!(
+        outln!(
             "  Added registry `{name}` ({}){}",
             normalize_url(url),
             if make_default { " as the default" } else { "" }
@@ -103,7 +103,7 @@ pub fn list(ctx: &Context) -> anyhow::Result<()> {
             .iter()
             .map(|(n, e)| serde_json::json!({"name": n, "url": e.url, "default": *n == default, "has_key": e.key.is_some()}))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     let mut rows = vec![vec![
@@ -115,16 +115,59 @@ pub fn list(ctx: &Context) -> anyhow::Result<()> {
         let is_default = if name == default { "yes" } else { "no" };
         rows.push(vec![name, entry.url, is_default.to_owned()]);
     }
-    print!("{}", table::render(&rows));
+    out!("{}", table::render(&rows));
     Ok(())
 }
 
 pub fn remove(ctx: &Context, name: &str) -> anyhow::Result<()> {
     let mut config = ClientConfig::load(&ctx.config_path)?;
+    let was_default = config.default_name() == name;
     config.remove(name)?;
     config.save(&ctx.config_path)?;
-    if !ctx.json {
-        println!("  Removed registry `{name}`");
+    let default = config.target(None, None)?;
+    if ctx.json {
+        outln!(
+            "{}",
+            serde_json::json!({"removed": name, "default": default.name, "default_url": default.url})
+        );
+    } else if was_default {
+        outln!("  Removed registry `{name}`");
+        outln!(
+            "  The default registry is now `{}` ({}); choose another with `niso registry default NAME`",
+            default.name,
+            default.url
+        );
+    } else {
+        outln!("  Removed registry `{name}`");
+    }
+    Ok(())
+}
+
+/// `registry default [NAME]`: shows the default, or makes `name` the default.
+pub fn default(ctx: &Context, name: Option<&str>) -> anyhow::Result<()> {
+    let mut config = ClientConfig::load(&ctx.config_path)?;
+    if let Some(name) = name {
+        config.set_default(name)?;
+        config.save(&ctx.config_path)?;
+    }
+    let default = config.target(None, None)?;
+    if ctx.json {
+        outln!(
+            "{}",
+            serde_json::json!({"default": default.name, "url": default.url})
+        );
+    } else if name.is_some() {
+        outln!(
+            "  The default registry is now `{}` ({})",
+            default.name,
+            default.url
+        );
+    } else {
+        outln!(
+            "  The default registry is `{}` ({})",
+            default.name,
+            default.url
+        );
     }
     Ok(())
 }

@@ -11,11 +11,11 @@ pub async fn run(
     let query = words.join(" ");
     let list = client.search(&query, limit.clamp(1, 1000)).await?;
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&list.packages)?);
+        outln!("{}", serde_json::to_string_pretty(&list.packages)?);
         return Ok(());
     }
     if list.packages.is_empty() {
-        println!("  No packages match `{query}`.");
+        outln!("  No packages match `{query}`.");
         return Ok(());
     }
     let rows: Vec<Vec<String>> = list
@@ -29,7 +29,7 @@ pub async fn run(
             ]
         })
         .collect();
-    print!("{}", table::render(&rows));
+    out!("{}", table::render(&rows));
     Ok(())
 }
 
@@ -37,10 +37,10 @@ pub async fn show(ctx: &Context, client: &RegistryClient, name: &str) -> anyhow:
     let name: niso_protocol::PackageName = name.parse()?;
     let detail = client.package(name.as_str()).await?;
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&detail)?);
+        outln!("{}", serde_json::to_string_pretty(&detail)?);
         return Ok(());
     }
-    println!("  {} — {}", detail.name, detail.description);
+    outln!("  {} — {}", detail.name, detail.description);
     let mut rows = vec![vec![
         "VERSION".to_owned(),
         "ARCH".to_owned(),
@@ -55,14 +55,14 @@ pub async fn show(ctx: &Context, client: &RegistryClient, name: &str) -> anyhow:
             units::date(v.published_ms),
         ]
     }));
-    print!("{}", table::render(&rows));
+    out!("{}", table::render(&rows));
     let tags: Vec<String> = detail
         .tags
         .iter()
         .map(|t| format!("{} → {}", t.tag, t.version))
         .collect();
     if !tags.is_empty() {
-        println!("  Tags: {}", tags.join(", "));
+        outln!("  Tags: {}", tags.join(", "));
     }
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! `niso tag SOURCE TARGET`, `niso registry list-tags NAME` and `niso delete NAME:VERSION`.
+//! `niso tag SOURCE TARGET`, `niso untag NAME:TAG`, `niso registry list-tags NAME` and
+//! `niso delete NAME:VERSION`.
 
 use anyhow::{Context as _, bail};
 use niso_protocol::reference::PackageRef;
@@ -35,9 +36,32 @@ pub async fn tag(
         .await
         .with_context(|| format!("cannot tag {source} as {tag}"))?;
     if ctx.json {
-        println!("{}", serde_json::to_string(&info)?);
+        outln!("{}", serde_json::to_string(&info)?);
     } else {
-        println!("  Tagged {} {} as {}", dst.name, info.version, info.tag);
+        outln!("  Tagged {} {} as {}", dst.name, info.version, info.tag);
+    }
+    Ok(())
+}
+
+pub async fn untag(ctx: &Context, client: &RegistryClient, reference: &str) -> anyhow::Result<()> {
+    let r: PackageRef = reference.parse()?;
+    let Some(tag) = r.selector.as_deref() else {
+        bail!(
+            "`{reference}` names no tag; write NAME:TAG, e.g. {}:stable",
+            r.name
+        );
+    };
+    if tag == "latest" {
+        bail!("`latest` is not a tag you can remove: it always names the newest version");
+    }
+    client
+        .delete_tag(r.name.as_str(), tag)
+        .await
+        .with_context(|| format!("cannot remove tag {reference}"))?;
+    if ctx.json {
+        outln!("{}", serde_json::json!({"untagged": reference}));
+    } else {
+        outln!("  Removed tag {tag} of {}", r.name);
     }
     Ok(())
 }
@@ -46,12 +70,12 @@ pub async fn list(ctx: &Context, client: &RegistryClient, name: &str) -> anyhow:
     let name: niso_protocol::PackageName = name.parse()?;
     let tags = client.tags(name.as_str()).await?;
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&tags.tags)?);
+        outln!("{}", serde_json::to_string_pretty(&tags.tags)?);
         return Ok(());
     }
     let mut rows = vec![vec!["TAG".to_owned(), "VERSION".to_owned()]];
     rows.extend(tags.tags.into_iter().map(|t| vec![t.tag, t.version]));
-    print!("{}", table::render(&rows));
+    out!("{}", table::render(&rows));
     Ok(())
 }
 
@@ -73,14 +97,14 @@ pub async fn delete(
         .await
         .with_context(|| format!("cannot delete {reference}"))?;
     if ctx.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"deleted": reference, "arch": arch})
         );
     } else {
         match arch {
-            Some(a) => println!("  Deleted {} {version} ({a})", r.name),
-            None => println!("  Deleted {} {version}", r.name),
+            Some(a) => outln!("  Deleted {} {version} ({a})", r.name),
+            None => outln!("  Deleted {} {version}", r.name),
         }
     }
     Ok(())
