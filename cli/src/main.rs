@@ -6,6 +6,7 @@
 #[macro_use]
 mod output;
 
+mod arch_arg;
 mod cli;
 mod client_config;
 mod commands;

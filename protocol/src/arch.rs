@@ -40,6 +40,21 @@ impl Arch {
         Self(Self::ANY.to_owned())
     }
 
+    /// The name packages use for `alias`, when `alias` is another system's spelling of a
+    /// known architecture (Debian's `amd64`, Apple's `arm64`, …). Packages spell
+    /// architectures as Rust's `std::env::consts::ARCH` does, so a client finds them.
+    pub fn canonical_name(alias: &str) -> Option<&'static str> {
+        Some(match alias {
+            "amd64" | "x64" | "x86-64" | "intel64" => "x86_64",
+            "arm64" | "armv8" | "armv8l" => "aarch64",
+            "i386" | "i486" | "i586" | "i686" | "386" => "x86",
+            "armhf" | "armel" | "armv7" | "armv7l" | "armv6l" => "arm",
+            "ppc64" | "ppc64le" | "ppc64el" => "powerpc64",
+            "riscv64gc" => "riscv64",
+            _ => return None,
+        })
+    }
+
     pub fn is_any(&self) -> bool {
         self.0 == Self::ANY
     }
@@ -89,5 +104,18 @@ mod tests {
         assert!(Arch::new("x86-64").is_err());
         assert!(Arch::new("../x").is_err());
         assert!(!Arch::host().as_str().is_empty());
+    }
+
+    #[test]
+    fn other_systems_spellings_name_the_canonical_arch() {
+        assert_eq!(Arch::canonical_name("amd64"), Some("x86_64"));
+        assert_eq!(Arch::canonical_name("arm64"), Some("aarch64"));
+        assert_eq!(Arch::canonical_name("x86_64"), None);
+        assert_eq!(Arch::canonical_name("any"), None);
+        for alias in ["amd64", "arm64", "i686", "armhf", "ppc64le", "riscv64gc"] {
+            let canonical = Arch::canonical_name(alias).unwrap();
+            assert!(Arch::new(canonical).is_ok(), "{canonical}");
+            assert_eq!(Arch::canonical_name(canonical), None, "{canonical}");
+        }
     }
 }

@@ -111,6 +111,10 @@ pub enum ArchiveError {
     TooManyEntries(u64),
     #[error("archive unpacks to more than {0} bytes")]
     TooLarge(u64),
+    #[error("niso.toml lists `{0}` under `bin`, but the package holds no such file")]
+    MissingBin(String),
+    #[error("niso.toml's service command `{0}` is not a file in the package")]
+    MissingServiceCommand(String),
 }
 
 /// Why an entry path was refused.
@@ -269,11 +273,33 @@ pub fn inspect(reader: impl Read, limits: &ArchiveLimits) -> Result<Inspection, 
     }
 
     tree.check_links()?;
+    check_declared_files(&meta, &tree)?;
     Ok(Inspection {
         meta,
         entries: count,
         unpacked_bytes: unpacked,
     })
+}
+
+/// Every file `niso.toml` promises (executables, a service command given as a path) is in
+/// the package, so a package that could never be activated is refused when it is packed or
+/// pushed rather than on every client that installs it.
+fn check_declared_files(meta: &PackageMeta, tree: &Tree) -> Result<(), ArchiveError> {
+    let present = |path: &str| {
+        matches!(
+            tree.kind_at(path.trim_end_matches('/')),
+            Some(EntryKind::File | EntryKind::Symlink(_))
+        )
+    };
+    if let Some(missing) = meta.bin.iter().find(|p| !present(p)) {
+        return Err(ArchiveError::MissingBin(missing.clone()));
+    }
+    if let Some(service) = &meta.service {
+        if service.command.contains('/') && !present(&service.command) {
+            return Err(ArchiveError::MissingServiceCommand(service.command.clone()));
+        }
+    }
+    Ok(())
 }
 
 fn special(path: &str, kind: &'static str) -> ArchiveError {
@@ -502,6 +528,15 @@ impl Tree {
             }
         }
         Ok(())
+    }
+
+    /// What the entry at `path` is, without following links; `None` when there is none.
+    pub(crate) fn kind_at(&self, path: &str) -> Option<&EntryKind> {
+        let mut current = ROOT;
+        for name in path.split('/') {
+            current = *self.nodes[current].children.get(name)?;
+        }
+        Some(&self.nodes[current].kind)
     }
 
     /// Resolves every symlink in the finished tree; each must stay inside the package root at
@@ -1161,5 +1196,40 @@ mod tests {
         assert_eq!(check_entry_path("./a"), Err(PathProblem::NotNormal));
         assert_eq!(check_entry_path("a\\..\\b"), Err(PathProblem::BadChar));
         assert_eq!(check_entry_path(""), Err(PathProblem::Empty));
+    }
+
+    #[test]
+    fn files_niso_toml_promises_must_be_in_the_package() {
+        let with = |meta: &str, add: &dyn Fn(&mut Packer<Vec<u8>>)| {
+            let mut packer = Packer::new(Vec::new(), meta.as_bytes()).unwrap();
+            add(&mut packer);
+            check(&packer.finish().unwrap())
+        };
+        let bin = "name = \"demo\"\nversion = \"1.0.0\"\narch = \"any\"\nbin = [\"bin/demo\"]\n";
+        assert!(matches!(
+            with(bin, &|_| {}),
+            Err(ArchiveError::MissingBin(p)) if p == "bin/demo"
+        ));
+        assert!(matches!(
+            with(bin, &|p| p.add_dir("bin/demo").unwrap()),
+            Err(ArchiveError::MissingBin(_))
+        ));
+        with(bin, &|p| {
+            p.add_file("bin/demo", true, 2, &b"hi"[..]).unwrap()
+        })
+        .unwrap();
+        with(bin, &|p| {
+            p.add_symlink("bin/demo", "real").unwrap();
+            p.add_file("bin/real", true, 2, &b"hi"[..]).unwrap();
+        })
+        .unwrap();
+
+        let service = "name = \"demo\"\nversion = \"1.0.0\"\narch = \"any\"\n[service]\ncommand = \"bin/serve\"\n";
+        assert!(matches!(
+            with(service, &|_| {}),
+            Err(ArchiveError::MissingServiceCommand(c)) if c == "bin/serve"
+        ));
+        let on_path = "name = \"demo\"\nversion = \"1.0.0\"\narch = \"any\"\n[service]\ncommand = \"python3\"\n";
+        with(on_path, &|_| {}).unwrap();
     }
 }

@@ -8,6 +8,7 @@
 
 mod airgap;
 mod archives;
+mod cli;
 mod crash;
 mod federation;
 mod hostile_registry;

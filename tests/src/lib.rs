@@ -83,6 +83,28 @@ impl Sandbox {
         self.command().args(args).output().unwrap()
     }
 
+    /// Runs `niso ARGS…` with its stdout a pipe whose reader is already gone, as after
+    /// `niso … | head -1`: the exit status and stderr.
+    pub fn with_stdout_closed(&self, args: &[&str]) -> (std::process::ExitStatus, String) {
+        use std::io::Read;
+        let mut child = self
+            .command()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        (child.wait().unwrap(), stderr)
+    }
+
     /// Runs `niso ARGS…`, asserts success and returns stdout.
     #[track_caller]
     pub fn ok(&self, args: &[&str]) -> String {

@@ -32,6 +32,9 @@ pub fn run(ctx: &Context, dir: &Path, output: Option<PathBuf>) -> anyhow::Result
     let items = walk(dir)?;
     let meta = niso_protocol::PackageMeta::parse(&meta_bytes)
         .with_context(|| format!("{} is not valid", meta_path.display()))?;
+    crate::arch_arg::parse(meta.arch.as_str())
+        .with_context(|| format!("{} is not valid", meta_path.display()))?;
+    check_bins(&meta, &items, &meta_path)?;
     let output = output.unwrap_or_else(|| PathBuf::from(meta.file_name()));
     let out_dir = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
@@ -71,6 +74,42 @@ pub fn run(ctx: &Context, dir: &Path, output: Option<PathBuf>) -> anyhow::Result
             output.display()
         );
         outln!("  {digest}");
+    }
+    Ok(())
+}
+
+/// Every `bin` entry must be a file (or link) of the package, executable: otherwise every
+/// client would fail at activation.
+fn check_bins(
+    meta: &niso_protocol::PackageMeta,
+    items: &[(String, Item)],
+    meta_path: &Path,
+) -> anyhow::Result<()> {
+    for bin in &meta.bin {
+        match items
+            .iter()
+            .find(|(path, _)| path == bin)
+            .map(|(_, item)| item)
+        {
+            Some(
+                Item::File {
+                    executable: true, ..
+                }
+                | Item::Symlink(_),
+            ) => {}
+            Some(Item::File { .. }) => bail!(
+                "{} lists `{bin}` under `bin`, but it is not executable (chmod +x {bin})",
+                meta_path.display()
+            ),
+            Some(Item::Dir) => bail!(
+                "{} lists `{bin}` under `bin`, but it is a directory",
+                meta_path.display()
+            ),
+            None => bail!(
+                "{} lists `{bin}` under `bin`, but the directory has no such file",
+                meta_path.display()
+            ),
+        }
     }
     Ok(())
 }

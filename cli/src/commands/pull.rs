@@ -27,7 +27,7 @@ pub async fn resolve(
 ) -> anyhow::Result<ResolvedPackage> {
     let r: PackageRef = reference.parse()?;
     let arch = match arch {
-        Some(a) => Arch::new(a)?,
+        Some(a) => crate::arch_arg::parse(a)?,
         None => Arch::host(),
     };
     let answer = match client

@@ -92,6 +92,9 @@ pub async fn delete(
     if semver_like(version).is_none() {
         bail!("`{version}` is not an exact version; deletion never follows tags");
     }
+    if let Some(arch) = arch {
+        crate::arch_arg::parse(arch)?;
+    }
     client
         .delete_version(r.name.as_str(), version, arch)
         .await
