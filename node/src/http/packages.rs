@@ -116,12 +116,13 @@ pub async fn list(
         }
     };
     let mut packages = Vec::with_capacity(names.len());
-    for (name, description) in names {
+    for (name, stored) in names {
         let versions = state.store.versions(&name)?;
+        let latest = latest(versions.iter().map(|r| &r.version));
         packages.push(PackageSummary {
-            latest: latest(versions.iter().map(|r| &r.version)).map(ToString::to_string),
+            description: description_of(&versions, latest).unwrap_or(stored),
+            latest: latest.map(ToString::to_string),
             name,
-            description,
         });
     }
     Ok(Json(PackageList {
@@ -140,6 +141,22 @@ pub fn version_info(row: &VersionRow) -> VersionInfo {
         published_ms: row.entry.published_ms,
         origin: niso_protocol::hex::encode(&row.entry.origin),
     }
+}
+
+/// The description a package is shown with: its latest version's (the `any` build's, else
+/// the first architecture's with one), not whichever build was pushed last.
+fn description_of(rows: &[VersionRow], latest: Option<&Version>) -> Option<String> {
+    let builds: Vec<&VersionRow> = rows.iter().filter(|r| Some(&r.version) == latest).collect();
+    builds
+        .iter()
+        .find(|r| r.arch.is_any())
+        .or_else(|| {
+            builds
+                .iter()
+                .filter(|r| !r.entry.description.is_empty())
+                .min_by(|a, b| a.arch.cmp(&b.arch))
+        })
+        .map(|r| r.entry.description.clone())
 }
 
 /// Explicit tags plus the automatic `latest`, ordered by version.
@@ -206,9 +223,11 @@ pub async fn detail(
     let Some(package) = state.store.package(name.as_str())? else {
         return Err(not_found(name.as_str()));
     };
+    let description = description_of(&rows, latest(rows.iter().map(|r| &r.version)))
+        .unwrap_or(package.description);
     Ok(Json(PackageDetail {
         name: name.to_string(),
-        description: package.description,
+        description,
         tags: tag_infos(&state, name.as_str(), &rows)?,
         versions: rows.iter().map(version_info).collect(),
     }))

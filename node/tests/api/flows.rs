@@ -771,3 +771,64 @@ async fn openapi_matches_checked_in_copy() {
         );
     }
 }
+
+/// A package is described by its latest version, not by whichever build was pushed last.
+#[tokio::test]
+async fn the_description_is_the_latest_versions() {
+    let node = TestNode::new().await;
+    let admin = node.admin.clone();
+    let described = |version: &str, arch: &str, description: &str| {
+        let meta = format!(
+            "name = \"tool\"\nversion = \"{version}\"\narch = \"{arch}\"\ndescription = \"{description}\"\n"
+        );
+        let mut p = niso_protocol::pack::Packer::new(Vec::new(), meta.as_bytes()).unwrap();
+        p.add_file("payload", false, 1, &b"x"[..]).unwrap();
+        p.finish().unwrap()
+    };
+    for (version, arch, description) in [
+        ("2.0.0", "x86_64", "Tool two"),
+        ("1.0.1", "x86_64", "An old patch release"),
+    ] {
+        node.push(&admin, "tool", &described(version, arch, description))
+            .await
+            .expect(StatusCode::CREATED);
+    }
+    assert_eq!(
+        described_as(&node).await,
+        std::array::from_fn(|_| json!("Tool two"))
+    );
+
+    // Two builds of the latest version: the `any` build speaks for the package.
+    node.push(&admin, "tool", &described("3.0.0", "any", "Tool three"))
+        .await
+        .expect(StatusCode::CREATED);
+    node.push(
+        &admin,
+        "tool",
+        &described("3.0.0", "x86_64", "Tool three, x86 build"),
+    )
+    .await
+    .expect(StatusCode::CREATED);
+    assert_eq!(
+        described_as(&node).await,
+        std::array::from_fn(|_| json!("Tool three"))
+    );
+}
+
+/// The description the list, the search and the detail page show for `tool`.
+async fn described_as(node: &TestNode) -> [serde_json::Value; 3] {
+    let list = node.get("/v1/packages", Some(&node.admin)).await.json();
+    let search = node
+        .get("/v1/packages?q=tool", Some(&node.admin))
+        .await
+        .json();
+    let detail = node
+        .get("/v1/packages/tool", Some(&node.admin))
+        .await
+        .json();
+    [
+        list["packages"][0]["description"].clone(),
+        search["packages"][0]["description"].clone(),
+        detail["description"].clone(),
+    ]
+}
