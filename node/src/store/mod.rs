@@ -30,6 +30,7 @@ pub use entries::{KeyEntry, PeerSync, TagEntry, UploadEntry, VersionEntry};
 pub use error::{ChangeError, StoreError};
 pub use gc::GcOutcome;
 pub use search::SearchHit;
+pub use uploads::OpenUploadError;
 
 use crate::failpoint::Failpoints;
 use error::db;

@@ -21,3 +21,4 @@ mod records;
 mod scopes;
 mod support;
 mod sync_flood;
+mod uploads;
