@@ -43,8 +43,6 @@ const CANCEL_WAIT: Duration = Duration::from_secs(15);
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 pub async fn run(ctx: &Context, client: &RegistryClient, file: &Path) -> anyhow::Result<()> {
-    // Taken before anything is opened, so every Ctrl-C from here on cleans up after itself.
-    let mut interrupt = signal(SignalKind::interrupt()).context("could not listen for Ctrl-C")?;
     let path = file.to_owned();
     let (meta, digest, size) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let f = std::fs::File::open(&path)
@@ -61,6 +59,9 @@ pub async fn run(ctx: &Context, client: &RegistryClient, file: &Path) -> anyhow:
     .await??;
     let digest = digest.to_string();
 
+    // Until here Ctrl-C simply ends the process: nothing exists on the registry yet. From
+    // here on it is ours to handle, so an upload about to be opened gets cancelled.
+    let mut interrupt = signal(SignalKind::interrupt()).context("could not listen for Ctrl-C")?;
     let (pending, offset) = match resume(ctx, client, &meta, &digest, size).await? {
         Some(found) => found,
         None => {
