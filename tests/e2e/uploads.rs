@@ -291,3 +291,44 @@ fn registry_uploads_lists_and_cancels_only_what_a_key_may_see() {
         "{help}"
     );
 }
+
+#[test]
+fn killed_pushes_stop_locking_the_key_out_once_idle() {
+    let user = Sandbox::new();
+    // Short enough to wait for, long enough that the lock-out is there to see first.
+    let node = user.node(
+        "short",
+        "[limits]\nmax_open_uploads_per_key = 2\nupload_idle_timeout_secs = 5\n",
+    );
+    let r = ["--registry", "short"];
+    let files: Vec<PathBuf> = (0..3)
+        .map(|i| random_package(&user, &format!("app{i}"), 1, 0x5eed_0b00 + i))
+        .collect();
+    for file in &files[..2] {
+        let mut cmd = user.command();
+        cmd.env("NISO_FAILPOINTS", "push-killed-midway")
+            .arg("push")
+            .arg(file)
+            .args(r);
+        assert_eq!(cmd.output().unwrap().status.signal(), Some(9));
+    }
+    let refused = user.fails(&["push", files[2].to_str().unwrap(), r[0], r[1]], 1);
+    assert!(refused.contains("open uploads (limit 2)"), "{refused}");
+
+    // Nobody cancels anything: the node's sweep frees the slots.
+    let listed = || {
+        let out = user
+            .command()
+            .args(["registry", "uploads", "--json"])
+            .args(r)
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    wait_until("the abandoned uploads to expire", || {
+        listed().as_array().unwrap().is_empty()
+    });
+    let out = user.ok(&["push", files[2].to_str().unwrap(), r[0], r[1]]);
+    assert!(out.contains("Uploaded app2 1.0.0"), "{out}");
+    drop(node);
+}
