@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
     name = "niso",
     version,
     about = "Push, pull, search and manage niso packages; run a registry node.",
-    after_help = "Examples:\n  niso registry serve\n  niso login http://127.0.0.1:5000 --key \"$(cat ~/.local/share/niso/registry/admin.key)\"\n  niso push my-api-1.0.0-x86_64.niso\n  niso pull my-api:1.0.0\n\nExit codes: 0 ok, 1 error, 2 usage, 3 authentication or permission, 4 not found,\n5 conflict, 6 registry unreachable, 7 verification failed."
+    after_help = "Examples:\n  niso registry serve\n  niso login http://127.0.0.1:5000 --key \"$(cat ~/.local/share/niso/registry/admin.key)\"\n  niso push my-api-1.0.0-x86_64.niso\n  niso pull my-api:1.0.0\n\nExit codes: 0 ok, 1 error, 2 usage, 3 authentication or permission, 4 not found,\n5 conflict, 6 registry unreachable, 7 verification failed, 130 interrupted (Ctrl-C)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -65,7 +65,9 @@ pub enum Command {
     },
     /// Upload a package file.
     #[command(
-        after_help = "Examples:\n  niso push my-api-1.0.0-x86_64.niso\n  niso push my-api-1.0.0-x86_64.niso --registry private"
+        after_help = "Ctrl-C cancels the upload on the registry. A push killed without that chance \
+resumes where it stopped when the same file is pushed to the same registry again.\n\n\
+Examples:\n  niso push my-api-1.0.0-x86_64.niso\n  niso push my-api-1.0.0-x86_64.niso --registry private"
     )]
     Push {
         /// The .niso file.
@@ -262,6 +264,18 @@ Examples:\n  niso registry serve\n  niso registry serve --listen 0.0.0.0:5000 --
     /// Revoke an API key by id (needs an admin key).
     #[command(after_help = "Example:\n  niso registry revoke-key key_abc123")]
     RevokeKey { id: String },
+    /// List open uploads (your key's; every key's with an admin key), or cancel one.
+    #[command(
+        after_help = "An upload stays open while a push is under way, and after a push that was killed; \
+pushing the same file again resumes it. One that receives no bytes for the registry's \
+limits.upload_idle_timeout_secs (1 h by default) expires on its own.\n\n\
+Examples:\n  niso registry uploads\n  niso registry uploads --cancel 5f0c2d9e8b7a41c3a2e4f6b8d0c1e3a5"
+    )]
+    Uploads {
+        /// Cancel the upload with this id and delete what it received.
+        #[arg(long, value_name = "ID")]
+        cancel: Option<String>,
+    },
     /// Remove old versions and unreferenced blobs (needs an admin key).
     #[command(
         after_help = "Examples:\n  niso registry gc --keep-versions 5 --dry-run\n  niso registry gc --keep-versions 5"

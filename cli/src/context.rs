@@ -13,6 +13,8 @@ pub struct Context {
     pub path_dirs: Vec<PathBuf>,
     /// `$XDG_DATA_HOME/niso`: pulled packages and the default registry data dir live here.
     pub data_home: PathBuf,
+    /// `$XDG_STATE_HOME/niso`: what the client remembers between runs (pushes to resume).
+    pub state_home: PathBuf,
     /// `--registry`, else `NISO_REGISTRY`.
     pub registry: Option<String>,
     /// `NISO_KEY`: a key that overrides the configured one.

@@ -8,6 +8,13 @@ pub const NOT_FOUND: u8 = 4;
 pub const CONFLICT: u8 = 5;
 pub const UNREACHABLE: u8 = 6;
 pub const VERIFICATION: u8 = 7;
+/// 128 + SIGINT, what shells report for a command stopped by Ctrl-C.
+pub const INTERRUPTED: u8 = 130;
+
+/// The user interrupted the command (Ctrl-C) and it stopped after cleaning up.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Interrupted(pub String);
 
 /// A downloaded or uploaded package did not match what it claimed to be.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +35,9 @@ fn client_error(err: &anyhow::Error) -> Option<&ClientError> {
 }
 
 pub fn code(err: &anyhow::Error) -> u8 {
+    if err.downcast_ref::<Interrupted>().is_some() {
+        return INTERRUPTED;
+    }
     if err.chain().any(|e| {
         e.is::<VerificationFailed>()
             || e.is::<Refused>()

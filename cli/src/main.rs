@@ -15,6 +15,7 @@ mod exit;
 mod failpoints;
 mod installed;
 mod local_store;
+mod pending_upload;
 mod progress;
 mod registry_client;
 mod resolved;
@@ -118,6 +119,9 @@ fn context_from_env(cli: &Cli) -> Context {
     let data_home = var("XDG_DATA_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| home.join(".local/share"));
+    let state_home = var("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".local/state"));
     Context {
         config_path: config_home.join("niso/config.toml"),
         path_dirs: std::env::var_os("PATH")
@@ -125,6 +129,7 @@ fn context_from_env(cli: &Cli) -> Context {
             .unwrap_or_default(),
         config_home,
         data_home: data_home.join("niso"),
+        state_home: state_home.join("niso"),
         registry: cli.global.registry.clone().or_else(|| var("NISO_REGISTRY")),
         env_key: var("NISO_KEY"),
         json: cli.global.json,

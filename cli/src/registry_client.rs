@@ -6,7 +6,7 @@ use std::time::Duration;
 use niso_protocol::api::{
     CreateKey, CreatedKey, ErrorBody, GcReport, GcRequest, KeyList, MirrorReport, MirrorRequest,
     NodeInfo, PackageDetail, PackageList, Published, Resolved, SetTag, TagInfo, TagList,
-    UploadStatus, WhoAmI,
+    UploadList, UploadStatus, WhoAmI,
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::{Serialize, de::DeserializeOwned};
@@ -45,6 +45,14 @@ impl ClientError {
             _ => None,
         }
     }
+}
+
+/// What opening an upload gave.
+#[derive(Debug)]
+pub enum Opened {
+    Upload(UploadStatus),
+    /// The registry already holds these exact bytes; nothing was opened.
+    AlreadyPublished(Published),
 }
 
 #[derive(Debug, Clone)]
@@ -220,9 +228,37 @@ impl RegistryClient {
         self.send(rb).await.map(drop)
     }
 
-    pub async fn create_upload(&self, name: &str) -> Result<UploadStatus, ClientError> {
-        self.json(self.request(Method::POST, &format!("/v1/packages/{name}/uploads")))
+    /// Opens an upload for a file with `digest`, unless the registry already has those
+    /// exact bytes under `name`.
+    pub async fn create_upload(&self, name: &str, digest: &str) -> Result<Opened, ClientError> {
+        let response = self
+            .send(
+                self.request(Method::POST, &format!("/v1/packages/{name}/uploads"))
+                    .query(&[("digest", digest)]),
+            )
+            .await?;
+        let status = response.status();
+        let unexpected = |_| ClientError::Unexpected {
+            url: self.target.url.clone(),
+            status: status.as_u16(),
+        };
+        if status == StatusCode::OK {
+            return response
+                .json()
+                .await
+                .map(Opened::AlreadyPublished)
+                .map_err(unexpected);
+        }
+        response
+            .json()
             .await
+            .map(Opened::Upload)
+            .map_err(unexpected)
+    }
+
+    /// The caller's open uploads (every key's for an admin key).
+    pub async fn list_uploads(&self) -> Result<UploadList, ClientError> {
+        self.get("/v1/uploads").await
     }
 
     pub async fn upload_status(&self, id: &str) -> Result<UploadStatus, ClientError> {

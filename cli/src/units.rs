@@ -1,4 +1,5 @@
-//! Human units: sizes like `8.2 MB`, dates like `2026-04-12`, and expiry specs like `30d`.
+//! Human units: sizes like `8.2 MB`, dates like `2026-04-12`, spans like `12m`, and expiry
+//! specs like `30d`.
 
 use anyhow::{Context as _, bail};
 
@@ -29,6 +30,17 @@ pub fn date(ms: u64) -> String {
         .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
         .map(|t| t.strftime("%Y-%m-%d").to_string())
         .unwrap_or_else(|| "?".to_owned())
+}
+
+/// A span in its largest whole unit: `45s`, `12m`, `3h`, `2d`.
+pub fn span(ms: u64) -> String {
+    let secs = ms / 1000;
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86_400 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86_400),
+    }
 }
 
 /// `30d`, `12h`, `2w`, `45m` from now, or a date `2027-01-31` (midnight UTC), as epoch ms.
@@ -68,6 +80,15 @@ mod tests {
         assert_eq!(size(8_200_000), "8.2 MB");
         assert_eq!(size(1_073_741_824), "1.1 GB");
         assert_eq!(size(999_960), "1.0 MB");
+    }
+
+    #[test]
+    fn spans() {
+        assert_eq!(span(999), "0s");
+        assert_eq!(span(59_999), "59s");
+        assert_eq!(span(60_000), "1m");
+        assert_eq!(span(3_600_000 * 5 + 1), "5h");
+        assert_eq!(span(86_400_000 * 3), "3d");
     }
 
     #[test]

@@ -105,8 +105,12 @@ pub struct Limits {
     /// Clients check with the default (200), so a higher value here admits packages that
     /// clients will refuse to install.
     pub max_unpack_ratio: u64,
-    /// Uploads one key may have open at once.
+    /// Uploads one key may have open at once. Checked and taken in one database
+    /// transaction, so concurrent opens cannot pass it.
     pub max_open_uploads_per_key: usize,
+    /// An upload that receives no bytes for this long is abandoned: a background sweep
+    /// removes it and frees its slot. A client killed mid-push locks nothing out for longer.
+    pub upload_idle_timeout_secs: u64,
     /// Largest JSON request body, in bytes.
     pub max_json_bytes: usize,
     /// Largest bundle `niso registry import` accepts, in bytes.
@@ -121,6 +125,7 @@ impl Default for Limits {
             max_entries: 100_000,
             max_unpack_ratio: niso_protocol::archive::DEFAULT_MAX_UNPACK_RATIO,
             max_open_uploads_per_key: 16,
+            upload_idle_timeout_secs: 3600,
             max_json_bytes: 1024 * 1024,
             max_bundle_bytes: 1024 * 1024 * 1024 * 1024,
         }
@@ -132,15 +137,17 @@ impl Default for Limits {
 pub struct GcConfig {
     /// Unreferenced blobs younger than this survive a sweep, so a push in flight keeps its blob.
     pub grace_period_secs: u64,
-    /// Uploads untouched for this long are abandoned and removed.
-    pub upload_ttl_secs: u64,
+    /// Superseded by `limits.upload_idle_timeout_secs`; still accepted so older config files
+    /// parse, and otherwise ignored (the node warns at start).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload_ttl_secs: Option<u64>,
 }
 
 impl Default for GcConfig {
     fn default() -> Self {
         Self {
             grace_period_secs: 3600,
-            upload_ttl_secs: 24 * 3600,
+            upload_ttl_secs: None,
         }
     }
 }
@@ -286,7 +293,17 @@ mod tests {
             toml::from_str("anonymous_pull = true\n[gc]\ngrace_period_secs = 5\n").unwrap();
         assert!(c.anonymous_pull);
         assert_eq!(c.gc.grace_period_secs, 5);
-        assert_eq!(c.gc.upload_ttl_secs, GcConfig::default().upload_ttl_secs);
+        assert_eq!(
+            c.limits.upload_idle_timeout_secs,
+            Limits::default().upload_idle_timeout_secs
+        );
+        let c: NodeConfig = toml::from_str(
+            "[gc]\nupload_ttl_secs = 60\n[limits]\nupload_idle_timeout_secs = 5\n[http]\nbody_idle_timeout_secs = 2\n",
+        )
+        .unwrap();
+        assert_eq!(c.gc.upload_ttl_secs, Some(60), "old files still parse");
+        assert_eq!(c.limits.upload_idle_timeout_secs, 5);
+        assert_eq!(c.http.body_idle_timeout_secs, 2);
         assert!(toml::from_str::<NodeConfig>("anonymous_pul = true").is_err());
     }
 

@@ -22,6 +22,7 @@ pub mod p2p;
 pub mod replication;
 pub mod store;
 pub mod trust;
+pub mod upload_expiry;
 
 pub use config::NodeConfig;
 pub use node::{ADMIN_KEY_FILE, Node, NodeError, NodeState};

@@ -54,6 +54,7 @@ pub struct Metrics {
     pub records_refused: Family<RefusedLabels, Counter>,
     pub auth_failures: Counter,
     pub gc_runs: Counter,
+    pub uploads_expired: Counter,
     pub p2p_blob_bytes_served: Counter,
     pub http_connections: Gauge,
     pub http_connections_refused: Counter,
@@ -73,6 +74,7 @@ impl Default for Metrics {
         let records_refused = Family::<RefusedLabels, Counter>::default();
         let auth_failures = Counter::default();
         let gc_runs = Counter::default();
+        let uploads_expired = Counter::default();
         let p2p_blob_bytes_served = Counter::default();
         let http_connections = Gauge::default();
         let http_connections_refused = Counter::default();
@@ -120,6 +122,11 @@ impl Default for Metrics {
         );
         registry.register("gc_runs", "Garbage collection runs", gc_runs.clone());
         registry.register(
+            "uploads_expired",
+            "Abandoned uploads removed after idling past the timeout",
+            uploads_expired.clone(),
+        );
+        registry.register(
             "p2p_blob_bytes_served",
             "Blob bytes sent to peers",
             p2p_blob_bytes_served.clone(),
@@ -147,6 +154,7 @@ impl Default for Metrics {
             records_refused,
             auth_failures,
             gc_runs,
+            uploads_expired,
             p2p_blob_bytes_served,
             http_connections,
             http_connections_refused,

@@ -229,6 +229,7 @@ impl Node {
         ensure_admin_key(&state).await?;
         state.refresh_gauges();
         tasks.push(tokio::spawn(recover_writes(state.clone())).abort_handle());
+        tasks.push(tokio::spawn(crate::upload_expiry::run(state.clone())).abort_handle());
         if let Some((events, events_tx, incoming)) = events {
             let (sync, blobs) = (incoming.sync, incoming.blobs);
             tasks.push(

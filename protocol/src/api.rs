@@ -114,6 +114,29 @@ pub struct UploadStatus {
     pub offset: u64,
 }
 
+/// `GET /v1/uploads`: one open upload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UploadInfo {
+    pub id: String,
+    /// The package the upload was opened for.
+    pub package: String,
+    /// Bytes received so far.
+    pub offset: u64,
+    /// The key that opened it.
+    pub key_id: Option<String>,
+    /// Milliseconds since the Unix epoch when it was opened.
+    pub created_ms: u64,
+    /// Milliseconds since it last received bytes (or was opened); it expires when this
+    /// passes the node's `limits.upload_idle_timeout_secs`.
+    pub idle_ms: u64,
+}
+
+/// `GET /v1/uploads`: the calling key's open uploads, or every key's for an admin key.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct UploadList {
+    pub uploads: Vec<UploadInfo>,
+}
+
 /// `PUT /v1/uploads/{id}`: the package is published.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Published {

@@ -15,4 +15,5 @@ mod hostile_registry;
 mod integrity;
 mod lan;
 mod lifecycle;
+mod uploads;
 mod walkthrough;

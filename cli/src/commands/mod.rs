@@ -11,6 +11,7 @@ mod registries;
 mod search;
 mod serve;
 mod tag;
+mod uploads;
 
 use clap::CommandFactory;
 
@@ -124,6 +125,10 @@ async fn run_command(cli: Cli, ctx: Context) -> anyhow::Result<()> {
             } => keys::create(&ctx, &client()?, &scopes, &name, expires.as_deref()).await,
             RegistryCommand::ListKeys => keys::list(&ctx, &client()?).await,
             RegistryCommand::RevokeKey { id } => keys::revoke(&ctx, &client()?, &id).await,
+            RegistryCommand::Uploads { cancel } => match cancel {
+                Some(id) => uploads::cancel(&ctx, &client()?, &id).await,
+                None => uploads::list(&ctx, &client()?).await,
+            },
             RegistryCommand::Gc {
                 keep_versions,
                 dry_run,

@@ -1,21 +1,46 @@
 //! `niso push FILE`: a resumable upload, then verification and publication by the registry.
+//!
+//! Ctrl-C cancels the upload on the registry, so an interrupted push leaves nothing behind. A
+//! push that dies without that chance (killed, crashed, the registry gone for good) leaves its
+//! upload open and recorded in the client's state dir, and the next push of the same file to
+//! the same registry resumes it. Bytes the registry already holds under the package need no
+//! upload at all.
 
-use std::{io::SeekFrom, path::Path};
+use std::{
+    io::SeekFrom,
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, bail};
-use niso_protocol::archive::read_meta;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use futures::StreamExt as _;
+use niso_protocol::{PackageMeta, api::Published, archive::read_meta};
+use reqwest::StatusCode;
+use tokio::{
+    io::{AsyncReadExt, AsyncSeekExt},
+    signal::unix::{SignalKind, signal},
+};
 use tokio_util::io::ReaderStream;
 
 use crate::{
     context::Context,
+    exit::{Hinted, Interrupted},
+    failpoints::Failpoints,
+    pending_upload::PendingUpload,
     progress,
-    registry_client::{ClientError, RegistryClient},
+    registry_client::{ClientError, Opened, RegistryClient},
     units,
 };
 
 /// Attempts at sending the bytes before giving up; each resumes where the last stopped.
 const ATTEMPTS: u32 = 5;
+/// How long to wait for the registry to let go of an upload a dead request still holds: it
+/// lets go when it notices the connection is gone, or after its body-idle timeout (30 s by
+/// default) at the latest.
+const BUSY_WAIT: Duration = Duration::from_secs(40);
+/// How long cancelling after Ctrl-C may take before the client gives up and exits anyway.
+const CANCEL_WAIT: Duration = Duration::from_secs(15);
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 pub async fn run(ctx: &Context, client: &RegistryClient, file: &Path) -> anyhow::Result<()> {
     let path = file.to_owned();
@@ -32,49 +57,306 @@ pub async fn run(ctx: &Context, client: &RegistryClient, file: &Path) -> anyhow:
         Ok((meta, niso_protocol::Digest::from(hasher.finalize()), size))
     })
     .await??;
+    let digest = digest.to_string();
 
-    let upload = client
-        .create_upload(meta.name.as_str())
-        .await
-        .with_context(|| {
-            format!(
-                "could not start uploading {} to {}",
-                meta.name, client.target.name
-            )
-        })?;
+    // Until here Ctrl-C simply ends the process: nothing exists on the registry yet. From
+    // here on it is ours to handle, so an upload about to be opened gets cancelled.
+    let mut interrupt = signal(SignalKind::interrupt()).context("could not listen for Ctrl-C")?;
+    let (pending, offset) = match resume(ctx, client, &meta, &digest, size).await? {
+        Some(found) => found,
+        None => {
+            let opened = client
+                .create_upload(meta.name.as_str(), &digest)
+                .await
+                .with_context(|| {
+                    format!(
+                        "could not start uploading {} to {}",
+                        meta.name, client.target.name
+                    )
+                })?;
+            match opened {
+                Opened::AlreadyPublished(published) => {
+                    return report(ctx, &digest, StatusCode::OK, &published);
+                }
+                Opened::Upload(status) => {
+                    let pending = PendingUpload {
+                        registry: client.target.url.clone(),
+                        package: meta.name.to_string(),
+                        digest: digest.clone(),
+                        id: status.id,
+                    };
+                    // Without the record a killed push cannot resume; the push itself is fine.
+                    if let Err(e) = pending.save(&ctx.state_home) {
+                        tracing::warn!(error = %format!("{e:#}"), "could not record the upload for resuming");
+                    }
+                    (pending, status.offset)
+                }
+            }
+        }
+    };
+
     let bar = progress::bytes(
         ctx.progress,
         size,
         &format!("{} {}", meta.name, meta.version),
     );
-    let mut offset = 0;
-    let mut attempt = 0;
-    while offset < size {
-        attempt += 1;
-        match send_from(client, &upload.id, file, offset, size, &bar).await {
-            Ok(new_offset) => offset = new_offset,
-            Err(e) if attempt < ATTEMPTS && retryable(&e) => {
-                tracing::info!(error = %e, attempt, "upload interrupted, resuming");
-                offset = client.upload_status(&upload.id).await?.offset;
-                bar.set_position(offset);
-            }
-            Err(e) => {
-                bar.abandon();
-                // Best effort: free the node's partial file now rather than at its next GC.
-                let _ = client.cancel_upload(&upload.id).await;
-                return Err(anyhow::Error::new(e).context(format!(
-                    "upload of {} failed after {attempt} attempt(s)",
-                    file.display()
-                )));
+    bar.set_position(offset);
+    let failpoints = Failpoints::new(&ctx.failpoints);
+    let upload = Upload {
+        client,
+        pending: &pending,
+        file,
+        size,
+        bar: &bar,
+        failpoints: &failpoints,
+    };
+    let outcome = tokio::select! {
+        outcome = upload.run(offset) => outcome,
+        _ = interrupt.recv() => {
+            bar.abandon();
+            return Err(cancel_after_interrupt(ctx, client, &pending, &mut interrupt).await);
+        }
+    };
+    match outcome {
+        Ok((status, published)) => {
+            bar.finish_and_clear();
+            pending.forget(&ctx.state_home);
+            report(ctx, &digest, status, &published)
+        }
+        Err(failure) => {
+            bar.abandon();
+            if failure.resumable {
+                Err(failure.error)
+            } else {
+                // Best effort: free the registry's slot now rather than at its idle timeout.
+                let _ = client.cancel_upload(&pending.id).await;
+                pending.forget(&ctx.state_home);
+                Err(failure.error)
             }
         }
     }
-    bar.finish_and_clear();
-    let (status, published) = client
-        .finish_upload(&upload.id, &digest.to_string())
-        .await
-        .with_context(|| format!("the registry did not accept {}", file.display()))?;
-    if published.digest != digest.to_string() {
+}
+
+/// The upload an earlier push of this file to this registry left open, and where it stands.
+async fn resume(
+    ctx: &Context,
+    client: &RegistryClient,
+    meta: &PackageMeta,
+    digest: &str,
+    size: u64,
+) -> anyhow::Result<Option<(PendingUpload, u64)>> {
+    let Some(pending) = PendingUpload::load(
+        &ctx.state_home,
+        &client.target.url,
+        meta.name.as_str(),
+        digest,
+    ) else {
+        return Ok(None);
+    };
+    let deadline = Instant::now() + BUSY_WAIT;
+    let status = loop {
+        match client.upload_status(&pending.id).await {
+            Err(e) if e.code() == Some("upload_busy") && Instant::now() < deadline => {
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            other => break other,
+        }
+    };
+    match status {
+        Ok(status) if status.offset <= size => {
+            if !ctx.json {
+                eprintln!(
+                    "  Resuming the upload of {} {} left by an earlier push at {} of {}",
+                    meta.name,
+                    meta.version,
+                    units::size(status.offset),
+                    units::size(size)
+                );
+            }
+            tracing::info!(upload = %pending.id, offset = status.offset, size, "resuming upload");
+            Ok(Some((pending, status.offset)))
+        }
+        Ok(status) => {
+            // More bytes than this file has: not an upload of this file after all.
+            tracing::warn!(upload = %pending.id, offset = status.offset, size, "recorded upload is larger than the file; starting again");
+            let _ = client.cancel_upload(&pending.id).await;
+            pending.forget(&ctx.state_home);
+            Ok(None)
+        }
+        // Finished, cancelled, expired, or opened by another key: start afresh.
+        Err(e) if e.status() == Some(404) => {
+            pending.forget(&ctx.state_home);
+            Ok(None)
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!(
+            "could not check the upload an earlier push left on {}",
+            client.target.name
+        ))),
+    }
+}
+
+/// After Ctrl-C: cancel the upload so nothing is left on the registry, then report.
+async fn cancel_after_interrupt(
+    ctx: &Context,
+    client: &RegistryClient,
+    pending: &PendingUpload,
+    interrupt: &mut tokio::signal::unix::Signal,
+) -> anyhow::Error {
+    // The aborted PATCH closed its connection; the registry frees the upload once it notices.
+    let cancel = async {
+        let deadline = Instant::now() + CANCEL_WAIT;
+        loop {
+            match client.cancel_upload(&pending.id).await {
+                Err(e) if e.code() == Some("upload_busy") && Instant::now() < deadline => {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                other => break other,
+            }
+        }
+    };
+    let cancelled = tokio::select! {
+        result = tokio::time::timeout(CANCEL_WAIT, cancel) => result.ok(),
+        // A second Ctrl-C: stop trying and leave the upload to be resumed or to expire.
+        _ = interrupt.recv() => None,
+    };
+    match cancelled {
+        Some(Ok(())) => {
+            pending.forget(&ctx.state_home);
+            Interrupted("interrupted; the upload was cancelled and nothing is left on the registry".to_owned()).into()
+        }
+        Some(Err(e)) if e.status() == Some(404) => {
+            pending.forget(&ctx.state_home);
+            Interrupted("interrupted; the upload had already ended on the registry".to_owned())
+                .into()
+        }
+        Some(Err(e)) => anyhow::Error::new(e).context(Interrupted(
+            "interrupted, but the upload could not be cancelled; pushing the same file again resumes it, or it expires once idle".to_owned(),
+        )),
+        None => Interrupted(
+            "interrupted before the upload was cancelled; pushing the same file again resumes it, or it expires once idle".to_owned(),
+        )
+        .into(),
+    }
+}
+
+/// Why a push stopped, and whether its upload is worth keeping for the next push.
+struct Failure {
+    error: anyhow::Error,
+    resumable: bool,
+}
+
+/// Sending one file's bytes into an open upload and finishing it.
+struct Upload<'a> {
+    client: &'a RegistryClient,
+    pending: &'a PendingUpload,
+    file: &'a Path,
+    size: u64,
+    bar: &'a indicatif::ProgressBar,
+    failpoints: &'a Failpoints,
+}
+
+impl Upload<'_> {
+    async fn run(&self, mut offset: u64) -> Result<(StatusCode, Published), Failure> {
+        let id = &self.pending.id;
+        let mut attempt = 0;
+        while offset < self.size {
+            attempt += 1;
+            match self.send_from(offset).await {
+                Ok(new_offset) => offset = new_offset,
+                Err(e) if attempt < ATTEMPTS && retryable(&e) => {
+                    tracing::info!(error = %e, attempt, "upload interrupted, resuming");
+                    offset = self
+                        .client
+                        .upload_status(id)
+                        .await
+                        .map_err(|e| self.failed(e.into(), attempt))?
+                        .offset;
+                    self.bar.set_position(offset);
+                }
+                Err(e) => return Err(self.failed(e, attempt)),
+            }
+        }
+        self.client
+            .finish_upload(id, &self.pending.digest)
+            .await
+            .map_err(|e| Failure {
+                // A registry that never answered, or failed inside, still holds the bytes.
+                resumable: matches!(e, ClientError::Unreachable { .. })
+                    || e.status().is_some_and(|s| s >= 500),
+                error: anyhow::Error::new(e).context(format!(
+                    "the registry did not accept {}",
+                    self.file.display()
+                )),
+            })
+    }
+
+    fn failed(&self, e: SendError, attempt: u32) -> Failure {
+        let context = format!(
+            "upload of {} failed after {attempt} attempt(s)",
+            self.file.display()
+        );
+        match e {
+            SendError::Client(source) if retryable_client(&source) => Failure {
+                error: anyhow::Error::new(Hinted {
+                    hint: "the registry keeps what it received: run the same `niso push` again to resume".to_owned(),
+                    source,
+                })
+                .context(context),
+                resumable: true,
+            },
+            e => Failure {
+                error: anyhow::Error::new(e).context(context),
+                resumable: false,
+            },
+        }
+    }
+
+    async fn send_from(&self, offset: u64) -> Result<u64, SendError> {
+        let size = self.size;
+        let mut f = tokio::fs::File::open(self.file).await?;
+        f.seek(SeekFrom::Start(offset)).await?;
+        let reader = f.take(size - offset);
+        let bar = self.bar.clone();
+        let failpoints = self.failpoints.clone();
+        let mut sent = offset;
+        let stream = ReaderStream::with_capacity(reader, 256 * 1024).then(move |chunk| {
+            if let Ok(c) = &chunk {
+                sent += c.len() as u64;
+            }
+            let (bar, failpoints, reached) = (bar.clone(), failpoints.clone(), sent);
+            async move {
+                if reached >= size / 2 {
+                    failpoints.kill_if_armed("push-killed-midway");
+                    if failpoints.armed("push-stalled-midway") {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                if let Ok(c) = &chunk {
+                    bar.inc(c.len() as u64);
+                }
+                chunk
+            }
+        });
+        let status = self
+            .client
+            .append_upload(
+                &self.pending.id,
+                offset,
+                size - offset,
+                reqwest::Body::wrap_stream(stream),
+            )
+            .await?;
+        Ok(status.offset)
+    }
+}
+
+fn report(
+    ctx: &Context,
+    digest: &str,
+    status: StatusCode,
+    published: &Published,
+) -> anyhow::Result<()> {
+    if published.digest != digest {
         bail!(crate::exit::VerificationFailed(format!(
             "the registry recorded digest {} but the file is {digest}",
             published.digest
@@ -82,7 +364,7 @@ pub async fn run(ctx: &Context, client: &RegistryClient, file: &Path) -> anyhow:
     }
     if ctx.json {
         outln!("{}", serde_json::to_string(&published)?);
-    } else if status == reqwest::StatusCode::CREATED {
+    } else if status == StatusCode::CREATED {
         outln!(
             "  Uploaded {} {} ({}) — {}",
             published.name,
@@ -114,44 +396,15 @@ enum SendError {
 /// Interruptions worth resuming: the connection broke or the node reported a partial body.
 fn retryable(e: &SendError) -> bool {
     match e {
-        SendError::Client(e) => {
-            matches!(e, ClientError::Unreachable { .. })
-                || matches!(
-                    e.code(),
-                    Some("upload_interrupted" | "offset_mismatch" | "upload_busy")
-                )
-        }
+        SendError::Client(e) => retryable_client(e),
         SendError::Local(_) => false,
     }
 }
 
-async fn send_from(
-    client: &RegistryClient,
-    id: &str,
-    file: &Path,
-    offset: u64,
-    size: u64,
-    bar: &indicatif::ProgressBar,
-) -> Result<u64, SendError> {
-    let mut f = tokio::fs::File::open(file).await?;
-    f.seek(SeekFrom::Start(offset)).await?;
-    let reader = f.take(size - offset);
-    let bar = bar.clone();
-    let stream = futures::StreamExt::inspect(
-        ReaderStream::with_capacity(reader, 256 * 1024),
-        move |chunk| {
-            if let Ok(c) = chunk {
-                bar.inc(c.len() as u64);
-            }
-        },
-    );
-    let status = client
-        .append_upload(
-            id,
-            offset,
-            size - offset,
-            reqwest::Body::wrap_stream(stream),
+fn retryable_client(e: &ClientError) -> bool {
+    matches!(e, ClientError::Unreachable { .. })
+        || matches!(
+            e.code(),
+            Some("upload_interrupted" | "upload_stalled" | "offset_mismatch" | "upload_busy")
         )
-        .await?;
-    Ok(status.offset)
 }

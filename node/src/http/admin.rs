@@ -35,7 +35,7 @@ pub async fn gc(
         .await?;
     if !request.dry_run {
         state.metrics.gc_runs.inc();
-        expire_uploads(&state).await?;
+        crate::upload_expiry::sweep(&state).await?;
     }
     tracing::info!(
         dry_run = request.dry_run,
@@ -51,24 +51,6 @@ pub async fn gc(
         blob_bytes: outcome.blob_bytes,
         blobs_in_grace: outcome.blobs_in_grace,
     }))
-}
-
-/// Drops uploads nobody touched within the TTL, and upload files no row accounts for.
-async fn expire_uploads(state: &AppState) -> Result<(), ApiError> {
-    let ttl = Duration::from_secs(state.config.gc.upload_ttl_secs);
-    let now = std::time::SystemTime::now();
-    for (id, _) in state.store.uploads()? {
-        let path = state.store.upload_path(&id);
-        let stale = match tokio::fs::metadata(&path).await {
-            Ok(m) => now.duration_since(m.modified()?).unwrap_or_default() > ttl,
-            Err(_) => true,
-        };
-        if stale && let Some(lease) = state.lease_upload(&id) {
-            drop(lease);
-            state.store.remove_upload(id).await?;
-        }
-    }
-    Ok(())
 }
 
 /// Copies into this node every package, version and tag that the source lets `key` pull,

@@ -122,7 +122,7 @@ impl Principal {
     }
 
     /// Anonymous callers get 401, not 403: a key, not a different key, is what they need.
-    fn anonymous_needs_key(&self) -> Result<(), ApiError> {
+    pub fn anonymous_needs_key(&self) -> Result<(), ApiError> {
         if self.key_id.is_some() {
             return Ok(());
         }

@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/packages/{name}/blobs/{digest}", get(blobs::get))
         .route("/packages/{name}/uploads", post(uploads::create))
+        .route("/uploads", get(uploads::list))
         .route(
             "/uploads/{id}",
             get(uploads::status)

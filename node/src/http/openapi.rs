@@ -29,6 +29,7 @@ use super::{admin, blobs, bundles, keys, packages, records, system, tags, upload
         tags::remove,
         blobs::get,
         uploads::create,
+        uploads::list,
         uploads::status,
         uploads::append,
         uploads::finish,

@@ -1,6 +1,8 @@
 //! Pushing a package: open an upload, send its bytes in one or more `PATCH`es (resuming at the
 //! offset the node reports), then `PUT` with the expected digest to verify and publish.
 
+use std::time::Duration;
+
 use axum::{
     Json,
     body::Body,
@@ -11,7 +13,7 @@ use axum::{
 use futures::StreamExt;
 use niso_protocol::{
     Digest,
-    api::{Published, UploadStatus},
+    api::{Published, UploadInfo, UploadList, UploadStatus},
     record::ManifestBody,
     scope::Action,
 };
@@ -30,17 +32,27 @@ use crate::{
     clock::now_ms,
     ingest::{VerifyError, store_blob, verify_file},
     node::UploadLease,
-    store::{ChangeError, LocalChange, UploadEntry},
+    store::{ChangeError, LocalChange, OpenUploadError, UploadEntry},
 };
 
 /// Header carrying the byte offset of an upload.
 pub const UPLOAD_OFFSET: &str = "upload-offset";
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CreateQuery {
+    /// The `blake3:` digest of the package about to be sent. When these exact bytes are
+    /// already published under this package, the answer is `200` with the published version
+    /// and no upload is opened.
+    digest: Option<String>,
+}
+
 /// Starts an upload for a package the key may push.
 #[utoipa::path(post, path = "/v1/packages/{name}/uploads", tag = "uploads",
-    params(("name" = String, Path, description = "Package being pushed")),
+    params(("name" = String, Path, description = "Package being pushed"), CreateQuery),
     responses(
         (status = 201, body = UploadStatus),
+        (status = 200, description = "These exact bytes were already published; no upload was opened", body = Published),
         (status = 403, body = niso_protocol::api::ErrorBody),
         (status = 429, description = "Too many open uploads for this key", body = niso_protocol::api::ErrorBody),
     ))]
@@ -48,29 +60,40 @@ pub async fn create(
     State(state): State<AppState>,
     Auth(principal): Auth,
     ApiPath(name): ApiPath<String>,
+    ApiQuery(query): ApiQuery<CreateQuery>,
 ) -> Result<Response, ApiError> {
     let name = parse_name(&name)?;
     principal.require(Action::Push, name.as_str())?;
-    let open = state
-        .store
-        .uploads()?
-        .iter()
-        .filter(|(_, u)| u.key_id == principal.key_id)
-        .count();
-    let max = state.config.limits.max_open_uploads_per_key;
-    if open >= max {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_uploads",
-            format!(
-                "this key already has {open} open uploads (limit {max}); finish or cancel some first"
-            ),
-        ));
+    if let Some(digest) = query.digest.as_deref() {
+        let digest: Digest = digest
+            .parse()
+            .map_err(|e: niso_protocol::digest::DigestError| {
+                ApiError::bad_request("invalid_digest", e.to_string())
+            })?;
+        // The answer names only what the caller's own file already says (name, version,
+        // arch, size), so a push-only key may have it; a blake3 digest cannot be guessed.
+        if let Some(row) = state
+            .store
+            .versions(name.as_str())?
+            .into_iter()
+            .find(|row| row.digest() == digest)
+        {
+            let published = Published {
+                name: name.to_string(),
+                version: row.version.to_string(),
+                arch: row.arch.to_string(),
+                digest: digest.to_string(),
+                size: row.entry.size,
+                created: false,
+            };
+            return Ok((StatusCode::OK, Json(published)).into_response());
+        }
     }
     let mut random = [0u8; 16];
     getrandom::fill(&mut random).map_err(|e| ApiError::internal(&std::io::Error::other(e)))?;
     let id = niso_protocol::hex::encode(&random);
-    state
+    let max = state.config.limits.max_open_uploads_per_key;
+    let opened = state
         .store
         .create_upload(
             id.clone(),
@@ -79,9 +102,69 @@ pub async fn create(
                 key_id: principal.key_id.clone(),
                 created_ms: now_ms(),
             },
+            max,
         )
-        .await?;
+        .await;
+    match opened {
+        Ok(()) => {}
+        Err(OpenUploadError::TooMany { open, limit }) => {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_uploads",
+                format!(
+                    "this key already has {open} open uploads (limit {limit}); list them with `niso registry uploads` and cancel with `--cancel ID`, or wait: uploads idle for {} s expire",
+                    state.config.limits.upload_idle_timeout_secs
+                ),
+            ));
+        }
+        Err(OpenUploadError::Store(e)) => return Err(e.into()),
+    }
+    tracing::info!(upload = %id, package = %name, key_id = principal.key_id.as_deref().unwrap_or("-"), "upload opened");
     Ok(status_response(StatusCode::CREATED, id, 0))
+}
+
+/// Whether `principal` may see and use an upload: its own key's, or any with an admin key.
+fn may_use(principal: &Principal, entry: &UploadEntry) -> bool {
+    principal.scopes.is_admin() || (principal.key_id.is_some() && principal.key_id == entry.key_id)
+}
+
+/// Lists open uploads: the calling key's own, or every key's for an admin key.
+#[utoipa::path(get, path = "/v1/uploads", tag = "uploads",
+    responses(
+        (status = 200, body = UploadList),
+        (status = 401, body = niso_protocol::api::ErrorBody),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+) -> Result<Json<UploadList>, ApiError> {
+    principal.anonymous_needs_key()?;
+    let now = std::time::SystemTime::now();
+    let mut uploads = Vec::new();
+    for (id, entry) in state.store.uploads()? {
+        if !may_use(&principal, &entry) {
+            continue;
+        }
+        // A file gone between the read and now is an upload that just ended.
+        let Ok(meta) = tokio::fs::metadata(state.store.upload_path(&id)).await else {
+            continue;
+        };
+        let idle = meta
+            .modified()
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .unwrap_or_default();
+        uploads.push(UploadInfo {
+            id,
+            package: entry.name,
+            offset: meta.len(),
+            key_id: entry.key_id,
+            created_ms: entry.created_ms,
+            idle_ms: u64::try_from(idle.as_millis()).unwrap_or(u64::MAX),
+        });
+    }
+    uploads.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+    Ok(Json(UploadList { uploads }))
 }
 
 fn status_response(status: StatusCode, id: String, offset: u64) -> Response {
@@ -107,6 +190,10 @@ async fn open_upload<'a>(
         return Err(missing());
     }
     let entry = state.store.upload(id)?.ok_or_else(missing)?;
+    // Another key's upload reads as absent: its id is not for this key to learn about.
+    if !may_use(principal, &entry) {
+        return Err(missing());
+    }
     principal.require(Action::Push, &entry.name)?;
     let lease = state.lease_upload(id).ok_or_else(|| {
         ApiError::conflict(
@@ -144,7 +231,9 @@ pub async fn status(
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses(
         (status = 200, body = UploadStatus),
-        (status = 409, description = "Offset mismatch; the message gives the right one", body = niso_protocol::api::ErrorBody),
+        (status = 400, description = "The body broke off; the bytes that arrived are kept", body = niso_protocol::api::ErrorBody),
+        (status = 408, description = "The body went silent for the node's `http.body_idle_timeout_secs`; the bytes that arrived are kept", body = niso_protocol::api::ErrorBody),
+        (status = 409, description = "Offset mismatch (the message gives the right one), or another request is writing to this upload", body = niso_protocol::api::ErrorBody),
         (status = 413, body = niso_protocol::api::ErrorBody),
     ))]
 pub async fn append(
@@ -189,8 +278,19 @@ pub async fn append(
     let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
     let mut written = current;
     let mut stream = body.into_data_stream();
-    let mut interrupted = None;
-    while let Some(chunk) = stream.next().await {
+    let body_idle = Duration::from_secs(state.config.http.body_idle_timeout_secs.max(1));
+    let mut ended = BodyEnd::Complete;
+    loop {
+        // A sender that goes silent must not hold the upload: after `body_idle` without a
+        // byte the request ends and the lease goes with it, so a resumed PATCH gets in.
+        let chunk = match tokio::time::timeout(body_idle, stream.next()).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(_) => {
+                ended = BodyEnd::Stalled;
+                break;
+            }
+        };
         match chunk {
             Ok(bytes) => {
                 written += bytes.len() as u64;
@@ -203,26 +303,69 @@ pub async fn append(
                 file.write_all(&bytes).await?;
                 state.failpoints.hit("upload-bytes", written).await;
             }
+            // The HTTP server's own body-idle deadline (the same length) may fire first.
+            Err(e) if went_silent(&e) => {
+                ended = BodyEnd::Stalled;
+                break;
+            }
             Err(e) => {
-                interrupted = Some(e);
+                ended = BodyEnd::Broken(e);
                 break;
             }
         }
     }
     file.flush().await?;
+    // The offset the client is told (now, or by a later GET) must survive a node crash.
+    file.get_ref().sync_data().await?;
+    drop(file);
+    drop(lease);
     state.metrics.upload_bytes.inc_by(written - current);
-    if let Some(e) = interrupted {
-        // What arrived is kept: the client asks for the offset and resumes from there.
-        let held = tokio::fs::metadata(&path).await?.len();
-        tracing::info!(upload = %id, held, error = %e, "upload interrupted");
-        return Err(ApiError::bad_request(
-            "upload_interrupted",
-            format!(
-                "the request body ended early; the upload holds {held} bytes, resume from there"
-            ),
-        ));
+    match ended {
+        BodyEnd::Complete => {}
+        BodyEnd::Broken(e) => {
+            // What arrived is kept: the client asks for the offset and resumes from there.
+            tracing::info!(upload = %id, held = written, error = %e, "upload interrupted");
+            return Err(ApiError::bad_request(
+                "upload_interrupted",
+                format!(
+                    "the request body ended early; the upload holds {written} bytes, resume from there"
+                ),
+            ));
+        }
+        BodyEnd::Stalled => {
+            tracing::info!(upload = %id, held = written, idle_secs = body_idle.as_secs(), "upload body stalled");
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "upload_stalled",
+                format!(
+                    "no bytes arrived for {} s; the upload holds {written} bytes, resume from there",
+                    body_idle.as_secs()
+                ),
+            ));
+        }
     }
     Ok(status_response(StatusCode::OK, id, written))
+}
+
+/// Whether a body error is the server's body-idle deadline (`http::server`).
+fn went_silent(e: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<super::server::BodyIdle>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// How a `PATCH` body stopped.
+enum BodyEnd {
+    Complete,
+    /// The connection broke or the body was shorter than announced.
+    Broken(axum::Error),
+    /// Nothing arrived for the body-idle timeout.
+    Stalled,
 }
 
 fn too_large(max: u64) -> ApiError {

@@ -33,6 +33,7 @@ pub use error::{ChangeError, StoreError, is_no_space};
 pub use gc::GcOutcome;
 pub use health::{WriteHealth, WritePart};
 pub use search::SearchHit;
+pub use uploads::OpenUploadError;
 
 use crate::failpoint::Failpoints;
 use database::Db;

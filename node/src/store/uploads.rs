@@ -1,7 +1,7 @@
 //! Upload sessions: a row per open upload and its partial file under `uploads/`, so an
 //! interrupted push resumes where it stopped, even across a node restart.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use redb::ReadableTable;
 
@@ -12,23 +12,69 @@ use super::{
     tables::UPLOADS,
 };
 
+/// Why an upload could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenUploadError {
+    #[error("this key already has {open} open uploads (limit {limit})")]
+    TooMany { open: usize, limit: usize },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 impl Store {
     pub fn upload_path(&self, id: &str) -> PathBuf {
         self.uploads_dir.join(id)
     }
 
-    /// Registers an upload and creates its empty file.
-    pub async fn create_upload(&self, id: String, entry: UploadEntry) -> Result<(), StoreError> {
+    /// The directory partial uploads are written to, one file per upload id.
+    pub fn uploads_dir(&self) -> &Path {
+        &self.uploads_dir
+    }
+
+    /// Registers an upload and creates its empty file, unless the entry's key already holds
+    /// `limit` uploads. Counting and inserting happen in one write transaction, and the
+    /// single writer runs those one at a time, so concurrent opens cannot overshoot.
+    pub async fn create_upload(
+        &self,
+        id: String,
+        entry: UploadEntry,
+        limit: usize,
+    ) -> Result<(), OpenUploadError> {
         let path = self.upload_path(&id);
-        tokio::fs::File::create(&path).await?;
-        self.writer
+        // The file comes first: a row without its file would read as a vanished upload.
+        tokio::fs::File::create(&path)
+            .await
+            .map_err(StoreError::from)?;
+        let result = self
+            .writer
             .write(move |txn| {
                 let mut t = txn.open_table(UPLOADS).map_err(db)?;
+                let mut open = 0;
+                for item in t.iter().map_err(db)? {
+                    let (_, v) = item.map_err(db)?;
+                    let other: UploadEntry = decode(v.value())?;
+                    if other.key_id == entry.key_id {
+                        open += 1;
+                    }
+                }
+                if open >= limit {
+                    return Err(OpenUploadError::TooMany { open, limit });
+                }
                 t.insert(id.as_str(), encode(&entry)?.as_slice())
                     .map_err(db)?;
-                Ok::<_, StoreError>(())
+                Ok(())
             })
-            .await
+            .await;
+        if result.is_err() {
+            // Refused or failed: the row was rolled back, so its file must go too.
+            match tokio::fs::remove_file(&path).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove refused upload file");
+                }
+                _ => {}
+            }
+        }
+        result
     }
 
     pub fn upload(&self, id: &str) -> Result<Option<UploadEntry>, StoreError> {

@@ -24,3 +24,4 @@ mod records;
 mod scopes;
 mod support;
 mod sync_flood;
+mod uploads;

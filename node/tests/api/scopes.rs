@@ -265,11 +265,13 @@ async fn every_endpoint_checks_scopes() {
     )
     .await;
 
+    // An upload belongs to the key that opened it: to any other key but an admin key it does
+    // not exist, whatever that key's scopes (its own uploads: `uploads.rs`).
     check(
         n,
-        "GET upload",
+        "GET another key's upload",
         Need::Push,
-        [401, 403, 403, 200, 401, 401, 200],
+        [401, 404, 404, 404, 401, 401, 200],
         |key, _| async move {
             let created = n
                 .call(
