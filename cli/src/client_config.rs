@@ -138,6 +138,12 @@ impl ClientConfig {
             }
         };
         if let Some(key) = env_key {
+            if let Err(e) = niso_protocol::api_key::ApiKey::parse(key) {
+                bail!(
+                    "NISO_KEY is not a niso API key ({e}); unset it to use the key saved for `{}`",
+                    target.name
+                );
+            }
             target.key = Some(key.to_owned());
         }
         Ok(target)
@@ -267,9 +273,16 @@ mod tests {
             .target(Some("https://registry.example.com/"), None)
             .unwrap();
         assert_eq!(t.key.as_deref(), Some("k"));
-        // NISO_KEY wins.
-        let t = c.target(Some("private"), Some("env")).unwrap();
-        assert_eq!(t.key.as_deref(), Some("env"));
+        // NISO_KEY wins, when it is a key at all.
+        let env = niso_protocol::api_key::ApiKey::generate(&mut |b| b.fill(7));
+        let t = c.target(Some("private"), Some(env.expose())).unwrap();
+        assert_eq!(t.key.as_deref(), Some(env.expose()));
+        let err = c.target(Some("private"), Some("env")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("NISO_KEY is not a niso API key"),
+            "{err}"
+        );
         assert!(c.target(Some("nope"), None).is_err());
         c.remove("private").unwrap();
         assert_eq!(c.default_name(), BUILTIN_NAME);

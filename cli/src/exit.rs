@@ -3,6 +3,7 @@
 use crate::{registry_client::ClientError, resolved::Refused};
 
 pub const FAILURE: u8 = 1;
+pub const USAGE: u8 = 2;
 pub const AUTH: u8 = 3;
 pub const NOT_FOUND: u8 = 4;
 pub const CONFLICT: u8 = 5;
@@ -15,6 +16,12 @@ pub const INTERRUPTED: u8 = 130;
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Interrupted(pub String);
+
+/// The command line asked for something malformed (a reference without the part the command
+/// needs, another system's architecture name): exit 2, like clap's own usage errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
 
 /// A downloaded or uploaded package did not match what it claimed to be.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +52,13 @@ pub fn code(err: &anyhow::Error) -> u8 {
     }) {
         return VERIFICATION;
     }
+    if err.chain().any(|e| {
+        e.is::<Usage>()
+            || e.is::<niso_protocol::reference::RefError>()
+            || e.is::<niso_protocol::arch::ArchError>()
+    }) {
+        return USAGE;
+    }
     match client_error(err) {
         Some(ClientError::Unreachable { .. }) => UNREACHABLE,
         Some(e) => match (e.status(), e.code()) {
@@ -60,8 +74,9 @@ pub fn code(err: &anyhow::Error) -> u8 {
     }
 }
 
-/// What to try next, when there is something useful to say.
-pub fn hint(err: &anyhow::Error) -> Option<String> {
+/// What to try next, when there is something useful to say. `env_key`: whether `NISO_KEY`
+/// supplied the key, which is then the first suspect of a refusal.
+pub fn hint(err: &anyhow::Error, env_key: bool) -> Option<String> {
     if let Some(h) = err.chain().find_map(|e| e.downcast_ref::<Hinted>()) {
         return Some(h.hint.clone());
     }
@@ -76,9 +91,12 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
         (None, ClientError::Unreachable { url, .. }) => Some(format!(
             "is the registry running? Start one with `niso registry serve`, or pick another with --registry (tried {url})"
         )),
-        (Some(401), _) => Some(
-            "log in with `niso login URL --key KEY`, or set NISO_KEY for this command".to_owned(),
+        // The registry's own message already says how to log in.
+        (Some(401), _) if env_key => Some(
+            "the key came from NISO_KEY, which overrides the saved one; check it, or unset it"
+                .to_owned(),
         ),
+        (Some(401), _) => None,
         (Some(403), _) => Some(
             "ask the registry's admin for a key with that scope: `niso registry create-key --scope ...`"
                 .to_owned(),

@@ -30,6 +30,10 @@ pub struct PackageState {
     /// The reference `niso upgrade` follows: `latest`, a tag, or a version prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub track: Option<String>,
+    /// Set by `niso rollback` to the version rolled away from: a bare `niso upgrade` leaves
+    /// the package where it is until `niso upgrade NAME` names it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_from: Option<Version>,
     /// Registry (name or URL) the package came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<String>,

@@ -48,14 +48,26 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::FAILURE);
         }
     };
+    let (json, env_key) = (ctx.json, ctx.env_key.is_some());
     match runtime.block_on(commands::run(cli, ctx)) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("niso: error: {}", printable(&one_line(&err)));
-            if let Some(hint) = exit::hint(&err) {
-                eprintln!("niso: hint: {}", printable(&hint));
+            let code = exit::code(&err);
+            let message = one_line(&err);
+            let hint = exit::hint(&err, env_key);
+            if json {
+                // Scripts reading `--json` get the failure in the same shape, on stderr.
+                eprintln!(
+                    "{}",
+                    serde_json::json!({"error": {"message": message, "hint": hint, "exit_code": code}})
+                );
+            } else {
+                eprintln!("niso: error: {}", printable(&message));
+                if let Some(hint) = hint {
+                    eprintln!("niso: hint: {}", printable(&hint));
+                }
             }
-            ExitCode::from(exit::code(&err))
+            ExitCode::from(code)
         }
     }
 }

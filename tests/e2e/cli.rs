@@ -59,9 +59,94 @@ fn other_systems_architecture_names_get_the_niso_name() {
         stderr.contains("architecture `amd64` is spelled `x86_64` in niso"),
         "{stderr}"
     );
-    let stderr = user.fails(&["pull", "tool:1.0.0", "--arch", "arm64"], 1);
+    let stderr = user.fails(&["pull", "tool:1.0.0", "--arch", "arm64"], 2);
     assert!(
         stderr.contains("architecture `arm64` is spelled `aarch64` in niso"),
         "{stderr}"
     );
+}
+
+#[test]
+fn messages_say_what_happened_and_what_to_do() {
+    let user = Sandbox::new();
+
+    // A tag target written without its package.
+    let stderr = user.fails(&["tag", "my-api:1.0.0", "stable"], 2);
+    assert!(
+        stderr.contains("`stable` names no tag; the target is NAME:TAG, e.g. `niso tag my-api:1.0.0 my-api:stable`"),
+        "{stderr}"
+    );
+
+    // Rolling back something never installed.
+    let stderr = user.fails(&["rollback", "nosuch"], 1);
+    assert!(
+        stderr.contains("nosuch is not installed here (see `niso list`)"),
+        "{stderr}"
+    );
+
+    // A malformed NISO_KEY is named, once, before anything is sent.
+    let out = user
+        .command()
+        .args(["search", "x"])
+        .env("NISO_KEY", "not-a-key")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("NISO_KEY is not a niso API key"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("NISO_KEY").count(), 1, "{stderr}");
+
+    // Exporting into a directory that does not exist names that directory.
+    let missing = user.path().join("no/such/dir/all.niso-bundle");
+    let stderr = user.fails(
+        &["registry", "export", "--to", missing.to_str().unwrap()],
+        1,
+    );
+    assert!(
+        stderr.contains(&format!(
+            "directory {} does not exist",
+            user.path().join("no/such/dir").display()
+        )) && !stderr.contains(".partial"),
+        "{stderr}"
+    );
+
+    // Under --json, the failure is JSON too.
+    let out = user.run(&["rollback", "nosuch", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let error: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(error["error"]["exit_code"], 1);
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nosuch is not installed"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_registry_whose_port_is_taken_leaves_nothing_behind() {
+    let user = Sandbox::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let data = user.path().join("registry-data");
+    let stderr = user.fails(
+        &[
+            "registry",
+            "serve",
+            "--listen",
+            &addr,
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(
+        stderr.contains(&format!("could not listen on {addr}")) && stderr.contains("--listen"),
+        "{stderr}"
+    );
+    assert!(!data.exists(), "no data dir or admin key was created");
 }

@@ -60,15 +60,22 @@ fn upgrade_run_upgrade_rollback() {
     assert!(user.ok(&["upgrade", "hello:2.0.0"]).contains("up to date"));
     assert_eq!(
         user.ok(&["rollback", "hello"]),
-        "  Rolled back hello to 1.0.0\n"
+        "  Rolled back hello to 1.0.0\n  hello is held at 1.0.0: `niso upgrade` leaves it; \
+         `niso upgrade hello` moves on from 2.0.0 again\n"
     );
     assert_eq!(run_exe(&user, "hello"), "hello 1.0.0");
 
+    // A rollback holds the package: a bare upgrade says so and leaves it.
     let list = user.ok(&["list"]);
     assert_eq!(
         list,
-        "  NAME    ACTIVE   INSTALLED      TRACKS\n  hello   1.0.0    1.0.0, 2.0.0   2.0.0\n"
+        "  NAME    ACTIVE   INSTALLED      TRACKS\n  hello   1.0.0    1.0.0, 2.0.0   held (rolled back from 2.0.0)\n"
     );
+    assert_eq!(
+        user.ok(&["upgrade"]),
+        "  hello is held at 1.0.0 (rolled back from 2.0.0); `niso upgrade hello` to move on\n"
+    );
+    assert_eq!(run_exe(&user, "hello"), "hello 1.0.0");
     // Installing twice is a no-op; the active version cannot be removed without --force.
     assert!(
         user.ok(&["install", "hello:2.0.0"])
@@ -77,9 +84,11 @@ fn upgrade_run_upgrade_rollback() {
     let err = user.fails(&["remove", "hello:1.0.0"], 1);
     assert!(err.contains("is active"), "{err}");
     user.ok(&["remove", "hello:2.0.0"]);
-    // `niso upgrade` with no name follows each package's tracked reference: 2.0.0 again.
-    let out = user.ok(&["upgrade"]);
+    // Naming the package ends the hold and follows its reference again: 2.0.0.
+    let out = user.ok(&["upgrade", "hello:2.0.0"]);
     assert!(out.contains("Upgraded hello 1.0.0 → 2.0.0"), "{out}");
+    let list = user.ok(&["list"]);
+    assert!(list.ends_with("   2.0.0\n"), "tracks 2.0.0 again: {list}");
     assert_eq!(run_exe(&user, "hello"), "hello 2.0.0");
     user.ok(&["deactivate", "hello"]);
     assert!(!bin(&user, "hello").exists());

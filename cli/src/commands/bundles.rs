@@ -16,6 +16,19 @@ pub async fn export(
     packages: &[String],
     since: u64,
 ) -> anyhow::Result<()> {
+    // Before asking the node for anything: a bundle that cannot be written is not worth
+    // streaming, and the error should name the directory the user gave, not a temp file.
+    let dir = match to.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "cannot write {}: directory {} does not exist",
+            to.display(),
+            dir.display()
+        );
+    }
     let response = client.export(since, packages).await?;
     let part = to.with_extension("partial");
     let mut file = tokio::io::BufWriter::with_capacity(

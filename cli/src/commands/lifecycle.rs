@@ -340,14 +340,35 @@ pub fn rollback(ctx: &Context, name: &str) -> anyhow::Result<()> {
     let name = &PackageName::new(name)?;
     let inst = installed(ctx);
     let state = inst.state(name)?;
+    if state.installed.is_empty() {
+        bail!("{name} is not installed here (see `niso list`)");
+    }
     let Some(previous) = state.previous.clone() else {
-        bail!("{name} has no previous version to roll back to");
+        bail!(
+            "{name} has no previous version to roll back to: only {} was ever active here",
+            state
+                .active
+                .as_ref()
+                .map_or_else(|| "nothing".to_owned(), Version::to_string)
+        );
     };
     if !state.installed.contains_key(&previous) {
         bail!("{name} {previous} is no longer installed");
     }
     activate_installed(ctx, name, &previous, state.system_service)?;
+    // Hold it here: a bare `niso upgrade` would otherwise undo the rollback at once.
+    let mut held = inst.state(name)?;
+    held.held_from = state.active.clone();
+    inst.save_state(name, &held)?;
     report(ctx, &format!("Rolled back {name} to {previous}"));
+    if let Some(from) = &state.active {
+        report(
+            ctx,
+            &format!(
+                "{name} is held at {previous}: `niso upgrade` leaves it; `niso upgrade {name}` moves on from {from} again"
+            ),
+        );
+    }
     Ok(())
 }
 
@@ -377,22 +398,28 @@ pub async fn upgrade(
     let mut failures = Vec::new();
     for (name, selector) in targets {
         let state = inst.state(&name)?;
+        if let (None, Some(from), Some(active)) = (&selector, &state.held_from, &state.active) {
+            report(
+                ctx,
+                &format!(
+                    "{name} is held at {active} (rolled back from {from}); `niso upgrade {name}` to move on"
+                ),
+            );
+            continue;
+        }
         let track = selector
             .or(state.track.clone())
             .unwrap_or_else(|| "latest".to_owned());
         match upgrade_one(ctx, client, &name, &track, &state, system).await {
             Ok(line) => report(ctx, &line),
             Err(e) => {
-                report(
-                    ctx,
-                    &format!(
-                        "{name}: upgrade failed, {} stays active",
-                        state
-                            .active
-                            .as_ref()
-                            .map_or_else(|| "nothing".to_owned(), Version::to_string)
-                    ),
-                );
+                // With nothing installed there is nothing to keep; the error says what failed.
+                if let Some(active) = &state.active {
+                    report(
+                        ctx,
+                        &format!("{name}: upgrade failed, {active} stays active"),
+                    );
+                }
                 failures.push(e.context(format!("upgrading {name}")));
             }
         }
@@ -442,6 +469,8 @@ fn save_track(
     let mut state = inst.state(name)?;
     state.track = Some(track.to_owned());
     state.registry = Some(client.target.name.clone());
+    // Naming the package in an upgrade ends a rollback's hold.
+    state.held_from = None;
     inst.save_state(name, &state)
 }
 
@@ -459,12 +488,19 @@ pub fn list(ctx: &Context) -> anyhow::Result<()> {
         // The map's keys are versions, so they come out in version order.
         let versions: Vec<String> = state.installed.keys().map(Version::to_string).collect();
         let active = state.active.as_ref().map(Version::to_string);
-        json.push(serde_json::json!({"name": name, "active": active, "installed": versions, "track": state.track}));
+        json.push(serde_json::json!({
+            "name": name, "active": active, "installed": versions, "track": state.track,
+            "held_from": state.held_from.as_ref().map(Version::to_string),
+        }));
+        let tracks = match &state.held_from {
+            Some(from) => format!("held (rolled back from {from})"),
+            None => state.track.clone().unwrap_or_else(|| "-".into()),
+        };
         rows.push(vec![
             name.to_string(),
             active.unwrap_or_else(|| "-".into()),
             versions.join(", "),
-            state.track.clone().unwrap_or_else(|| "-".into()),
+            tracks,
         ]);
     }
     if ctx.json {

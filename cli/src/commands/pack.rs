@@ -32,8 +32,13 @@ pub fn run(ctx: &Context, dir: &Path, output: Option<PathBuf>) -> anyhow::Result
     let items = walk(dir)?;
     let meta = niso_protocol::PackageMeta::parse(&meta_bytes)
         .with_context(|| format!("{} is not valid", meta_path.display()))?;
-    crate::arch_arg::parse(meta.arch.as_str())
-        .with_context(|| format!("{} is not valid", meta_path.display()))?;
+    if let Some(canonical) = niso_protocol::Arch::canonical_name(meta.arch.as_str()) {
+        bail!(
+            "{} is not valid: architecture `{}` is spelled `{canonical}` in niso (names follow Rust's, e.g. x86_64, aarch64); use `{canonical}`",
+            meta_path.display(),
+            meta.arch
+        );
+    }
     check_bins(&meta, &items, &meta_path)?;
     let output = output.unwrap_or_else(|| PathBuf::from(meta.file_name()));
     let out_dir = match output.parent() {

@@ -50,10 +50,20 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
     let config = config(ctx, args)?;
     let data_dir = config.data_dir.clone();
     let p2p = config.p2p_enabled();
+    // Take the HTTP port before touching the data dir: a port in use must leave nothing
+    // behind (no data dir, no admin key) for a second attempt to trip over.
+    let listen = config.listen;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            " (another program, perhaps another registry, listens there; pick another with --listen)"
+        } else {
+            ""
+        };
+        anyhow::Error::new(e).context(format!("could not listen on {listen}{hint}"))
+    })?;
     let node = Node::open(config)
         .await
         .with_context(|| format!("could not start a registry in {}", data_dir.display()))?;
-    let listener = node.bind().await?;
     let addr = listener.local_addr()?;
     {
         // The first line is the readiness signal scripts and tests wait for.

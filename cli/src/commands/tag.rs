@@ -4,7 +4,7 @@
 use anyhow::{Context as _, bail};
 use niso_protocol::reference::PackageRef;
 
-use crate::{context::Context, registry_client::RegistryClient, table};
+use crate::{context::Context, exit::Usage, registry_client::RegistryClient, table};
 
 pub async fn tag(
     ctx: &Context,
@@ -15,10 +15,12 @@ pub async fn tag(
     let src: PackageRef = source.parse()?;
     let dst: PackageRef = target.parse()?;
     let Some(tag) = dst.selector.as_deref() else {
-        bail!(
-            "`{target}` names no tag; write NAME:TAG, e.g. {}:stable",
-            dst.name
-        );
+        // `niso tag my-api:1.0.0 stable`: the tag was meant for the source's package.
+        return Err(Usage(format!(
+            "`{target}` names no tag; the target is NAME:TAG, e.g. `niso tag {source} {}:{target}`",
+            src.name
+        ))
+        .into());
     };
     if src.name != dst.name {
         bail!(
@@ -87,10 +89,16 @@ pub async fn delete(
 ) -> anyhow::Result<()> {
     let r: PackageRef = reference.parse()?;
     let Some(version) = r.selector.as_deref() else {
-        bail!("`{reference}` names no version; write NAME:VERSION");
+        return Err(Usage(format!(
+            "`{reference}` names no version; write NAME:VERSION"
+        ))
+        .into());
     };
     if semver_like(version).is_none() {
-        bail!("`{version}` is not an exact version; deletion never follows tags");
+        return Err(Usage(format!(
+            "`{version}` is not an exact version; deletion never follows tags"
+        ))
+        .into());
     }
     if let Some(arch) = arch {
         crate::arch_arg::parse(arch)?;
