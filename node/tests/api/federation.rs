@@ -287,7 +287,7 @@ async fn an_interrupted_fetch_resumes_without_refetching() {
     let b = mem_node(|c| c.p2p.bootstrap = vec![]).await;
     let digest = Digest::of(&bytes);
     // A fetch that stopped after the first half: its verified segments are on disk.
-    let segment = niso_node::fetch::segment_bytes(bytes.len() as u64);
+    let segment = niso_node::blobs::segment_bytes(bytes.len() as u64);
     let half = bytes.len() as u64 / segment / 2;
     let dir = b.node.state().store.blobs().partial_dir();
     std::fs::create_dir_all(&dir).unwrap();

@@ -10,8 +10,9 @@ use bao_tree::{
 };
 use futures::{AsyncWriteExt, StreamExt};
 use niso_node::{
+    blobs::wire as blob_exchange,
     config::{BlobMode, P2pConfig, ReplicateRule},
-    p2p::{P2p, TransportChoice, blob_exchange, frames},
+    p2p::{P2p, TransportChoice, frames},
     trust::Trust,
 };
 use niso_protocol::{

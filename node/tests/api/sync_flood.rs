@@ -9,8 +9,9 @@ use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{PeerId, StreamProtocol};
 use niso_node::{
     Node,
+    blobs::wire as blob_exchange,
     config::{BlobMode, P2pConfig, ReplicateRule, ShareRule},
-    p2p::{P2p, PeerInfo, TransportChoice, blob_exchange, frames::MAX_REQUEST, sync},
+    p2p::{P2p, PeerInfo, TransportChoice, frames::MAX_REQUEST, sync},
     trust::Trust,
 };
 use tokio::{sync::mpsc, time::Instant};
