@@ -507,7 +507,15 @@ async fn run(
     let mut asked_dht = false;
     while !schedule.complete() {
         let now = Instant::now();
-        for peer in schedule.idle(now) {
+        // Once nothing has arrived for `stall`, no new requests: the ones in flight end
+        // within their deadlines, and then the fetch looks elsewhere or gives up.
+        let quiet = now - schedule.last_verified().max(last_transfer);
+        let peers = if quiet < limits.stall {
+            schedule.idle(now)
+        } else {
+            Vec::new()
+        };
+        for peer in peers {
             let Some(lease) = schedule.next(peer, now) else {
                 continue;
             };
@@ -553,11 +561,15 @@ async fn run(
                         });
                     }
                     (_, Err(RangeError::Local(e))) => return Err(e.into()),
-                    (Reported::Dropped, Err(e)) if e.is_corrupt() => {
-                        p2p.strike(peer, &format!("sent a bad chunk of {digest}: {e}")).await;
-                    }
                     (Reported::Dropped, Err(e)) => {
-                        tracing::debug!(%peer, %digest, error = %e, "provider dropped from a fetch");
+                        // The segment is back in the pool: the others get a fresh window to
+                        // take it before the fetch counts as stalled.
+                        schedule.restart_clock(now);
+                        if e.is_corrupt() {
+                            p2p.strike(peer, &format!("sent a bad chunk of {digest}: {e}")).await;
+                        } else {
+                            tracing::debug!(%peer, %digest, error = %e, "provider dropped from a fetch");
+                        }
                     }
                     _ => {}
                 }
@@ -569,6 +581,7 @@ async fn run(
                     if let Some(run) = running.remove(&lease.id) {
                         run.task.abort();
                     }
+                    schedule.restart_clock(now);
                 }
                 // Bytes arriving on any transfer count as progress: a large segment on a
                 // slow link is not a stall.
@@ -580,7 +593,7 @@ async fn run(
                 recruit(&schedule);
                 let quiet = now - schedule.last_verified().max(last_transfer);
                 let nobody = schedule.live() == 0 && running.is_empty();
-                if quiet < limits.stall && !nobody {
+                if !nobody && (quiet < limits.stall || !running.is_empty()) {
                     continue;
                 }
                 // Nobody we asked could help: look for other providers once, then give up

@@ -37,8 +37,10 @@
 //!
 //! **Ending.** A fetch ends when every segment is verified, the whole blob hashes to its
 //! digest and passes the archive checks, and it takes its name in the blob store. With no
-//! segment verified and no byte received for `stall`, or nobody left to ask, it asks the DHT
-//! for providers once, then fails: the record stays unapplied and the next sync round
+//! segment verified and no byte received for `stall` (a dropped peer restarts that window,
+//! so the others get a fair chance at its segment), it makes no new requests; once those in
+//! flight have ended (within their deadlines), or at once when nobody is left to ask, it asks
+//! the DHT for providers once, then fails: the record stays unapplied and the next sync round
 //! retries. Nothing waits on a peer that is not making progress.
 //!
 //! **Serving.** At most `per_blob` transfers of one blob at once (`slot_wait` for a slot,

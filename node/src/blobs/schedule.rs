@@ -383,7 +383,8 @@ impl Schedule {
         self.lock().last_verified
     }
 
-    /// Counts the start of a new search (providers found): as if a segment had just arrived.
+    /// Gives the peers a fresh stall window, as if a segment had just arrived: a peer was
+    /// dropped (its segment is back for the others) or new providers were found.
     pub fn restart_clock(&self, now: Instant) {
         self.lock().last_verified = now;
     }

@@ -19,5 +19,6 @@ mod mirror_limits;
 mod p2p_listen;
 mod records;
 mod scopes;
+mod stalled_peer;
 mod support;
 mod sync_flood;
