@@ -97,6 +97,8 @@ pub struct Fetcher {
     partials: Mutex<HashMap<Digest, Arc<Partial>>>,
     /// Turns for fetches to run: more wait.
     turns: Arc<Semaphore>,
+    /// Peers that went silent in a fetch, and until when no fetch recruits them as helpers.
+    benched: Mutex<HashMap<PeerId, Instant>>,
     limits: BlobLimits,
 }
 
@@ -112,6 +114,7 @@ impl Fetcher {
             inflight: Mutex::default(),
             partials: Mutex::default(),
             turns: Arc::new(Semaphore::new(limits.fetches.max(1))),
+            benched: Mutex::default(),
             limits,
         }
     }
@@ -235,6 +238,22 @@ impl Fetcher {
                 return Err(FetchError::Ended);
             }
         }
+    }
+
+    /// Keeps `peer` out of every fetch's helpers for a while: it went silent in one.
+    fn bench(&self, peer: PeerId) {
+        let now = Instant::now();
+        let mut benched = self.benched.lock().unwrap_or_else(|p| p.into_inner());
+        benched.retain(|_, until| *until > now);
+        benched.insert(peer, now + self.limits.bench);
+    }
+
+    fn is_benched(&self, peer: &PeerId) -> bool {
+        self.benched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(peer)
+            .is_some_and(|until| *until > Instant::now())
     }
 
     /// The part of `digest` this node holds while fetching it, if it is fetching it.
@@ -490,7 +509,7 @@ async fn run(
         for peer in p2p
             .connected_peers()
             .into_iter()
-            .filter(|p| !known.contains(p))
+            .filter(|p| !known.contains(p) && !fetcher.is_benched(p))
             .take(limits.helpers.saturating_sub(helpers))
         {
             schedule.add_peer(peer, Role::Helper);
@@ -504,6 +523,8 @@ async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_bytes = 0u64;
     let mut last_transfer = Instant::now();
+    // The DHT lookup runs beside the transfers, never in their way.
+    let mut dht: Option<tokio::task::JoinHandle<Vec<PeerId>>> = None;
     let mut asked_dht = false;
     while !schedule.complete() {
         let now = Instant::now();
@@ -565,6 +586,9 @@ async fn run(
                         // The segment is back in the pool: the others get a fresh window to
                         // take it before the fetch counts as stalled.
                         schedule.restart_clock(now);
+                        if matches!(e, RangeError::Stalled) {
+                            fetcher.bench(peer);
+                        }
                         if e.is_corrupt() {
                             p2p.strike(peer, &format!("sent a bad chunk of {digest}: {e}")).await;
                         } else {
@@ -574,6 +598,27 @@ async fn run(
                     _ => {}
                 }
             }
+            found = async {
+                match dht.as_mut() {
+                    Some(lookup) => lookup.await.unwrap_or_default(),
+                    None => std::future::pending().await,
+                }
+            }, if dht.is_some() => {
+                dht = None;
+                let known = schedule.known();
+                let found: Vec<PeerId> = found
+                    .into_iter()
+                    .filter(|p| !known.contains(p))
+                    .take(limits.helpers)
+                    .collect();
+                if found.is_empty() && schedule.live() == 0 && running.is_empty() {
+                    return Err(FetchError::NoProvider(digest));
+                }
+                for peer in found {
+                    schedule.add_peer(peer, Role::Helper);
+                }
+                schedule.restart_clock(Instant::now());
+            }
             _ = tick.tick() => {
                 let now = Instant::now();
                 for lease in schedule.expire(now) {
@@ -581,6 +626,7 @@ async fn run(
                     if let Some(run) = running.remove(&lease.id) {
                         run.task.abort();
                     }
+                    fetcher.bench(lease.peer);
                     schedule.restart_clock(now);
                 }
                 // Bytes arriving on any transfer count as progress: a large segment on a
@@ -598,25 +644,15 @@ async fn run(
                 }
                 // Nobody we asked could help: look for other providers once, then give up
                 // (the record stays unapplied and the next sync round retries).
+                if dht.is_some() {
+                    continue;
+                }
                 if asked_dht {
                     return Err(FetchError::NoProvider(digest));
                 }
                 asked_dht = true;
-                let known = schedule.known();
-                let found: Vec<PeerId> = p2p
-                    .providers(digest)
-                    .await
-                    .into_iter()
-                    .filter(|p| !known.contains(p))
-                    .take(limits.helpers)
-                    .collect();
-                if found.is_empty() {
-                    return Err(FetchError::NoProvider(digest));
-                }
-                for peer in found {
-                    schedule.add_peer(peer, Role::Helper);
-                }
-                schedule.restart_clock(Instant::now());
+                let p2p = p2p.clone();
+                dht = Some(tokio::spawn(async move { p2p.providers(digest).await }));
             }
         }
     }

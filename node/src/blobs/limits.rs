@@ -10,7 +10,7 @@ pub struct BlobLimits {
     pub helpers: usize,
     /// How often a running fetch looks for peers to ask, expires leases and checks for a stall.
     pub tick: Duration,
-    /// Opening a stream to a provider.
+    /// Opening a stream to a provider (one round trip on a live connection).
     pub open: Duration,
     /// From sending a request to the response header (`Ok{size}` or `NotFound`), and from
     /// the header to the first byte of the range. Covers a provider's wait for a serving slot.
@@ -23,6 +23,9 @@ pub struct BlobLimits {
     pub min_rate: u64,
     /// After lacking a segment, a peer is not asked for it again for this long.
     pub recheck: Duration,
+    /// A peer that went silent in one fetch is not recruited as a helper by any fetch for
+    /// this long (an announcer is still asked: it may be the only holder).
+    pub bench: Duration,
     /// A refused or broken stream is retried this many times per peer; then the peer is
     /// dropped from the fetch. A corrupt chunk or a stall drops it at once.
     pub failures: u32,
@@ -48,11 +51,12 @@ impl Default for BlobLimits {
         Self {
             helpers: 16,
             tick: Duration::from_millis(250),
-            open: Duration::from_secs(10),
+            open: Duration::from_secs(3),
             first_byte: Duration::from_secs(5),
             idle: Duration::from_secs(3),
             min_rate: 64 * 1024,
             recheck: Duration::from_millis(200),
+            bench: Duration::from_secs(30),
             failures: 3,
             stall: Duration::from_secs(3),
             fetches: 8,
@@ -66,9 +70,10 @@ impl Default for BlobLimits {
 }
 
 impl BlobLimits {
-    /// How long a provider may hold a segment of `len` bytes.
+    /// How long a provider may hold a segment of `len` bytes: opening the stream, the first
+    /// byte, and the bytes at `min_rate`.
     pub fn lease(&self, len: u64) -> Duration {
         let rate = self.min_rate.max(1);
-        self.first_byte + Duration::from_millis(len.saturating_mul(1000) / rate)
+        self.open + self.first_byte + Duration::from_millis(len.saturating_mul(1000) / rate)
     }
 }

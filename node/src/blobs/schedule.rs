@@ -257,7 +257,14 @@ impl Schedule {
         };
         let index = s.pool.remove(pos)?;
         let misses = misses(&index);
-        let role = p.role;
+        // Every other live helper lacked it: this peer is asked as the last resort. Helpers
+        // are only while no announcer is live (a holder that sent the range lately sends it
+        // again only to a last resort, and with the announcer gone nobody else would ask).
+        let others = match p.role {
+            Role::Announcer => helpers,
+            Role::Helper => helpers.saturating_sub(1),
+        };
+        let last_resort = (p.role == Role::Announcer || !announcers) && misses >= others;
         let id = s.next_lease;
         s.next_lease += 1;
         let start = index * s.segment;
@@ -267,7 +274,7 @@ impl Schedule {
             peer,
             segment: index,
             chunks: (start / 1024, end.div_ceil(1024)),
-            last_resort: role == Role::Announcer && misses >= helpers,
+            last_resort,
             deadline: now + self.limits.lease(end - start),
         };
         s.segs[index as usize] = Seg::Leased { lease: id, misses };
