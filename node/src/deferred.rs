@@ -37,12 +37,30 @@ struct Inner {
 }
 
 /// Deferred sync records and the positions they hold; one lock.
-#[derive(Debug, Default)]
-pub struct Deferred(Mutex<Inner>);
+#[derive(Debug)]
+pub struct Deferred {
+    inner: Mutex<Inner>,
+    /// Groups waiting, for whoever needs to know when every deferred record was judged.
+    waiting: watch::Sender<usize>,
+}
+
+impl Default for Deferred {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::default(),
+            waiting: watch::channel(0).0,
+        }
+    }
+}
 
 impl Deferred {
+    /// The number of groups waiting, as it changes.
+    pub fn watch(&self) -> watch::Receiver<usize> {
+        self.waiting.subscribe()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Where a sync with `peer` starts: what this run reached past the saved position, or the
@@ -138,6 +156,7 @@ impl Deferred {
                 return false;
             }
             s.groups += 1;
+            self.waiting.send_replace(s.groups);
             *s.holding.entry(peer).or_default().entry(page).or_default() += 1;
             s.names.insert(name.clone(), done_rx.clone())
         };
@@ -151,6 +170,7 @@ impl Deferred {
             let _ = done_tx.send(true);
             let mut s = me.lock();
             s.groups -= 1;
+            me.waiting.send_replace(s.groups);
             if let Some(h) = s.holding.get_mut(&peer) {
                 if let Some(n) = h.get_mut(&page) {
                     *n -= 1;
@@ -187,4 +207,125 @@ fn needs_fetch(state: &NodeState, record: &Record) -> bool {
         .trust
         .accepts(&peer_id(&record.origin), m.name.as_str())
         == Some(BlobMode::Eager)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use niso_protocol::{
+        Arch, Digest, PackageName,
+        record::{ManifestBody, NodeSecret},
+    };
+    use tokio::sync::{mpsc, oneshot};
+
+    use super::*;
+
+    fn manifest(name: &str, seq: u64) -> Record {
+        Record::sign(
+            &NodeSecret::from_bytes(&[3; 32]),
+            seq,
+            1,
+            RecordBody::Manifest(ManifestBody {
+                name: PackageName::new(name).unwrap(),
+                version: format!("1.0.{seq}").parse().unwrap(),
+                arch: Arch::any(),
+                digest: Digest::of(name.as_bytes()),
+                size: 1,
+                description: String::new(),
+            }),
+        )
+    }
+
+    fn peer() -> PeerId {
+        libp2p::identity::Keypair::ed25519_from_bytes([1; 32])
+            .unwrap()
+            .public()
+            .to_peer_id()
+    }
+
+    #[tokio::test]
+    async fn a_waiting_group_holds_the_saved_position_and_a_failed_one_sends_the_next_round_back() {
+        let d = Arc::new(Deferred::default());
+        let p = peer();
+        let (release, released) = oneshot::channel::<bool>();
+        let (ended, mut end) = mpsc::channel(4);
+        let e1 = ended.clone();
+        assert!(
+            d.defer(p, 10, vec![manifest("big", 1)], move |_| async move {
+                let ok = released.await.unwrap_or(false);
+                e1.send(()).await.unwrap();
+                ok
+            })
+        );
+        assert_eq!(
+            d.reached(p, 50),
+            10,
+            "saved position held at the waiting page"
+        );
+        assert_eq!(
+            d.resume(p, 10),
+            50,
+            "this run pulls on from where it reached"
+        );
+        release.send(false).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), end.recv())
+            .await
+            .unwrap();
+        // The task updates the positions right after its admit returns, then the count.
+        let mut waiting = d.watch();
+        tokio::time::timeout(Duration::from_secs(10), waiting.wait_for(|n| *n == 0))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            d.resume(p, 10),
+            10,
+            "the failed group's page is pulled again"
+        );
+        assert_eq!(d.resume(p, 10), 50, "once");
+        assert_eq!(d.reached(p, 60), 60, "nothing holds the position any more");
+    }
+
+    async fn next(order: &mut mpsc::Receiver<u32>) -> Option<u32> {
+        tokio::time::timeout(Duration::from_secs(10), order.recv())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn groups_of_one_package_are_admitted_in_order() {
+        let d = Arc::new(Deferred::default());
+        let p = peer();
+        let (release, released) = oneshot::channel::<()>();
+        let (order_tx, mut order) = mpsc::channel(4);
+        let first = order_tx.clone();
+        d.defer(p, 0, vec![manifest("pkg", 1)], move |_| async move {
+            let _ = released.await;
+            first.send(1).await.unwrap();
+            true
+        });
+        let second = order_tx.clone();
+        d.defer(p, 5, vec![manifest("pkg", 2)], move |_| async move {
+            second.send(2).await.unwrap();
+            true
+        });
+        let other = order_tx.clone();
+        d.defer(p, 5, vec![manifest("other", 3)], move |_| async move {
+            other.send(3).await.unwrap();
+            true
+        });
+        assert_eq!(
+            next(&mut order).await,
+            Some(3),
+            "another package does not wait"
+        );
+        release.send(()).unwrap();
+        assert_eq!(next(&mut order).await, Some(1));
+        assert_eq!(
+            next(&mut order).await,
+            Some(2),
+            "the same package waits its turn"
+        );
+    }
 }

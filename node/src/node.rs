@@ -108,7 +108,7 @@ pub struct NodeState {
     pub p2p: Option<P2p>,
     pub fetcher: Fetcher,
     pub(crate) serving: Arc<Serving>,
-    pub(crate) sync_gate: SyncGate,
+    pub sync_gate: SyncGate,
     busy_uploads: Mutex<HashSet<String>>,
 }
 

@@ -88,6 +88,14 @@ pub async fn run(state: Arc<NodeState>, mut events: mpsc::Receiver<P2pEvent>) {
     }
 }
 
+impl SyncGate {
+    /// How many groups of sync records wait on blob fetches, as it changes (tests wait for
+    /// zero to know every record pulled so far was judged).
+    pub fn watch_deferred(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.deferred.watch()
+    }
+}
+
 /// Gossips and pokes about log entries after `from`; returns the new announced position.
 async fn announce(state: &Arc<NodeState>, from: u64) -> u64 {
     let Some(p2p) = state.p2p.clone() else {

@@ -324,3 +324,32 @@ async fn an_interrupted_fetch_resumes_without_refetching() {
         "the first half was fetched again: {sent} bytes served"
     );
 }
+
+#[tokio::test]
+async fn abandoned_partial_files_are_removed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let partial = dir.path().join("data/partial");
+    std::fs::create_dir_all(&partial).unwrap();
+    // A fetch of a digest no version here names (its record was deleted, or never came), and
+    // a file that is no fetch's at all.
+    let digest = Digest::of(b"a blob nobody wants any more");
+    let files = [
+        partial.join(digest.hex()),
+        partial.join(digest.hex()).with_extension("done"),
+        partial.join(digest.hex()).with_extension("obao"),
+        partial.join("stray.tmp"),
+    ];
+    for f in &files {
+        std::fs::write(f, b"left behind").unwrap();
+    }
+    let node = TestNode::in_dir(
+        dir,
+        |c| c.p2p.enabled = Some(false),
+        TransportChoice::Memory,
+    )
+    .await;
+    for f in &files {
+        assert!(!f.exists(), "{} was kept", f.display());
+    }
+    node.get("/healthz", None).await.expect(StatusCode::OK);
+}
