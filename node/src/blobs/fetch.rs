@@ -362,9 +362,10 @@ fn remove_partial(data: &Path) {
     }
 }
 
-/// Removes `partial/` files no fetch will resume: blobs now stored, digests no version here
-/// names any more, names that are not digests, and files untouched for `stale_partial`.
-/// Runs at start, before any fetch.
+/// Removes `partial/` files no fetch will resume: blobs now stored, names that are not a
+/// digest's, and fetches untouched for `stale_partial` (given up on, or of a digest nobody
+/// wants any more). A fresh one stays even if no version names its digest: an eager fetch
+/// runs before its record is applied, and resumes after a restart. Runs at start.
 pub fn sweep_partials(state: &NodeState) {
     let dir = state.store.blobs().partial_dir();
     let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -382,16 +383,12 @@ pub fn sweep_partials(state: &NodeState) {
             .metadata()
             .and_then(|m| m.modified())
             .is_ok_and(|m| now.duration_since(m).is_ok_and(|age| age >= stale));
-        let keep = digest.is_some_and(|d| {
-            !old && !state.store.blobs().contains(&d)
-                && state
-                    .store
-                    .packages_with_blob(&d)
-                    .is_ok_and(|names| !names.is_empty())
-        });
+        let keep = digest.is_some_and(|d| !old && !state.store.blobs().contains(&d));
         if !keep {
             tracing::info!(path = %path.display(), "removing an abandoned partial fetch");
-            let _ = std::fs::remove_file(&path);
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove a partial file");
+            }
         }
     }
 }

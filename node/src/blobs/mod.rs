@@ -53,8 +53,9 @@
 //!
 //! **Resuming and cleaning up.** Verified segments are listed in `partial/HEX.done`, so a
 //! fetch resumes across restarts. A fetch whose bytes turn out not to be the package removes
-//! its files; at start, `partial/` files of blobs now stored, of digests no version names and
-//! of fetches untouched for `stale_partial` are removed.
+//! its files; at start, `partial/` files of blobs now stored, files that are no fetch's, and
+//! fetches untouched for `stale_partial` are removed (not merely those no version names: an
+//! eager fetch runs before its record is applied, and resumes after a restart).
 //!
 //! **Readers.** The HTTP lazy path reads through [`BlobReader`]: bytes only once verified.
 //! **Bounds.** At most `fetches` fetches run at once; the others wait for a turn.

@@ -330,17 +330,28 @@ async fn abandoned_partial_files_are_removed_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let partial = dir.path().join("data/partial");
     std::fs::create_dir_all(&partial).unwrap();
-    // A fetch of a digest no version here names (its record was deleted, or never came), and
-    // a file that is no fetch's at all.
-    let digest = Digest::of(b"a blob nobody wants any more");
-    let files = [
-        partial.join(digest.hex()),
-        partial.join(digest.hex()).with_extension("done"),
-        partial.join(digest.hex()).with_extension("obao"),
-        partial.join("stray.tmp"),
-    ];
-    for f in &files {
+    let files = |digest: Digest| {
+        let data = partial.join(digest.hex());
+        [
+            data.with_extension("done"),
+            data.with_extension("obao"),
+            data,
+        ]
+    };
+    // A fetch given up on long ago, and a file that is no fetch's at all.
+    let abandoned = files(Digest::of(b"a blob nobody wants any more"));
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(8 * 24 * 3600);
+    for f in &abandoned {
         std::fs::write(f, b"left behind").unwrap();
+        let file = std::fs::File::options().write(true).open(f).unwrap();
+        file.set_modified(long_ago).unwrap();
+    }
+    let stray = partial.join("stray.tmp");
+    std::fs::write(&stray, b"left behind").unwrap();
+    // An eager fetch cut short by a restart: no version names it yet, and it resumes.
+    let resumable = files(Digest::of(b"an eager fetch in progress"));
+    for f in &resumable {
+        std::fs::write(f, b"verified so far").unwrap();
     }
     let node = TestNode::in_dir(
         dir,
@@ -348,8 +359,11 @@ async fn abandoned_partial_files_are_removed_at_start() {
         TransportChoice::Memory,
     )
     .await;
-    for f in &files {
+    for f in abandoned.iter().chain([&stray]) {
         assert!(!f.exists(), "{} was kept", f.display());
+    }
+    for f in &resumable {
+        assert!(f.exists(), "{} was removed", f.display());
     }
     node.get("/healthz", None).await.expect(StatusCode::OK);
 }
