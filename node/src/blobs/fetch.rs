@@ -6,10 +6,7 @@ use std::{
     collections::{HashMap, HashSet},
     io::Write,
     path::{Path, PathBuf},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex},
 };
 
 use bytes::Bytes;
@@ -25,7 +22,7 @@ use tokio::{
 use super::{
     BlobLimits,
     schedule::{Answer, Lease, Reported, Role, Schedule},
-    wire::{self, Order, RangeError, RangeWant, Source, Target, fetch_range},
+    wire::{self, Meter, Order, RangeError, RangeWant, Source, Target, fetch_range},
 };
 use crate::{ingest::store_blob, node::NodeState};
 
@@ -393,11 +390,19 @@ pub fn sweep_partials(state: &NodeState) {
     }
 }
 
-/// A transfer in flight: the task, its lease and the bytes it has read.
+/// A transfer in flight: the task, its lease and its meter. Dropping it gives the transfer
+/// up, even the part that runs on a blocking thread.
 struct Running {
     lease: Lease,
-    received: Arc<AtomicU64>,
+    meter: Arc<Meter>,
     task: AbortHandle,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.meter.stop();
+        self.task.abort();
+    }
 }
 
 async fn transfer(
@@ -406,9 +411,9 @@ async fn transfer(
     want: RangeWant,
     target: Target,
     limits: BlobLimits,
-    received: Arc<AtomicU64>,
+    meter: Arc<Meter>,
 ) -> (u64, Result<(), RangeError>) {
-    let r = fetch_range(&mut control, lease.peer, want, &target, &limits, received).await;
+    let r = fetch_range(&mut control, lease.peer, want, &target, &limits, meter).await;
     (lease.id, r)
 }
 
@@ -537,7 +542,7 @@ async fn run(
             let Some(lease) = schedule.next(peer, now) else {
                 continue;
             };
-            let received = Arc::new(AtomicU64::new(0));
+            let meter = Arc::new(Meter::default());
             let want = RangeWant {
                 digest,
                 size,
@@ -550,16 +555,9 @@ async fn run(
                 want,
                 target.clone(),
                 limits.clone(),
-                received.clone(),
+                meter.clone(),
             ));
-            running.insert(
-                lease.id,
-                Running {
-                    lease,
-                    received,
-                    task,
-                },
-            );
+            running.insert(lease.id, Running { lease, meter, task });
         }
         tokio::select! {
             joined = workers.join_next(), if !workers.is_empty() => {
@@ -620,15 +618,14 @@ async fn run(
                 let now = Instant::now();
                 for lease in schedule.expire(now) {
                     tracing::debug!(peer = %lease.peer, %digest, segment = lease.segment, "provider held a segment past its lease");
-                    if let Some(run) = running.remove(&lease.id) {
-                        run.task.abort();
-                    }
+                    // Dropping it gives the transfer up.
+                    running.remove(&lease.id);
                     fetcher.bench(lease.peer);
                     schedule.restart_clock(now);
                 }
                 // Bytes arriving on any transfer count as progress: a large segment on a
                 // slow link is not a stall.
-                let bytes: u64 = running.values().map(|r| r.received.load(Ordering::Relaxed)).sum();
+                let bytes: u64 = running.values().map(|r| r.meter.received()).sum();
                 if bytes != last_bytes {
                     last_bytes = bytes;
                     last_transfer = now;

@@ -13,7 +13,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -110,6 +110,29 @@ pub struct RangeWant {
     pub last_resort: bool,
 }
 
+/// What a transfer in progress shares with whoever started it: the bytes read so far (a slow
+/// transfer is not a dead one), and a flag that gives it up at its next read.
+#[derive(Debug, Default)]
+pub struct Meter {
+    received: AtomicU64,
+    stop: AtomicBool,
+}
+
+impl Meter {
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Gives the transfer up: its next read or write fails.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
 /// Where a range lands: the partial data file and its pre-order hash tree.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -119,15 +142,15 @@ pub struct Target {
 
 /// Fetches a chunk range of a blob from `peer`, verifying every chunk group before it is
 /// written into the target at its offset; the tree's hashes go into the target's outboard
-/// (pre-order), so the range can be served onwards before the blob is complete. `received`
-/// counts the bytes read from the peer, so the caller can tell a slow transfer from a dead one.
+/// (pre-order), so the range can be served onwards before the blob is complete. `meter`
+/// counts the bytes read from the peer and lets the caller give the transfer up.
 pub async fn fetch_range(
     control: &mut libp2p_stream::Control,
     peer: PeerId,
     want: RangeWant,
     target: &Target,
     limits: &BlobLimits,
-    received: Arc<AtomicU64>,
+    meter: Arc<Meter>,
 ) -> Result<(), RangeError> {
     let RangeWant {
         digest,
@@ -166,7 +189,7 @@ pub async fn fetch_range(
         stream.compat(),
         limits.first_byte,
         limits.idle,
-        received,
+        meter,
     ));
     let target = target.clone();
     tokio::task::spawn_blocking(move || {
@@ -301,24 +324,25 @@ fn to_ranges(raw: &[(u64, u64)]) -> ChunkRanges {
 }
 
 /// A stream whose every read and write must make progress within a deadline: `first` for
-/// the first, `idle` for each later one. A missed deadline is a `TimedOut` error.
+/// the first, `idle` for each later one. A missed deadline is a `TimedOut` error; a stopped
+/// [`Meter`] fails the next read or write.
 pub struct Deadlined<S> {
     inner: S,
     idle: Duration,
     timer: Pin<Box<Sleep>>,
     /// Whether the timer is armed for the operation in progress.
     armed: bool,
-    received: Arc<AtomicU64>,
+    meter: Arc<Meter>,
 }
 
 impl<S> Deadlined<S> {
-    pub fn new(inner: S, first: Duration, idle: Duration, received: Arc<AtomicU64>) -> Self {
+    pub fn new(inner: S, first: Duration, idle: Duration, meter: Arc<Meter>) -> Self {
         Self {
             inner,
             idle,
             timer: Box::pin(tokio::time::sleep(first)),
             armed: true,
-            received,
+            meter,
         }
     }
 
@@ -342,17 +366,24 @@ fn timed_out() -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::TimedOut, "peer went silent")
 }
 
+fn given_up() -> std::io::Error {
+    std::io::Error::other("transfer given up")
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Deadlined<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if self.meter.stopped() {
+            return Poll::Ready(Err(given_up()));
+        }
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(r) => {
                 let n = buf.filled().len() - before;
-                self.received.fetch_add(n as u64, Ordering::Relaxed);
+                self.meter.received.fetch_add(n as u64, Ordering::Relaxed);
                 self.progressed();
                 Poll::Ready(r)
             }
@@ -368,6 +399,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Deadlined<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        if self.meter.stopped() {
+            return Poll::Ready(Err(given_up()));
+        }
         match Pin::new(&mut self.inner).poll_write(cx, buf) {
             Poll::Ready(r) => {
                 self.progressed();
@@ -406,24 +440,31 @@ mod tests {
     async fn a_silent_stream_times_out_after_first_then_idle() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (mut tx, rx) = tokio::io::duplex(64);
-        let received = Arc::new(AtomicU64::new(0));
+        let meter = Arc::new(Meter::default());
         let mut r = Deadlined::new(
             rx,
             Duration::from_secs(5),
             Duration::from_secs(2),
-            received.clone(),
+            meter.clone(),
         );
         let start = Instant::now();
         tx.write_all(b"abc").await.unwrap();
         let mut buf = [0u8; 3];
         r.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"abc");
-        assert_eq!(received.load(Ordering::Relaxed), 3);
+        assert_eq!(meter.received(), 3);
         // Bytes flowed; now silence: the idle deadline, not the first-byte one, applies.
         let err = r.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
         assert_eq!(start.elapsed(), Duration::from_secs(2));
-        drop(tx);
+        // A trickle keeps a stream alive until whoever started it gives it up.
+        tx.write_all(b"d").await.unwrap();
+        r.read_exact(&mut buf[..1]).await.unwrap();
+        meter.stop();
+        tx.write_all(b"e").await.unwrap();
+        let err = r.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::Other, "{err}");
+        assert_eq!(meter.received(), 4);
     }
 
     #[tokio::test(start_paused = true)]
