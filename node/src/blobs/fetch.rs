@@ -396,6 +396,8 @@ struct Running {
     lease: Lease,
     meter: Arc<Meter>,
     task: AbortHandle,
+    /// Bytes it had read at the last tick.
+    seen: u64,
 }
 
 impl Drop for Running {
@@ -523,7 +525,6 @@ async fn run(
     let mut running: HashMap<u64, Running> = HashMap::new();
     let mut tick = tokio::time::interval(limits.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_bytes = 0u64;
     let mut last_transfer = Instant::now();
     // The DHT lookup runs beside the transfers, never in their way.
     let mut dht: Option<tokio::task::JoinHandle<Vec<PeerId>>> = None;
@@ -557,7 +558,15 @@ async fn run(
                 limits.clone(),
                 meter.clone(),
             ));
-            running.insert(lease.id, Running { lease, meter, task });
+            running.insert(
+                lease.id,
+                Running {
+                    lease,
+                    meter,
+                    task,
+                    seen: 0,
+                },
+            );
         }
         tokio::select! {
             joined = workers.join_next(), if !workers.is_empty() => {
@@ -625,9 +634,13 @@ async fn run(
                 }
                 // Bytes arriving on any transfer count as progress: a large segment on a
                 // slow link is not a stall.
-                let bytes: u64 = running.values().map(|r| r.meter.received()).sum();
-                if bytes != last_bytes {
-                    last_bytes = bytes;
+                let mut flowing = false;
+                for r in running.values_mut() {
+                    let received = r.meter.received();
+                    flowing |= received > r.seen;
+                    r.seen = received;
+                }
+                if flowing {
                     last_transfer = now;
                 }
                 recruit(&schedule);
