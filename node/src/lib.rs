@@ -5,11 +5,12 @@
 //! environment; the binary decides both and hands the node a [`NodeConfig`].
 
 pub mod api_keys;
+pub mod blobs;
 pub mod bundle;
 mod clock;
 pub mod config;
+mod deferred;
 pub mod failpoint;
-pub mod fetch;
 pub mod http;
 pub mod identity;
 pub mod ingest;

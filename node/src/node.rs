@@ -15,9 +15,9 @@ use tokio::net::TcpListener;
 
 use crate::{
     api_keys::issue_key,
+    blobs::{Fetcher, serve::Serving},
     config::NodeConfig,
     failpoint::Failpoints,
-    fetch::Fetcher,
     identity::{self, IdentityError, peer_id},
     last_used::LastUsed,
     metrics::Metrics,
@@ -107,8 +107,8 @@ pub struct NodeState {
     /// The libp2p side, when p2p is enabled.
     pub p2p: Option<P2p>,
     pub fetcher: Fetcher,
-    pub(crate) serving: crate::p2p::blob_exchange::Serving,
-    pub(crate) sync_gate: SyncGate,
+    pub(crate) serving: Arc<Serving>,
+    pub sync_gate: SyncGate,
     busy_uploads: Mutex<HashSet<String>>,
 }
 
@@ -214,7 +214,7 @@ impl Node {
         let state = Arc::new(NodeState {
             p2p,
             fetcher: Fetcher::default(),
-            serving: Default::default(),
+            serving: Arc::new(Serving::new(crate::blobs::BlobLimits::default())),
             sync_gate: SyncGate::default(),
             failpoints,
             config,
@@ -230,15 +230,27 @@ impl Node {
         state.refresh_gauges();
         tasks.push(tokio::spawn(recover_writes(state.clone())).abort_handle());
         tasks.push(tokio::spawn(crate::upload_expiry::run(state.clone())).abort_handle());
+        crate::blobs::sweep_partials(&state);
         if let Some((events, events_tx, incoming)) = events {
             let (sync, blobs) = (incoming.sync, incoming.blobs);
             tasks.push(
                 tokio::spawn(crate::p2p::sync::serve(state.clone(), sync, events_tx))
                     .abort_handle(),
             );
-            tasks.push(
-                tokio::spawn(crate::p2p::blob_exchange::serve(state.clone(), blobs)).abort_handle(),
-            );
+            let serve = {
+                let state = state.clone();
+                async move {
+                    crate::blobs::serve::serve(
+                        state.clone(),
+                        state.serving.clone(),
+                        state.p2p.clone(),
+                        &state.config.p2p.limits,
+                        blobs,
+                    )
+                    .await;
+                }
+            };
+            tasks.push(tokio::spawn(serve).abort_handle());
             tasks.push(tokio::spawn(crate::replication::run(state.clone(), events)).abort_handle());
         }
         tracing::info!(peer_id = %state.peer_id, data_dir = %data_dir.display(), "node opened");

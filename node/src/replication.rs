@@ -9,6 +9,9 @@
 //! - Every record goes through `intake::admit` (signature, replicate rules, authority, blob
 //!   verified against the manifest, one write); for eager rules the blob is fetched from
 //!   peers before the manifest is applied.
+//! - A sync round never waits on a blob: records of packages with nothing to fetch are
+//!   admitted at once, and each package with a blob to fetch waits as a group (see
+//!   `deferred`), admitted in order when its fetch ends.
 
 use std::{
     collections::HashSet,
@@ -21,18 +24,22 @@ use niso_protocol::record::{ManifestBody, Record, RecordBody};
 use tokio::sync::mpsc;
 
 use crate::{
+    blobs::FetchState,
     clock::now_ms,
+    deferred::Deferred,
     intake::{self, BlobError, BlobSource, Outcome, Policy, Provided},
     node::NodeState,
     p2p::{P2pEvent, sync},
     store::PeerSync,
 };
 
-/// Peers being synced right now, and those that asked again meanwhile.
+/// Peers being synced right now, those that asked again meanwhile, and the sync records
+/// waiting on blob fetches.
 #[derive(Debug, Default)]
 pub struct SyncGate {
     running: Mutex<HashSet<PeerId>>,
     again: Mutex<HashSet<PeerId>>,
+    deferred: Arc<Deferred>,
 }
 
 pub async fn run(state: Arc<NodeState>, mut events: mpsc::Receiver<P2pEvent>) {
@@ -52,8 +59,14 @@ pub async fn run(state: Arc<NodeState>, mut events: mpsc::Receiver<P2pEvent>) {
                 Some(P2pEvent::Gossip { from, record }) => {
                     let state = state.clone();
                     tokio::spawn(async move {
-                        let outcome =
-                            take_in(&state, from, (vec![*record], 0), Policy::Rules).await;
+                        let outcome = take_in(
+                            &state,
+                            from,
+                            (vec![*record], 0),
+                            Policy::Rules,
+                            &mut PeerBlobs { from },
+                        )
+                        .await;
                         if outcome.applied > 0 {
                             tracing::debug!(%from, "applied a gossiped record");
                         }
@@ -72,6 +85,14 @@ pub async fn run(state: Arc<NodeState>, mut events: mpsc::Receiver<P2pEvent>) {
                 }
             }
         }
+    }
+}
+
+impl SyncGate {
+    /// How many groups of sync records wait on blob fetches, as it changes (tests wait for
+    /// zero to know every record pulled so far was judged).
+    pub fn watch_deferred(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.deferred.watch()
     }
 }
 
@@ -179,6 +200,7 @@ pub async fn sync_with(state: &Arc<NodeState>, peer: PeerId) -> Result<Outcome, 
         return Ok(Outcome::default());
     };
     let peer_s = peer.to_string();
+    let deferred = state.sync_gate.deferred.clone();
     let mut cursor = state.store.peer_sync(&peer_s).unwrap_or_default();
     let replicate_fp = state.trust.replicate_fingerprint();
     if cursor.replicate_fingerprint != replicate_fp {
@@ -186,7 +208,9 @@ pub async fn sync_with(state: &Arc<NodeState>, peer: PeerId) -> Result<Outcome, 
             replicate_fingerprint: replicate_fp,
             ..PeerSync::default()
         };
+        deferred.restart(peer);
     }
+    cursor.cursor = deferred.resume(peer, cursor.cursor);
     let mut control = p2p.control();
     let mut total = Outcome::default();
     loop {
@@ -198,24 +222,55 @@ pub async fn sync_with(state: &Arc<NodeState>, peer: PeerId) -> Result<Outcome, 
                 share_fingerprint: page.share_fingerprint,
                 replicate_fingerprint: replicate_fp,
             };
+            deferred.restart(peer);
             continue;
         }
         cursor.share_fingerprint = page.share_fingerprint;
-        let records = decode_page(peer, &page.records);
-        let outcome = take_in(state, peer, records, Policy::Rules).await;
-        let incomplete = outcome.incomplete > 0;
-        total.merge(outcome);
-        if incomplete {
-            // Keep the cursor before this page: the next round retries the missing blobs
-            // (records already applied are skipped cheaply).
-            break;
+        let start = cursor.cursor;
+        let (records, unparseable) = decode_page(peer, &page.records);
+        // Records that need no fetch now; each package with a blob to fetch waits as a group,
+        // so a large blob never holds up the records of other packages.
+        let (now, later) = deferred.split(state, records);
+        for group in later {
+            let state2 = state.clone();
+            let admit = move |records: Vec<Record>| async move {
+                let outcome = take_in(
+                    &state2,
+                    peer,
+                    (records, 0),
+                    Policy::Rules,
+                    &mut PeerBlobs { from: peer },
+                )
+                .await;
+                if outcome.incomplete == 0 {
+                    // Lets the saved position move past the page.
+                    spawn_sync(&state2, peer);
+                }
+                outcome.incomplete == 0
+            };
+            if !deferred.defer(peer, start, group, admit) {
+                deferred.retry_from(peer, start);
+            }
         }
+        let outcome = take_in(
+            state,
+            peer,
+            (now, unparseable),
+            Policy::Rules,
+            &mut StartBlobs { from: peer },
+        )
+        .await;
+        if outcome.incomplete > 0 {
+            // Keep the page for the next round: its missing blobs are being fetched.
+            deferred.retry_from(peer, start);
+        }
+        total.merge(outcome);
         cursor.cursor = page.next.max(cursor.cursor);
-        if let Err(e) = state
-            .store
-            .set_peer_sync(peer_s.clone(), cursor.clone())
-            .await
-        {
+        let saved = PeerSync {
+            cursor: deferred.reached(peer, cursor.cursor),
+            ..cursor.clone()
+        };
+        if let Err(e) = state.store.set_peer_sync(peer_s.clone(), saved).await {
             tracing::warn!(error = %e, "could not save sync progress");
         }
         p2p.note_sync(&peer, cursor.cursor, now_ms());
@@ -248,7 +303,16 @@ pub async fn mirror_from_peer(
         )
         .await?;
         let records = decode_page(peer, &page.records);
-        total.merge(take_in(state, peer, records, Policy::Operator).await);
+        total.merge(
+            take_in(
+                state,
+                peer,
+                records,
+                Policy::Operator,
+                &mut PeerBlobs { from: peer },
+            )
+            .await,
+        );
         after = page.next.max(after);
         if !page.more {
             break;
@@ -274,7 +338,7 @@ fn decode_page(peer: PeerId, raw: &[Vec<u8>]) -> (Vec<Record>, usize) {
     (out, bad)
 }
 
-/// Blobs from the peer that sent the records (and any other peer that has them).
+/// Blobs from the peer that sent the records (and any other peer that has them), waited for.
 struct PeerBlobs {
     from: PeerId,
 }
@@ -290,20 +354,46 @@ impl BlobSource for PeerBlobs {
             .fetch(state, m.name.as_str(), m.digest, m.size, vec![self.from])
             .await
             .map(|()| Provided::Stored)
-            .map_err(BlobError::Unavailable)
+            .map_err(|e| BlobError::Unavailable(crate::http::error::chain(&e)))
+    }
+}
+
+/// Blobs for the records of a sync page admitted at once, which should need none: should one
+/// be missing after all, its fetch is started (or joined) and not waited for, so the record is
+/// left incomplete and the rest of the page goes on.
+struct StartBlobs {
+    from: PeerId,
+}
+
+impl BlobSource for StartBlobs {
+    async fn provide(
+        &mut self,
+        state: &Arc<NodeState>,
+        m: &ManifestBody,
+    ) -> Result<Provided, BlobError> {
+        let progress =
+            state
+                .fetcher
+                .start(state, m.name.as_str(), m.digest, m.size, vec![self.from]);
+        let done = matches!(*progress.borrow(), FetchState::Done);
+        if done || state.store.blobs().contains(&m.digest) {
+            return Ok(Provided::Stored);
+        }
+        Err(BlobError::Unavailable("its fetch is under way".into()))
     }
 }
 
 /// Hands records that came from `from` to the intake, then strikes `from` once if the batch
 /// held entries that were not records (`unparseable`) or records that are invalid. Once, and
 /// after the intake: a bad page is one misdeed, and the good records in it are judged first.
-pub async fn take_in(
+async fn take_in(
     state: &Arc<NodeState>,
     from: PeerId,
     (records, unparseable): (Vec<Record>, usize),
     policy: Policy,
+    blobs: &mut (impl BlobSource + Send),
 ) -> Outcome {
-    let outcome = match intake::admit(state, policy, records, &mut PeerBlobs { from }).await {
+    let outcome = match intake::admit(state, policy, records, blobs).await {
         Ok(o) => o,
         Err(e) => {
             tracing::warn!(%from, error = %e, "could not store replicated records");

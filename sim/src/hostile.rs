@@ -116,7 +116,7 @@ impl Hostile {
                     Some((_, bytes)) => {
                         let ob = bao_tree::io::outboard::PreOrderMemOutboard::create(
                             bytes,
-                            niso_node::p2p::blob_exchange::BLOCK,
+                            niso_node::blobs::wire::BLOCK,
                         );
                         let ranges = bao_tree::ChunkRanges::from(
                             bao_tree::ChunkNum(req.chunk_ranges.first().map(|r| r.0).unwrap_or(0))

@@ -137,11 +137,45 @@ fn conflicting(cluster: &Cluster, observer: &Observer) -> Vec<String> {
     problems
 }
 
+/// Nobody waits on a silenced peer: every node expected to hold a change holds it within the
+/// scenario's bound of the change or of the silence, whichever came later. A fetch or a sync
+/// that waited on the silent node would hold its changes until the end of the run.
+fn waited_on_silence(
+    scenario: &Scenario,
+    observer: &Observer,
+    silenced: &[(usize, f64)],
+) -> Vec<String> {
+    let Some(since) = silenced.iter().map(|(_, t)| *t).reduce(f64::min) else {
+        return Vec::new();
+    };
+    let bound = scenario.expect.converge_within_secs;
+    let mut problems = Vec::new();
+    for item in &observer.items {
+        let from = item.created.max(since);
+        for &n in &item.expected {
+            match item.held_at[n] {
+                Some(t) if t - from <= bound => {}
+                Some(t) => problems.push(format!(
+                    "node {n} got {} {:.1}s after the silence, more than {bound:.1}s",
+                    item.label(),
+                    t - from
+                )),
+                None => problems.push(format!(
+                    "node {n} never got {} while a peer was silent",
+                    item.label()
+                )),
+            }
+        }
+    }
+    problems
+}
+
 pub fn check_all(
     cluster: &Cluster,
     scenario: &Scenario,
     observer: &Observer,
     converge_after_heal: Option<f64>,
+    silenced: &[(usize, f64)],
 ) -> Vec<Check> {
     let mut not_converged = Vec::new();
     for item in &observer.items {
@@ -159,7 +193,7 @@ pub fn check_all(
             scenario.expect.converge_within_secs
         ));
     }
-    vec![
+    let mut checks = vec![
         check(
             "safety",
             "nothing unverified stored or served",
@@ -184,5 +218,13 @@ pub fn check_all(
             ),
             not_converged,
         ),
-    ]
+    ];
+    if !silenced.is_empty() {
+        checks.push(check(
+            "liveness",
+            "nobody waits on a silent peer",
+            waited_on_silence(scenario, observer, silenced),
+        ));
+    }
+    checks
 }

@@ -8,6 +8,10 @@
 //! one byte after another at its rate, shared by all its connections, behind a small send
 //! buffer.
 //! A partition resets every connection across the cut and refuses dials across it until healed.
+//! A silenced node stops as a stopped process (SIGSTOP) does, for the rest of the run: from
+//! then on nothing it writes arrives anywhere and it reads nothing (not even bytes already on
+//! their way to it), yet its connections stay open, with no reset and no close, and dials to
+//! it connect but carry nothing. Bytes it wrote before go on arriving.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -51,6 +55,8 @@ impl Default for LinkSpec {
     }
 }
 
+/// How far off the bytes to or from a silenced node arrive: past the end of any run.
+const SILENCE: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Delay a lost segment costs (a TCP retransmission timeout).
 const RETRANSMIT: Duration = Duration::from_millis(200);
 /// Largest write accepted at once, so connections sharing an uplink interleave finely.
@@ -114,6 +120,8 @@ struct State {
     clogs: HashMap<(usize, usize), Instant>,
     rng: ChaCha8Rng,
     conns: Vec<LiveConn>,
+    /// Silenced nodes (see the module doc).
+    silent: Vec<bool>,
 }
 
 /// The whole simulated network, shared by every node's transport.
@@ -141,6 +149,7 @@ impl Network {
             clogs: HashMap::new(),
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_11ec),
             conns: Vec::new(),
+            silent: vec![false; nodes],
         })))
     }
 
@@ -196,6 +205,30 @@ impl Network {
     /// Stalls the link between `a` and `b` for `time`.
     pub fn clog(&self, a: usize, b: usize, time: Duration) {
         self.lock().clogs.insert(pair(a, b), Instant::now() + time);
+    }
+
+    /// Silences `node` for the rest of the run (see the module doc).
+    pub fn silence(&self, node: usize) {
+        let mut s = self.lock();
+        if let Some(flag) = s.silent.get_mut(node) {
+            *flag = true;
+        }
+        // Readers parked on the node's pipes look again and find it silent.
+        for (a, b, x, y) in &s.conns {
+            if *a == node || *b == node {
+                for pipe in [x, y] {
+                    if let Some(p) = pipe.upgrade()
+                        && let Some(w) = p.lock().unwrap_or_else(|e| e.into_inner()).reader.take()
+                    {
+                        w.wake();
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_silent(&self, node: usize) -> bool {
+        self.lock().silent.get(node).copied().unwrap_or(false)
     }
 
     /// Forgets a crashed node's listener; its connections die with its runtime.
@@ -291,6 +324,10 @@ impl Network {
         if let Some(until) = s.clogs.get(&pair(from, to)) {
             at = at.max(*until);
         }
+        if s.silent[from] || s.silent[to] {
+            // Never, within any run: the write is accepted and goes nowhere.
+            at = Instant::now() + SILENCE;
+        }
         Ok((n, at))
     }
 }
@@ -385,6 +422,10 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
+        if self.net.is_silent(self.me) {
+            // A stopped process reads nothing; it is never woken again.
+            return Poll::Pending;
+        }
         loop {
             if let Some(sleep) = self.read_wait.as_mut() {
                 if sleep.as_mut().poll(cx).is_pending() {
@@ -567,5 +608,30 @@ mod tests {
         assert!(net.connect(0, 1).is_err());
         net.heal();
         assert!(net.connect(0, 1).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silenced_node_sends_and_reads_nothing_yet_stays_connected() {
+        let net = Network::new(2, 1, LinkSpec::default(), None);
+        let mut t1 = net.transport(1);
+        t1.listen_on(ListenerId::next(), address(1)).unwrap();
+        let mut a = net.connect(0, 1).unwrap();
+        let (_, mut b) = futures::StreamExt::next(&mut t1.listener.as_mut().unwrap().1)
+            .await
+            .unwrap();
+        a.write_all(b"before").await.unwrap();
+        let mut got = [0u8; 6];
+        b.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"before");
+        net.silence(1);
+        // Writes either way are accepted (no reset) and never arrive.
+        a.write_all(b"to the silent one").await.unwrap();
+        b.write_all(b"from the silent one").await.unwrap();
+        let mut buf = [0u8; 1];
+        let from_silent = tokio::time::timeout(Duration::from_secs(3600), a.read(&mut buf)).await;
+        assert!(from_silent.is_err(), "nothing arrives from a silenced node");
+        let to_silent = tokio::time::timeout(Duration::from_secs(3600), b.read(&mut buf)).await;
+        assert!(to_silent.is_err(), "a silenced node reads nothing");
+        assert!(net.connect(0, 1).is_ok(), "dials still connect");
     }
 }

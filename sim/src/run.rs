@@ -145,6 +145,8 @@ pub async fn run(
     let mut observer = Observer::default();
     let mut schedule = Vec::new();
     let mut crashed: HashSet<usize> = HashSet::new();
+    // Silenced nodes and when they fell silent.
+    let mut silenced: Vec<(usize, f64)> = Vec::new();
     let start = Instant::now();
     let now = || start.elapsed().as_secs_f64();
     let last_fault = scenario.last_fault_end();
@@ -242,6 +244,10 @@ pub async fn run(
                     cluster.start(*node).await?;
                     crashed.remove(node);
                 }
+                Action::Silence { node } => {
+                    cluster.net.silence(*node);
+                    silenced.push((*node, now()));
+                }
                 Action::Loss { value } => {
                     let link = scenario.link;
                     cluster.net.set_all_links(LinkSpec {
@@ -253,9 +259,12 @@ pub async fn run(
             }
         }
         // Nodes that are down at the end cannot be expected to converge.
+        // A silenced node never comes back: nobody expects anything of it.
         for item in &mut observer.items {
-            item.expected
-                .retain(|n| !crashed.contains(n) || next < events.len());
+            item.expected.retain(|n| {
+                (!crashed.contains(n) || next < events.len())
+                    && !silenced.iter().any(|(s, _)| s == n)
+            });
         }
         observer.sample(&cluster, now());
         let converged = observer.items.iter().filter(|i| i.converged()).count();
@@ -277,7 +286,13 @@ pub async fn run(
         .flat_map(|i| i.expected.iter().filter_map(|&n| i.held_at[n]))
         .fold(None::<f64>, |m, t| Some(m.map_or(t, |m: f64| m.max(t))))
         .map(|t| (t - last_fault).max(0.0));
-    let invariants = invariants::check_all(&cluster, scenario, &observer, converge_after_heal);
+    let invariants = invariants::check_all(
+        &cluster,
+        scenario,
+        &observer,
+        converge_after_heal,
+        &silenced,
+    );
     let bytes_sent = cluster.net.bytes_sent();
     let needed: u64 = observer
         .items
@@ -374,6 +389,7 @@ fn describe(action: &Action) -> String {
         Action::Clog { a, b, for_secs } => format!("clog {a}-{b} for {for_secs}s"),
         Action::Crash { node } => format!("crash node {node}"),
         Action::Restart { node } => format!("restart node {node}"),
+        Action::Silence { node } => format!("silence node {node}"),
         Action::Loss { value } => format!("loss {value}"),
     }
 }

@@ -152,6 +152,11 @@ pub enum Action {
     Restart {
         node: usize,
     },
+    /// The node goes silent mid-whatever for the rest of the run, as a stopped process does
+    /// (see `network`): connections stay open and nothing moves on them.
+    Silence {
+        node: usize,
+    },
     /// Changes every link's loss rate.
     Loss {
         value: f64,
@@ -217,7 +222,8 @@ impl Scenario {
                 | Action::Tag { node, .. }
                 | Action::Delete { node, .. }
                 | Action::Crash { node }
-                | Action::Restart { node } => vec![*node],
+                | Action::Restart { node }
+                | Action::Silence { node } => vec![*node],
                 Action::Clog { a, b, .. } => vec![*a, *b],
                 Action::Partition { groups } => groups.iter().flatten().copied().collect(),
                 Action::Heal | Action::Loss { .. } => vec![],
@@ -240,7 +246,8 @@ impl Scenario {
         Ok(())
     }
 
-    /// When the last fault heals: the last partition, clog end, crash or restart.
+    /// When the last fault heals: the last partition, clog end, crash, restart or silence (a
+    /// silenced node never recovers: the others are judged from when it fell silent).
     pub fn last_fault_end(&self) -> f64 {
         self.events
             .iter()
@@ -249,7 +256,8 @@ impl Scenario {
                 Action::Heal
                 | Action::Restart { .. }
                 | Action::Partition { .. }
-                | Action::Crash { .. } => e.at_secs,
+                | Action::Crash { .. }
+                | Action::Silence { .. } => e.at_secs,
                 _ => 0.0,
             })
             .fold(0.0, f64::max)

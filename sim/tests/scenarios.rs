@@ -89,6 +89,12 @@ fn hostile_peer() {
 }
 
 #[test]
+fn stalled_peer() {
+    // A peer that goes silent mid-transfer holds up no one.
+    holds_everywhere("stalled-peer", &[1, 2]);
+}
+
+#[test]
 fn private_sharing() {
     holds_everywhere("private-sharing", &[1, 2, 3]);
 }

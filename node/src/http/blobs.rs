@@ -155,7 +155,6 @@ async fn lazy(
     ranged: bool,
     method: &Method,
 ) -> Result<Response, ApiError> {
-    use crate::fetch::FetchState;
     if state.p2p.is_none() {
         tracing::error!(%digest, "blob referenced by a live version is missing");
         return Err(ApiError::not_found(format!(
@@ -163,38 +162,20 @@ async fn lazy(
         )));
     }
     let hints: Vec<libp2p::PeerId> = origin.parse().into_iter().collect();
-    let mut progress = state.fetcher.start(state, package, digest, size, hints);
-    let partial = state.store.blobs().partial_dir().join(digest.hex());
-    let final_path = state.store.blobs().path(&digest);
-    // Wait until the fetch has created its file, finished, or failed.
-    let file = loop {
-        let now = progress.borrow_and_update().clone();
-        match now {
-            FetchState::Failed(e) => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "fetch_failed",
-                    format!(
-                        "this node replicates the package lazily and could not fetch it from peers: {e}"
-                    ),
-                ));
-            }
-            FetchState::Done if final_path.is_file() => {
-                break tokio::fs::File::open(&final_path).await?;
-            }
-            FetchState::Running { .. } if !ranged && partial.is_file() => {
-                break tokio::fs::File::open(&partial).await?;
-            }
-            _ => {}
-        }
-        if progress.changed().await.is_err() && !final_path.is_file() {
-            return Err(ApiError::new(
+    let reader = state
+        .fetcher
+        .open(state, package, digest, size, hints, ranged)
+        .await
+        .map_err(|e| {
+            ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "fetch_failed",
-                "the fetch stopped",
-            ));
-        }
-    };
+                format!(
+                    "this node replicates the package lazily and could not fetch it from peers: {}",
+                    super::error::chain(&e)
+                ),
+            )
+        })?;
     let builder = Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/octet-stream")
@@ -206,50 +187,10 @@ async fn lazy(
             .map_err(|e| ApiError::internal(&e));
     }
     state.metrics.download_bytes.inc_by(size);
-    let stream = futures::stream::unfold(
-        (file, 0u64, progress),
-        move |(mut file, offset, mut progress)| async move {
-            if offset >= size {
-                return None;
-            }
-            loop {
-                let now = progress.borrow_and_update().clone();
-                let allowed = match now {
-                    FetchState::Running { verified } => verified,
-                    FetchState::Done => size,
-                    FetchState::Failed(e) => {
-                        let err = std::io::Error::other(format!("fetch failed: {e}"));
-                        return Some((Err(err), (file, size, progress)));
-                    }
-                };
-                if allowed > offset {
-                    let want = usize::try_from((allowed - offset).min(STREAM_CHUNK as u64))
-                        .unwrap_or(STREAM_CHUNK);
-                    let mut buf = vec![0u8; want];
-                    let read = async {
-                        file.seek(SeekFrom::Start(offset)).await?;
-                        file.read_exact(&mut buf).await?;
-                        Ok::<_, std::io::Error>(())
-                    }
-                    .await;
-                    return Some(match read {
-                        Ok(()) => (
-                            Ok(bytes::Bytes::from(buf)),
-                            (file, offset + want as u64, progress),
-                        ),
-                        Err(e) => (Err(e), (file, size, progress)),
-                    });
-                }
-                if progress.changed().await.is_err() {
-                    // The fetch task ended; its last state is final.
-                    if !matches!(*progress.borrow(), FetchState::Done) {
-                        let err = std::io::Error::other("fetch ended early");
-                        return Some((Err(err), (file, size, progress)));
-                    }
-                }
-            }
-        },
-    );
+    let stream = futures::stream::unfold(reader, |mut reader| async move {
+        let chunk = reader.next_chunk(STREAM_CHUNK).await?;
+        Some((chunk, reader))
+    });
     builder
         .body(Body::from_stream(stream))
         .map_err(|e| ApiError::internal(&e))

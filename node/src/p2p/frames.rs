@@ -118,7 +118,7 @@ pub async fn read_request<T: for<'de> Deserialize<'de>>(
     read_frame_within(stream, MAX_REQUEST, deadline).await
 }
 
-async fn read_frame_within<T: for<'de> Deserialize<'de>>(
+pub(crate) async fn read_frame_within<T: for<'de> Deserialize<'de>>(
     stream: &mut (impl AsyncRead + Unpin),
     max: usize,
     deadline: Duration,

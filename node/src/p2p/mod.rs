@@ -3,7 +3,6 @@
 //! channel) and opens protocol streams through `libp2p_stream::Control`.
 
 mod behaviour;
-pub mod blob_exchange;
 mod event_loop;
 pub mod frames;
 pub mod sync;
@@ -173,7 +172,7 @@ impl P2p {
                 .accept(sync::PROTOCOL)
                 .map_err(|e| P2pError::Build(Box::new(e)))?,
             blobs: control
-                .accept(blob_exchange::PROTOCOL)
+                .accept(crate::blobs::wire::PROTOCOL)
                 .map_err(|e| P2pError::Build(Box::new(e)))?,
         };
         let (tx, rx) = mpsc::channel(QUEUE);

@@ -287,7 +287,7 @@ async fn an_interrupted_fetch_resumes_without_refetching() {
     let b = mem_node(|c| c.p2p.bootstrap = vec![]).await;
     let digest = Digest::of(&bytes);
     // A fetch that stopped after the first half: its verified segments are on disk.
-    let segment = niso_node::fetch::segment_bytes(bytes.len() as u64);
+    let segment = niso_node::blobs::segment_bytes(bytes.len() as u64);
     let half = bytes.len() as u64 / segment / 2;
     let dir = b.node.state().store.blobs().partial_dir();
     std::fs::create_dir_all(&dir).unwrap();
@@ -323,4 +323,47 @@ async fn an_interrupted_fetch_resumes_without_refetching() {
         sent <= bytes.len() as u64 - half * segment,
         "the first half was fetched again: {sent} bytes served"
     );
+}
+
+#[tokio::test]
+async fn abandoned_partial_files_are_removed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let partial = dir.path().join("data/partial");
+    std::fs::create_dir_all(&partial).unwrap();
+    let files = |digest: Digest| {
+        let data = partial.join(digest.hex());
+        [
+            data.with_extension("done"),
+            data.with_extension("obao"),
+            data,
+        ]
+    };
+    // A fetch given up on long ago, and a file that is no fetch's at all.
+    let abandoned = files(Digest::of(b"a blob nobody wants any more"));
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(8 * 24 * 3600);
+    for f in &abandoned {
+        std::fs::write(f, b"left behind").unwrap();
+        let file = std::fs::File::options().write(true).open(f).unwrap();
+        file.set_modified(long_ago).unwrap();
+    }
+    let stray = partial.join("stray.tmp");
+    std::fs::write(&stray, b"left behind").unwrap();
+    // An eager fetch cut short by a restart: no version names it yet, and it resumes.
+    let resumable = files(Digest::of(b"an eager fetch in progress"));
+    for f in &resumable {
+        std::fs::write(f, b"verified so far").unwrap();
+    }
+    let node = TestNode::in_dir(
+        dir,
+        |c| c.p2p.enabled = Some(false),
+        TransportChoice::Memory,
+    )
+    .await;
+    for f in abandoned.iter().chain([&stray]) {
+        assert!(!f.exists(), "{} was kept", f.display());
+    }
+    for f in &resumable {
+        assert!(f.exists(), "{} was removed", f.display());
+    }
+    node.get("/healthz", None).await.expect(StatusCode::OK);
 }

@@ -10,8 +10,9 @@ use bao_tree::{
 };
 use futures::{AsyncWriteExt, StreamExt};
 use niso_node::{
+    blobs::wire,
     config::{BlobMode, P2pConfig, ReplicateRule},
-    p2p::{P2p, TransportChoice, blob_exchange, frames},
+    p2p::{P2p, TransportChoice, frames},
     trust::Trust,
 };
 use niso_protocol::{
@@ -129,18 +130,18 @@ async fn a_hostile_peer_is_refused_penalised_and_blocked() {
             )
             .await;
             // Encode against the honest tree, then corrupt the data of the bad blob.
-            let ob = PreOrderMemOutboard::create(&bytes, blob_exchange::BLOCK);
+            let ob = PreOrderMemOutboard::create(&bytes, wire::BLOCK);
             let ranges =
                 ChunkRanges::from(ChunkNum(req.chunk_ranges[0].0)..ChunkNum(req.chunk_ranges[0].1));
-            let mut wire = Vec::new();
-            encode_ranges_validated(&bytes[..], &ob, &ranges, &mut wire).unwrap();
+            let mut encoded = Vec::new();
+            encode_ranges_validated(&bytes[..], &ob, &ranges, &mut encoded).unwrap();
             if bytes != good2 {
-                let n = wire.len();
-                for b in &mut wire[n / 2..n / 2 + 64] {
+                let n = encoded.len();
+                for b in &mut encoded[n / 2..n / 2 + 64] {
                     *b ^= 0x55;
                 }
             }
-            let _ = stream.write_all(&wire).await;
+            let _ = stream.write_all(&encoded).await;
             let _ = stream.close().await;
         }
     });

@@ -22,7 +22,7 @@ use niso_protocol::{
 use serde_json::json;
 
 use crate::{
-    federation::{address, until},
+    federation::{CONVERGE, address, until},
     support::{TestNode, package},
 };
 
@@ -233,6 +233,12 @@ async fn forged_records_get_the_same_verdicts_on_every_path() {
         !v.node.state().store.versions("zz-last").unwrap().is_empty()
     })
     .await;
+    // Packages with blobs to fetch are judged each on its own: wait until none waits.
+    let mut deferred = v.node.state().sync_gate.watch_deferred();
+    tokio::time::timeout(CONVERGE, deferred.wait_for(|n| *n == 0))
+        .await
+        .expect("records still waiting on blobs")
+        .unwrap();
     assert_eq!(refusals(&v).await, expected(), "libp2p sync");
     untouched(&v).await;
     let peers = v

@@ -22,6 +22,7 @@ mod mirror_limits;
 mod p2p_listen;
 mod records;
 mod scopes;
+mod stalled_peer;
 mod support;
 mod sync_flood;
 mod uploads;

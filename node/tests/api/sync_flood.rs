@@ -9,8 +9,9 @@ use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{PeerId, StreamProtocol};
 use niso_node::{
     Node,
+    blobs::wire,
     config::{BlobMode, P2pConfig, ReplicateRule, ShareRule},
-    p2p::{P2p, PeerInfo, TransportChoice, blob_exchange, frames::MAX_REQUEST, sync},
+    p2p::{P2p, PeerInfo, TransportChoice, frames::MAX_REQUEST, sync},
     trust::Trust,
 };
 use tokio::{sync::mpsc, time::Instant};
@@ -269,13 +270,7 @@ async fn malformed_and_oversized_requests_draw_strikes_until_blocked() {
     assert!(!info(a_node, &s.peer_id).blocked);
 
     // The blob protocol strikes the same way; the third strike blocks.
-    send_and_wait_for_end(
-        &s,
-        a_peer,
-        blob_exchange::PROTOCOL,
-        &[0, 0, 0, 2, 0xff, 0xff],
-    )
-    .await;
+    send_and_wait_for_end(&s, a_peer, wire::PROTOCOL, &[0, 0, 0, 2, 0xff, 0xff]).await;
     until_peer(a_node, &s.peer_id, "the stranger blocked", |p| p.blocked).await;
     let stranger = listed(&a, &s.peer_id).await;
     assert_eq!(stranger.strikes, 3, "/v1/peers shows {stranger:?}");

@@ -1,0 +1,442 @@
+//! Serving blob ranges to peers: which requests are admitted, in what order, and from what.
+//! The serving rules ([`Serving`]) are pure state over time; what this node holds comes from
+//! a [`Holdings`] (the node's store and running fetches), so the rules are tested alone.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use futures::StreamExt;
+use libp2p::PeerId;
+use niso_protocol::{
+    Digest,
+    federation::{BLOB_PROTOCOL, BlobRequest},
+};
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore},
+    time::Instant,
+};
+
+use super::{
+    BlobLimits,
+    wire::{self, Order, Source},
+};
+use crate::{
+    node::NodeState,
+    p2p::{
+        P2p,
+        frames::{
+            Admission, BLOB_SERVING, BLOB_STREAMS, SERVING_WAIT, StreamLimits, WireError,
+            read_request, strike_bad_request,
+        },
+    },
+};
+
+/// Serving state per blob: transfer slots, and which ranges of a complete blob went out lately.
+///
+/// A node serves at most `per_blob` transfers of one blob at a time; further requests wait
+/// up to `slot_wait` and are then told "not here", so requesters turn to other peers. Few
+/// transfers at full speed beat many slow ones: a segment that arrives sooner is served
+/// onwards sooner. A holder of a complete blob remembers the ranges it sent for
+/// `resend_after`; another request for such a range is turned away (the peer that got it can
+/// serve it) unless it is a last resort, and even then only once the range is settled (see
+/// [`Sent::settled`]), a slot is free and no request for a range not sent yet is waiting: the
+/// holder's uplink goes to new ranges first, so a popular blob leaves its origin about once
+/// and spreads between peers.
+#[derive(Debug)]
+pub struct Serving {
+    blobs: Arc<std::sync::Mutex<HashMap<Digest, BlobServing>>>,
+    limits: BlobLimits,
+}
+
+#[derive(Debug)]
+struct BlobServing {
+    slots: Arc<Semaphore>,
+    /// Requests for ranges not sent lately that wait for a slot.
+    fresh_waiting: Arc<AtomicUsize>,
+    /// Ranges sent lately, by first chunk.
+    sent: HashMap<u64, Sent>,
+    touched: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    /// When the last transfer of the range started or ended.
+    at: Instant,
+    in_flight: usize,
+    /// Transfers of the range so far.
+    times: u32,
+}
+
+impl Sent {
+    /// Whether the range may go out again to a last-resort request: not in flight, and, after
+    /// its first transfer, not just arrived (the peer that got it will be asked soon). Once it
+    /// went out twice, peers are evidently not passing it on (they may not share), so no hold.
+    fn settled(&self, now: Instant, hold: std::time::Duration) -> bool {
+        self.in_flight == 0 && (self.times > 1 || now - self.at >= hold)
+    }
+}
+
+/// What a request asks of the blob, for [`Serving::enter`].
+#[derive(Debug, Clone, Copy)]
+enum Ask {
+    /// Segments of a blob this node is still fetching.
+    Partial,
+    /// A range of a complete blob, by its first chunk.
+    Complete { first: u64, last_resort: bool },
+}
+
+/// A transfer slot; on drop it frees the slot and records when the range finished going out.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    range: Option<(Digest, u64)>,
+    serving: Arc<std::sync::Mutex<HashMap<Digest, BlobServing>>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let Some((digest, first)) = self.range else {
+            return;
+        };
+        let mut map = self.serving.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sent) = map.get_mut(&digest).and_then(|b| b.sent.get_mut(&first)) {
+            sent.in_flight = sent.in_flight.saturating_sub(1);
+            sent.at = Instant::now();
+        }
+    }
+}
+
+impl Serving {
+    pub fn new(limits: BlobLimits) -> Self {
+        Self {
+            blobs: Arc::default(),
+            limits,
+        }
+    }
+
+    /// Waits for a slot to serve `digest`, or `None`: every slot stayed busy, or the range was
+    /// sent lately and this is not a last resort. A range of a complete blob is recorded as
+    /// sent once it has a slot.
+    async fn enter(&self, digest: Digest, ask: Ask) -> Option<Slot> {
+        let (per_blob, hold, forget) = (
+            self.limits.per_blob,
+            self.limits.resend_hold,
+            self.limits.resend_after,
+        );
+        let (slots, fresh_waiting, fresh) = {
+            let mut map = self.lock();
+            let now = Instant::now();
+            map.retain(|_, b| b.slots.available_permits() < per_blob || now - b.touched < forget);
+            let b = map.entry(digest).or_insert_with(|| BlobServing {
+                slots: Arc::new(Semaphore::new(per_blob)),
+                fresh_waiting: Arc::default(),
+                sent: HashMap::new(),
+                touched: now,
+            });
+            b.touched = now;
+            b.sent.retain(|_, s| s.in_flight > 0 || now - s.at < forget);
+            let fresh = match ask {
+                Ask::Partial => true,
+                Ask::Complete { first, last_resort } => match b.sent.get(&first) {
+                    None => true,
+                    Some(sent) if last_resort && sent.settled(now, hold) => false,
+                    Some(_) => return None,
+                },
+            };
+            (b.slots.clone(), b.fresh_waiting.clone(), fresh)
+        };
+        let permit = if fresh {
+            fresh_waiting.fetch_add(1, Ordering::SeqCst);
+            let permit = tokio::time::timeout(self.limits.slot_wait, slots.acquire_owned()).await;
+            fresh_waiting.fetch_sub(1, Ordering::SeqCst);
+            permit.ok()?.ok()?
+        } else {
+            // A resend is not waited for, and yields to new ranges: the requester asks about
+            // its other segments meanwhile, some of which may be new here.
+            if fresh_waiting.load(Ordering::SeqCst) > 0 {
+                return None;
+            }
+            slots.try_acquire_owned().ok()?
+        };
+        let mut range = None;
+        if let Ask::Complete { first, last_resort } = ask {
+            let mut map = self.lock();
+            let now = Instant::now();
+            if let Some(b) = map.get_mut(&digest) {
+                // Another request for the same range may have had a slot meanwhile.
+                if fresh
+                    && let Some(s) = b.sent.get(&first)
+                    && (!last_resort || !s.settled(now, hold))
+                {
+                    return None;
+                }
+                let sent = b.sent.entry(first).or_insert(Sent {
+                    at: now,
+                    in_flight: 0,
+                    times: 0,
+                });
+                sent.at = now;
+                sent.in_flight += 1;
+                sent.times += 1;
+                range = Some((digest, first));
+            }
+        }
+        Some(Slot {
+            _permit: permit,
+            range,
+            serving: self.blobs.clone(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, BlobServing>> {
+        self.blobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What this node holds of a blob, for one peer.
+#[derive(Debug, Clone)]
+pub enum Held {
+    /// The whole blob, in the blob store: its hash tree is computed on first use.
+    Complete { data: PathBuf, size: u64 },
+    /// Verified segments of a blob being fetched, with its pre-order hash tree.
+    Partial(Source),
+}
+
+/// What the serving side needs from the node: what it holds and shares with a peer.
+pub trait Holdings: Send + Sync + 'static {
+    /// What of `digest` this node may send `peer` for `chunk_ranges`: a complete blob of a
+    /// package shared with the peer, or a running fetch's verified segments covering every
+    /// range; `None` when neither.
+    fn held(
+        &self,
+        peer: &PeerId,
+        digest: &Digest,
+        chunk_ranges: &[(u64, u64)],
+    ) -> std::io::Result<Option<Held>>;
+    /// The post-order hash tree of a complete blob (blocking: computed on first use).
+    fn outboard(&self, digest: &Digest) -> std::io::Result<PathBuf>;
+    /// Counts bytes sent.
+    fn served(&self, bytes: u64);
+}
+
+/// Serves blob ranges until the protocol is dropped. Streams are admitted per peer, then
+/// against the global backstop (see `frames`); a transfer slot is waited for only once the
+/// request has arrived.
+pub async fn serve<H: Holdings>(
+    holdings: Arc<H>,
+    serving: Arc<Serving>,
+    p2p: Option<P2p>,
+    stream_limits: &StreamLimits,
+    mut incoming: libp2p_stream::IncomingStreams,
+) {
+    let admission = Admission::new(BLOB_PROTOCOL, stream_limits.blob_per_peer, BLOB_STREAMS);
+    let deadline = stream_limits.request_timeout();
+    let permits = Arc::new(Semaphore::new(BLOB_SERVING));
+    while let Some((peer, mut stream)) = incoming.next().await {
+        let Some(admitted) = admission.admit(peer) else {
+            continue;
+        };
+        let (holdings, serving, p2p, permits) = (
+            holdings.clone(),
+            serving.clone(),
+            p2p.clone(),
+            permits.clone(),
+        );
+        tokio::spawn(async move {
+            let _admitted = admitted;
+            let request = match read_request::<BlobRequest>(&mut stream, deadline).await {
+                Ok(r) => r,
+                Err(e) => {
+                    strike_bad_request(p2p.as_ref(), peer, BLOB_PROTOCOL, &e).await;
+                    return;
+                }
+            };
+            // Busy: say "not here" (the requester tries someone else) rather than hang up.
+            let permit = tokio::time::timeout(SERVING_WAIT, permits.acquire_owned()).await;
+            let result = match permit {
+                Ok(Ok(permit)) => {
+                    let r = handle(&holdings, &serving, peer, stream, request).await;
+                    drop(permit);
+                    r
+                }
+                _ => wire::send_not_found(&mut stream).await,
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "blob request failed");
+            }
+        });
+    }
+}
+
+async fn handle<H: Holdings>(
+    holdings: &Arc<H>,
+    serving: &Serving,
+    peer: PeerId,
+    mut stream: libp2p::Stream,
+    request: BlobRequest,
+) -> Result<(), WireError> {
+    let digest = Digest::from_bytes(request.digest);
+    let held = holdings.held(&peer, &digest, &request.chunk_ranges)?;
+    let ask = match &held {
+        Some(Held::Complete { .. }) => Ask::Complete {
+            first: request.chunk_ranges.first().map_or(0, |r| r.0),
+            last_resort: request.last_resort,
+        },
+        Some(Held::Partial(_)) => Ask::Partial,
+        None => return wire::send_not_found(&mut stream).await,
+    };
+    let Some(_slot) = serving.enter(digest, ask).await else {
+        return wire::send_not_found(&mut stream).await;
+    };
+    let source = match held {
+        Some(Held::Partial(source)) => source,
+        Some(Held::Complete { data, size }) => {
+            // Computing a tree reads the whole blob: never on the runtime's threads.
+            let h = holdings.clone();
+            let outboard = tokio::task::spawn_blocking(move || h.outboard(&digest))
+                .await
+                .map_err(|e| WireError::Io(std::io::Error::other(e)))??;
+            Source {
+                data,
+                outboard,
+                order: Order::Post,
+                size,
+            }
+        }
+        None => return wire::send_not_found(&mut stream).await,
+    };
+    let sent = wire::send_ranges(
+        stream,
+        digest,
+        source,
+        &request.chunk_ranges,
+        serving.limits.idle,
+    )
+    .await?;
+    holdings.served(sent);
+    Ok(())
+}
+
+impl Holdings for NodeState {
+    fn held(
+        &self,
+        peer: &PeerId,
+        digest: &Digest,
+        chunk_ranges: &[(u64, u64)],
+    ) -> std::io::Result<Option<Held>> {
+        let peer_s = peer.to_string();
+        let shared = self
+            .store
+            .packages_with_blob(digest)
+            .map_err(std::io::Error::other)?
+            .iter()
+            .any(|name| self.trust.shares_with(&peer_s, name));
+        let path = self.store.blobs().path(digest);
+        if shared && path.is_file() {
+            let size = std::fs::metadata(&path)?.len();
+            return Ok(Some(Held::Complete { data: path, size }));
+        }
+        // A blob still being fetched here can serve the segments already verified.
+        Ok(self
+            .fetcher
+            .partial(digest)
+            .filter(|p| {
+                self.trust.shares_with(&peer_s, &p.package)
+                    && chunk_ranges.iter().all(|&(a, b)| p.holds(a, b))
+            })
+            .map(|p| Held::Partial(p.source())))
+    }
+
+    fn outboard(&self, digest: &Digest) -> std::io::Result<PathBuf> {
+        self.store.blobs().outboard(digest, wire::BLOCK)
+    }
+
+    fn served(&self, bytes: u64) {
+        self.metrics.p2p_blob_bytes_served.inc_by(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn complete(first: u64, last_resort: bool) -> Ask {
+        Ask::Complete { first, last_resort }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_complete_blob_goes_out_once_and_then_only_as_a_last_resort() {
+        let serving = Serving::new(BlobLimits::default());
+        let d = Digest::of(b"blob");
+        let first = serving.enter(d, complete(0, false)).await;
+        assert!(first.is_some(), "a range not sent yet is served");
+        assert!(
+            serving.enter(d, complete(0, false)).await.is_none(),
+            "sent lately: ask the peer that got it"
+        );
+        assert!(
+            serving.enter(d, complete(0, true)).await.is_none(),
+            "not even as a last resort while it is in flight"
+        );
+        let other = serving.enter(d, complete(16, false)).await;
+        assert!(other.is_some(), "another range is new");
+        drop(first);
+        assert!(
+            serving.enter(d, complete(0, true)).await.is_none(),
+            "just arrived: its first recipient will be asked soon"
+        );
+        tokio::time::advance(serving.limits.resend_hold).await;
+        drop(other);
+        let again = serving.enter(d, complete(0, true)).await;
+        assert!(again.is_some(), "a last resort once the range settled");
+        drop(again);
+        let third = serving.enter(d, complete(0, true)).await;
+        assert!(
+            third.is_some(),
+            "after two transfers peers are not passing it on: no hold"
+        );
+        drop(third);
+        tokio::time::advance(serving.limits.resend_after).await;
+        assert!(
+            serving.enter(d, complete(0, false)).await.is_some(),
+            "forgotten after a while"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn new_ranges_go_before_resends_and_busy_slots_turn_requests_away() {
+        let serving = Arc::new(Serving::new(BlobLimits::default()));
+        let d = Digest::of(b"blob");
+        let sent = serving.enter(d, complete(0, false)).await;
+        drop(sent);
+        tokio::time::advance(serving.limits.resend_hold).await;
+        let a = serving.enter(d, complete(16, false)).await;
+        let b = serving.enter(d, complete(32, false)).await;
+        assert!(a.is_some() && b.is_some(), "two slots");
+        // A new range waits for a slot; while it waits, a resend is turned away.
+        let waiting = tokio::spawn({
+            let serving = serving.clone();
+            async move { serving.enter(d, complete(48, false)).await.is_some() }
+        });
+        tokio::task::yield_now().await;
+        drop(a);
+        assert!(
+            serving.enter(d, complete(0, true)).await.is_none(),
+            "the freed slot goes to the new range"
+        );
+        assert!(waiting.await.unwrap(), "the new range got the slot");
+        // Both slots busy past the wait: turned away.
+        let c = serving.enter(d, complete(64, false)).await;
+        assert!(c.is_some());
+        assert!(
+            serving.enter(d, Ask::Partial).await.is_none(),
+            "no slot within the wait"
+        );
+        drop((b, c));
+    }
+}

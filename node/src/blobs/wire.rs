@@ -1,0 +1,485 @@
+//! The blob protocol on the wire: the request and response frames, the bao-encoded ranges
+//! that follow, and [`fetch_range`], which asks one peer for one range and verifies every
+//! chunk group before writing it. No node state: callers pass paths and limits.
+//!
+//! Every read and write on a blob stream runs under a deadline (see [`Deadlined`]): the
+//! response header and the first byte within `first_byte`, every later read or write within
+//! `idle` of the one before. A peer that goes silent mid-range therefore costs at most `idle`.
+
+use std::{
+    fs::File,
+    io::{BufReader, BufWriter, Write},
+    path::PathBuf,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bao_tree::{
+    BaoTree, BlockSize, ChunkNum, ChunkRanges,
+    io::{
+        DecodeError,
+        outboard::{PostOrderOutboard, PreOrderOutboard},
+        sync::{decode_ranges, encode_ranges},
+    },
+};
+use futures::AsyncWriteExt;
+use libp2p::{PeerId, StreamProtocol};
+use niso_protocol::{
+    Digest,
+    federation::{BLOB_CHUNK_LOG, BLOB_PROTOCOL, BlobRequest, BlobResponse},
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    time::{Instant, Sleep},
+};
+use tokio_util::{compat::FuturesAsyncReadCompatExt, io::SyncIoBridge};
+
+use super::BlobLimits;
+use crate::p2p::frames::{WireError, read_frame_within, write_frame};
+
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new(BLOB_PROTOCOL);
+pub const BLOCK: BlockSize = BlockSize::from_chunk_log(BLOB_CHUNK_LOG);
+/// The largest response header accepted.
+const MAX_RESPONSE: usize = 1024;
+/// Ranges honoured in one request; more are ignored.
+const MAX_RANGES: usize = 1024;
+
+/// Why fetching a range from one peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RangeError {
+    #[error("peer claims size {theirs}, the signed manifest says {expected}")]
+    WrongSize { theirs: u64, expected: u64 },
+    #[error("chunk group at byte {0} fails its hash")]
+    BadChunk(u64),
+    #[error("tree hashes do not verify")]
+    BadTree,
+    /// The peer does not hold the range (yet), or declines to send it now.
+    #[error("peer does not hold the range")]
+    Missing,
+    /// A deadline passed: the peer went silent or trickles.
+    #[error("peer went silent")]
+    Stalled,
+    #[error("could not open a stream to the peer")]
+    Open(#[source] std::io::Error),
+    #[error("blob stream failed")]
+    Stream(#[source] std::io::Error),
+    #[error("local I/O failed")]
+    Local(#[source] std::io::Error),
+}
+
+impl RangeError {
+    /// The peer sent bytes or claims that do not verify: penalise it.
+    pub fn is_corrupt(&self) -> bool {
+        matches!(
+            self,
+            Self::WrongSize { .. } | Self::BadChunk(_) | Self::BadTree
+        )
+    }
+
+    fn from_wire(e: WireError) -> Self {
+        match e {
+            WireError::Timeout => Self::Stalled,
+            WireError::Io(e) => Self::from_io(e),
+            other => Self::Stream(std::io::Error::other(other)),
+        }
+    }
+
+    fn from_io(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            Self::Stalled
+        } else {
+            Self::Stream(e)
+        }
+    }
+}
+
+/// One range of a blob to ask a peer for.
+#[derive(Debug, Clone, Copy)]
+pub struct RangeWant {
+    pub digest: Digest,
+    /// The blob's size, from its signed manifest.
+    pub size: u64,
+    /// Half-open range of 1 KiB chunks.
+    pub chunks: (u64, u64),
+    /// No other peer had this range (see [`BlobRequest::last_resort`]).
+    pub last_resort: bool,
+}
+
+/// What a transfer in progress shares with whoever started it: the bytes read so far (a slow
+/// transfer is not a dead one), and a flag that gives it up at its next read.
+#[derive(Debug, Default)]
+pub struct Meter {
+    received: AtomicU64,
+    stop: AtomicBool,
+}
+
+impl Meter {
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Gives the transfer up: its next read or write fails.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// Where a range lands: the partial data file and its pre-order hash tree.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub data: PathBuf,
+    pub outboard: PathBuf,
+}
+
+/// Fetches a chunk range of a blob from `peer`, verifying every chunk group before it is
+/// written into the target at its offset; the tree's hashes go into the target's outboard
+/// (pre-order), so the range can be served onwards before the blob is complete. `meter`
+/// counts the bytes read from the peer and lets the caller give the transfer up.
+pub async fn fetch_range(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    want: RangeWant,
+    target: &Target,
+    limits: &BlobLimits,
+    meter: Arc<Meter>,
+) -> Result<(), RangeError> {
+    let RangeWant {
+        digest,
+        size,
+        chunks,
+        last_resort,
+    } = want;
+    let mut stream = tokio::time::timeout(limits.open, control.open_stream(peer, PROTOCOL))
+        .await
+        .map_err(|_| RangeError::Stalled)?
+        .map_err(|e| RangeError::Open(std::io::Error::other(e)))?;
+    write_frame(
+        &mut stream,
+        &BlobRequest {
+            digest: *digest.as_bytes(),
+            chunk_ranges: vec![chunks],
+            last_resort,
+        },
+    )
+    .await
+    .map_err(RangeError::from_wire)?;
+    match read_frame_within::<BlobResponse>(&mut stream, MAX_RESPONSE, limits.first_byte)
+        .await
+        .map_err(RangeError::from_wire)?
+    {
+        BlobResponse::NotFound => return Err(RangeError::Missing),
+        BlobResponse::Ok { size: theirs } if theirs != size => {
+            return Err(RangeError::WrongSize {
+                theirs,
+                expected: size,
+            });
+        }
+        BlobResponse::Ok { .. } => {}
+    }
+    let reader = SyncIoBridge::new(Deadlined::new(
+        stream.compat(),
+        limits.first_byte,
+        limits.idle,
+        meter,
+    ));
+    let target = target.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&target.data)
+            .map_err(RangeError::Local)?;
+        let mut outboard = PreOrderOutboard {
+            tree: BaoTree::new(size, BLOCK),
+            root: blake3::Hash::from_bytes(*digest.as_bytes()),
+            data: std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&target.outboard)
+                .map_err(RangeError::Local)?,
+        };
+        let ranges = ChunkRanges::from(ChunkNum(chunks.0)..ChunkNum(chunks.1));
+        match decode_ranges(
+            BufReader::with_capacity(256 * 1024, reader),
+            &ranges,
+            &mut file,
+            &mut outboard,
+        ) {
+            Ok(()) => Ok(()),
+            Err(DecodeError::LeafHashMismatch(c)) => Err(RangeError::BadChunk(c.to_bytes())),
+            Err(DecodeError::ParentHashMismatch(_)) => Err(RangeError::BadTree),
+            Err(e @ (DecodeError::LeafNotFound(_) | DecodeError::ParentNotFound(_))) => {
+                Err(RangeError::Stream(std::io::Error::other(e)))
+            }
+            Err(DecodeError::Io(e)) => Err(RangeError::from_io(e)),
+        }
+    })
+    .await
+    .map_err(|e| RangeError::Local(std::io::Error::other(e)))?
+}
+
+/// Layout of a hash tree file: post-order beside stored blobs, pre-order while fetching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Post,
+    Pre,
+}
+
+/// What a holder sends: the data file, its hash tree, and the tree's layout.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub data: PathBuf,
+    pub outboard: PathBuf,
+    pub order: Order,
+    pub size: u64,
+}
+
+/// Answers a request with `NotFound` and closes the stream.
+pub async fn send_not_found(stream: &mut libp2p::Stream) -> Result<(), WireError> {
+    write_frame(stream, &BlobResponse::NotFound).await?;
+    let _ = stream.close().await;
+    Ok(())
+}
+
+/// Answers a request with `Ok{size}` and the bao encoding of `chunk_ranges` of `source`;
+/// returns the data bytes sent. Every write must make progress within `idle`, so a
+/// requester that stops reading frees the slot.
+pub async fn send_ranges(
+    mut stream: libp2p::Stream,
+    digest: Digest,
+    source: Source,
+    chunk_ranges: &[(u64, u64)],
+    idle: Duration,
+) -> Result<u64, WireError> {
+    let size = source.size;
+    write_frame(&mut stream, &BlobResponse::Ok { size }).await?;
+    let ranges = to_ranges(chunk_ranges);
+    let served: u64 = chunk_ranges
+        .iter()
+        .take(MAX_RANGES)
+        .map(|&(a, b)| {
+            (b.saturating_mul(1024))
+                .min(size)
+                .saturating_sub(a.saturating_mul(1024))
+        })
+        .sum();
+    let writer = SyncIoBridge::new(Deadlined::new(stream.compat(), idle, idle, Arc::default()));
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let data = File::open(&source.data)?;
+        let root = blake3::Hash::from_bytes(*digest.as_bytes());
+        let tree = BaoTree::new(size, BLOCK);
+        let mut w = BufWriter::with_capacity(256 * 1024, writer);
+        // Not rehashed here: stored blobs were verified when written, partial segments when
+        // they arrived, and the receiver verifies every group against the digest anyway (it
+        // is the receiver's check that keeps a bad sender out).
+        let outboard = File::open(&source.outboard)?;
+        match source.order {
+            Order::Post => encode_ranges(
+                &data,
+                &PostOrderOutboard {
+                    root,
+                    tree,
+                    data: outboard,
+                },
+                &ranges,
+                &mut w,
+            ),
+            Order::Pre => encode_ranges(
+                &data,
+                &PreOrderOutboard {
+                    root,
+                    tree,
+                    data: outboard,
+                },
+                &ranges,
+                &mut w,
+            ),
+        }
+        .map_err(std::io::Error::from)?;
+        let mut bridge = w.into_inner().map_err(|e| e.into_error())?;
+        bridge.flush()?;
+        bridge.shutdown()
+    })
+    .await
+    .map_err(|e| WireError::Io(std::io::Error::other(e)))??;
+    Ok(served)
+}
+
+fn to_ranges(raw: &[(u64, u64)]) -> ChunkRanges {
+    let mut ranges = ChunkRanges::empty();
+    for &(a, b) in raw.iter().take(MAX_RANGES) {
+        if a < b {
+            ranges |= ChunkRanges::from(ChunkNum(a)..ChunkNum(b));
+        }
+    }
+    ranges
+}
+
+/// A stream whose every read and write must make progress within a deadline: `first` for
+/// the first, `idle` for each later one. A missed deadline is a `TimedOut` error; a stopped
+/// [`Meter`] fails the next read or write.
+pub struct Deadlined<S> {
+    inner: S,
+    idle: Duration,
+    timer: Pin<Box<Sleep>>,
+    /// Whether the timer is armed for the operation in progress.
+    armed: bool,
+    meter: Arc<Meter>,
+}
+
+impl<S> Deadlined<S> {
+    pub fn new(inner: S, first: Duration, idle: Duration, meter: Arc<Meter>) -> Self {
+        Self {
+            inner,
+            idle,
+            timer: Box::pin(tokio::time::sleep(first)),
+            armed: true,
+            meter,
+        }
+    }
+
+    /// Polls the deadline of an operation that is pending.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.armed {
+            let at = Instant::now() + self.idle;
+            self.timer.as_mut().reset(at);
+            self.armed = true;
+        }
+        self.timer.as_mut().poll(cx).is_ready()
+    }
+
+    /// An operation made progress: the next one gets a fresh `idle`.
+    fn progressed(&mut self) {
+        self.armed = false;
+    }
+}
+
+fn timed_out() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "peer went silent")
+}
+
+fn given_up() -> std::io::Error {
+    std::io::Error::other("transfer given up")
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Deadlined<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.meter.stopped() {
+            return Poll::Ready(Err(given_up()));
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                let n = buf.filled().len() - before;
+                self.meter.received.fetch_add(n as u64, Ordering::Relaxed);
+                self.progressed();
+                Poll::Ready(r)
+            }
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(timed_out())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Deadlined<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.meter.stopped() {
+            return Poll::Ready(Err(given_up()));
+        }
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Ready(r) => {
+                self.progressed();
+                Poll::Ready(r)
+            }
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(timed_out())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Ready(r) => {
+                self.progressed();
+                Poll::Ready(r)
+            }
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(timed_out())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_shutdown(cx) {
+            Poll::Ready(r) => Poll::Ready(r),
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(timed_out())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_stream_times_out_after_first_then_idle() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut tx, rx) = tokio::io::duplex(64);
+        let meter = Arc::new(Meter::default());
+        let mut r = Deadlined::new(
+            rx,
+            Duration::from_secs(5),
+            Duration::from_secs(2),
+            meter.clone(),
+        );
+        let start = Instant::now();
+        tx.write_all(b"abc").await.unwrap();
+        let mut buf = [0u8; 3];
+        r.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"abc");
+        assert_eq!(meter.received(), 3);
+        // Bytes flowed; now silence: the idle deadline, not the first-byte one, applies.
+        let err = r.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        // A trickle keeps a stream alive until whoever started it gives it up.
+        tx.write_all(b"d").await.unwrap();
+        r.read_exact(&mut buf[..1]).await.unwrap();
+        meter.stop();
+        tx.write_all(b"e").await.unwrap();
+        let err = r.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::Other, "{err}");
+        assert_eq!(meter.received(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_at_all_times_out_after_first() {
+        use tokio::io::AsyncReadExt;
+        let (_tx, rx) = tokio::io::duplex(64);
+        let mut r = Deadlined::new(
+            rx,
+            Duration::from_secs(5),
+            Duration::from_secs(2),
+            Arc::default(),
+        );
+        let start = Instant::now();
+        let err = r.read(&mut [0u8; 8]).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+    }
+}

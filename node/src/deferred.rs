@@ -1,0 +1,331 @@
+//! Sync records that wait on a blob fetch. A sync page is split: records of packages with no
+//! blob to fetch are admitted at once; a manifest whose eager blob is missing, and every later
+//! record of the same package (its tags, deletions), are deferred as one group to a task that
+//! admits them in order once the fetch ends. Groups of one package run one after another.
+//!
+//! Sync positions: a deferred group holds the *saved* position of its peer at the start of
+//! its page until it is admitted, so a restart re-pulls it; within a run the peer is pulled
+//! on from where it reached, so nothing is judged twice. A group that ends incomplete (its
+//! fetch failed) sends the next round back to its page.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+};
+
+use libp2p::PeerId;
+use niso_protocol::record::{Record, RecordBody};
+use tokio::sync::watch;
+
+use crate::{config::BlobMode, identity::peer_id, node::NodeState};
+
+/// Deferred groups waiting at once; past this, a page's deferred records are left to the next
+/// round (its page is pulled again).
+const GROUPS: usize = 256;
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Per peer, the position this run of the node pulled up to.
+    reached: HashMap<PeerId, u64>,
+    /// Per peer, page starts with groups waiting, counted.
+    holding: HashMap<PeerId, BTreeMap<u64, usize>>,
+    /// Per peer, the page start the next round must re-pull from.
+    retry: HashMap<PeerId, u64>,
+    /// Per package (canonical name), the end of the last group deferred for it.
+    names: HashMap<String, watch::Receiver<bool>>,
+    groups: usize,
+}
+
+/// Deferred sync records and the positions they hold; one lock.
+#[derive(Debug)]
+pub struct Deferred {
+    inner: Mutex<Inner>,
+    /// Groups waiting, for whoever needs to know when every deferred record was judged.
+    waiting: watch::Sender<usize>,
+}
+
+impl Default for Deferred {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::default(),
+            waiting: watch::channel(0).0,
+        }
+    }
+}
+
+impl Deferred {
+    /// The number of groups waiting, as it changes.
+    pub fn watch(&self) -> watch::Receiver<usize> {
+        self.waiting.subscribe()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where a sync with `peer` starts: what this run reached past the saved position, or the
+    /// page a failed group must retry.
+    pub fn resume(&self, peer: PeerId, saved: u64) -> u64 {
+        let mut s = self.lock();
+        let mut at = saved.max(s.reached.get(&peer).copied().unwrap_or(0));
+        if let Some(retry) = s.retry.remove(&peer) {
+            at = at.min(retry);
+        }
+        at
+    }
+
+    /// Forgets how far this run reached with `peer` (its rules changed: start over).
+    pub fn restart(&self, peer: PeerId) {
+        let mut s = self.lock();
+        s.reached.remove(&peer);
+        s.retry.remove(&peer);
+    }
+
+    /// Notes that a sync with `peer` reached `at`; returns the position that may be saved:
+    /// `at`, or the first page start that still has records waiting.
+    pub fn reached(&self, peer: PeerId, at: u64) -> u64 {
+        let mut s = self.lock();
+        s.reached.insert(peer, at);
+        let held = s
+            .holding
+            .get(&peer)
+            .and_then(|h| h.keys().next().copied())
+            .unwrap_or(u64::MAX);
+        let retry = s.retry.get(&peer).copied().unwrap_or(u64::MAX);
+        at.min(held).min(retry)
+    }
+
+    /// Sends the next round with `peer` back to `page`.
+    pub fn retry_from(&self, peer: PeerId, page: u64) {
+        let mut s = self.lock();
+        let r = s.retry.entry(peer).or_insert(page);
+        *r = (*r).min(page);
+    }
+
+    /// Splits `records` into those to admit now and groups (per package, in order) to defer.
+    pub fn split(
+        &self,
+        state: &NodeState,
+        records: Vec<Record>,
+    ) -> (Vec<Record>, Vec<Vec<Record>>) {
+        let pending: Vec<String> = {
+            let s = self.lock();
+            s.names
+                .iter()
+                .filter(|(_, done)| !*done.borrow())
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
+        let mut now = Vec::new();
+        let mut groups: Vec<(String, Vec<Record>)> = Vec::new();
+        for record in records {
+            let name = record.body.package().canonical();
+            if let Some((_, g)) = groups.iter_mut().find(|(n, _)| *n == name) {
+                g.push(record);
+            } else if pending.contains(&name) || needs_fetch(state, &record) {
+                groups.push((name, vec![record]));
+            } else {
+                now.push(record);
+            }
+        }
+        (now, groups.into_iter().map(|(_, g)| g).collect())
+    }
+
+    /// Defers `group` (records of one package from the page starting at `page`), admitted by
+    /// `admit` after the groups of its package deferred before it. `false` when too many
+    /// groups wait: the caller retries the page next round.
+    pub fn defer<F, Fut>(
+        self: &Arc<Self>,
+        peer: PeerId,
+        page: u64,
+        group: Vec<Record>,
+        admit: F,
+    ) -> bool
+    where
+        F: FnOnce(Vec<Record>) -> Fut + Send + 'static,
+        Fut: Future<Output = bool> + Send,
+    {
+        let Some(first) = group.first() else {
+            return true;
+        };
+        let name = first.body.package().canonical();
+        let (done_tx, done_rx) = watch::channel(false);
+        let before = {
+            let mut s = self.lock();
+            if s.groups >= GROUPS {
+                return false;
+            }
+            s.groups += 1;
+            self.waiting.send_replace(s.groups);
+            *s.holding.entry(peer).or_default().entry(page).or_default() += 1;
+            s.names.insert(name.clone(), done_rx.clone())
+        };
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Some(mut before) = before {
+                // Ends when the earlier group is done or its task is gone.
+                let _ = before.wait_for(|done| *done).await;
+            }
+            let complete = admit(group).await;
+            let _ = done_tx.send(true);
+            let mut s = me.lock();
+            s.groups -= 1;
+            me.waiting.send_replace(s.groups);
+            if let Some(h) = s.holding.get_mut(&peer) {
+                if let Some(n) = h.get_mut(&page) {
+                    *n -= 1;
+                    if *n == 0 {
+                        h.remove(&page);
+                    }
+                }
+                if h.is_empty() {
+                    s.holding.remove(&peer);
+                }
+            }
+            if s.names.get(&name).is_some_and(|r| r.same_channel(&done_rx)) {
+                s.names.remove(&name);
+            }
+            if !complete {
+                let r = s.retry.entry(peer).or_insert(page);
+                *r = (*r).min(page);
+            }
+        });
+        true
+    }
+}
+
+/// Whether admitting `record` now would wait on a fetch: a manifest not held yet, under an
+/// eager rule, whose blob is not here.
+fn needs_fetch(state: &NodeState, record: &Record) -> bool {
+    let RecordBody::Manifest(m) = &record.body else {
+        return false;
+    };
+    if state.store.blobs().contains(&m.digest) || state.store.holds_exact(record).unwrap_or(false) {
+        return false;
+    }
+    state
+        .trust
+        .accepts(&peer_id(&record.origin), m.name.as_str())
+        == Some(BlobMode::Eager)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use niso_protocol::{
+        Arch, Digest, PackageName,
+        record::{ManifestBody, NodeSecret},
+    };
+    use tokio::sync::{mpsc, oneshot};
+
+    use super::*;
+
+    fn manifest(name: &str, seq: u64) -> Record {
+        Record::sign(
+            &NodeSecret::from_bytes(&[3; 32]),
+            seq,
+            1,
+            RecordBody::Manifest(ManifestBody {
+                name: PackageName::new(name).unwrap(),
+                version: format!("1.0.{seq}").parse().unwrap(),
+                arch: Arch::any(),
+                digest: Digest::of(name.as_bytes()),
+                size: 1,
+                description: String::new(),
+            }),
+        )
+    }
+
+    fn peer() -> PeerId {
+        libp2p::identity::Keypair::ed25519_from_bytes([1; 32])
+            .unwrap()
+            .public()
+            .to_peer_id()
+    }
+
+    #[tokio::test]
+    async fn a_waiting_group_holds_the_saved_position_and_a_failed_one_sends_the_next_round_back() {
+        let d = Arc::new(Deferred::default());
+        let p = peer();
+        let (release, released) = oneshot::channel::<bool>();
+        let (ended, mut end) = mpsc::channel(4);
+        let e1 = ended.clone();
+        assert!(
+            d.defer(p, 10, vec![manifest("big", 1)], move |_| async move {
+                let ok = released.await.unwrap_or(false);
+                e1.send(()).await.unwrap();
+                ok
+            })
+        );
+        assert_eq!(
+            d.reached(p, 50),
+            10,
+            "saved position held at the waiting page"
+        );
+        assert_eq!(
+            d.resume(p, 10),
+            50,
+            "this run pulls on from where it reached"
+        );
+        release.send(false).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), end.recv())
+            .await
+            .unwrap();
+        // The task updates the positions right after its admit returns, then the count.
+        let mut waiting = d.watch();
+        tokio::time::timeout(Duration::from_secs(10), waiting.wait_for(|n| *n == 0))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            d.resume(p, 10),
+            10,
+            "the failed group's page is pulled again"
+        );
+        assert_eq!(d.resume(p, 10), 50, "once");
+        assert_eq!(d.reached(p, 60), 60, "nothing holds the position any more");
+    }
+
+    async fn next(order: &mut mpsc::Receiver<u32>) -> Option<u32> {
+        tokio::time::timeout(Duration::from_secs(10), order.recv())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn groups_of_one_package_are_admitted_in_order() {
+        let d = Arc::new(Deferred::default());
+        let p = peer();
+        let (release, released) = oneshot::channel::<()>();
+        let (order_tx, mut order) = mpsc::channel(4);
+        let first = order_tx.clone();
+        d.defer(p, 0, vec![manifest("pkg", 1)], move |_| async move {
+            let _ = released.await;
+            first.send(1).await.unwrap();
+            true
+        });
+        let second = order_tx.clone();
+        d.defer(p, 5, vec![manifest("pkg", 2)], move |_| async move {
+            second.send(2).await.unwrap();
+            true
+        });
+        let other = order_tx.clone();
+        d.defer(p, 5, vec![manifest("other", 3)], move |_| async move {
+            other.send(3).await.unwrap();
+            true
+        });
+        assert_eq!(
+            next(&mut order).await,
+            Some(3),
+            "another package does not wait"
+        );
+        release.send(()).unwrap();
+        assert_eq!(next(&mut order).await, Some(1));
+        assert_eq!(
+            next(&mut order).await,
+            Some(2),
+            "the same package waits its turn"
+        );
+    }
+}
