@@ -1,11 +1,7 @@
 //! The client configuration file: named registries with URL, key and the default flag.
 //! `niso.dev` is built in and is the default until another registry is marked default.
 
-use std::{
-    collections::BTreeMap,
-    io::Write,
-    path::{Path, PathBuf},
-};
+use std::{collections::BTreeMap, path::Path};
 
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
@@ -61,24 +57,8 @@ impl ClientConfig {
 
     /// Writes the file atomically with mode 0600: it holds API keys.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("could not create {}", dir.display()))?;
         let text = toml::to_string_pretty(self).context("could not encode the configuration")?;
-        let tmp: PathBuf = path.with_extension("toml.tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("could not write {}", tmp.display()))?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("could not replace {}", path.display()))?;
-        Ok(())
+        crate::private_file::write(path, text.as_bytes())
     }
 
     pub fn default_name(&self) -> &str {

@@ -16,6 +16,7 @@ mod failpoints;
 mod installed;
 mod local_store;
 mod pending_upload;
+mod private_file;
 mod progress;
 mod registry_client;
 mod resolved;

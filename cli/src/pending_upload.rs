@@ -6,10 +6,7 @@
 //! is only a hint: it is checked against what is being pushed when read, a bad one is
 //! ignored, and the registry has the last word on whether the upload still exists.
 
-use std::{
-    io::Write,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
@@ -61,25 +58,9 @@ impl PendingUpload {
 
     /// Records the upload so a later push can resume it (atomically, mode 0600).
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
         let path = Self::path(dir, &self.registry, &self.package, &self.digest);
-        let parent = path.parent().unwrap_or(dir);
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("could not create {}", parent.display()))?;
-        let tmp = path.with_extension("toml.tmp");
         let text = toml::to_string(self).context("could not encode the pending upload")?;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("could not write {}", tmp.display()))?;
-        f.write_all(text.as_bytes())
-            .and_then(|()| f.sync_all())
-            .with_context(|| format!("could not write {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path)
-            .with_context(|| format!("could not replace {}", path.display()))
+        crate::private_file::write(&path, text.as_bytes())
     }
 
     /// Forgets the upload: it finished, was cancelled, or the registry no longer has it.

@@ -317,10 +317,10 @@ async fn recover_writes(state: Arc<NodeState>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if state.store.write_health().failing().is_some() {
-            if let Err(error) = state.store.probe_writes().await {
-                tracing::debug!(%error, "writes still failing");
-            }
+        if state.store.write_health().failing().is_some()
+            && let Err(error) = state.store.probe_writes().await
+        {
+            tracing::debug!(%error, "writes still failing");
         }
     }
 }

@@ -294,10 +294,11 @@ fn check_declared_files(meta: &PackageMeta, tree: &Tree) -> Result<(), ArchiveEr
     if let Some(missing) = meta.bin.iter().find(|p| !present(p)) {
         return Err(ArchiveError::MissingBin(missing.clone()));
     }
-    if let Some(service) = &meta.service {
-        if service.command.contains('/') && !present(&service.command) {
-            return Err(ArchiveError::MissingServiceCommand(service.command.clone()));
-        }
+    if let Some(service) = &meta.service
+        && service.command.contains('/')
+        && !present(&service.command)
+    {
+        return Err(ArchiveError::MissingServiceCommand(service.command.clone()));
     }
     Ok(())
 }

@@ -313,8 +313,17 @@ impl WriteDeadline {
         }
     }
 
-    /// On a pending write: arms the deadline, and fails the write once it has passed.
-    fn pending<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
+    /// A write that moved disarms the deadline; a pending one arms it, and fails once it
+    /// has passed.
+    fn settle<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if polled.is_ready() {
+            self.timer = None;
+            return polled;
+        }
         let idle = self.idle;
         let timer = self
             .timer
@@ -345,13 +354,8 @@ impl tokio::io::AsyncWrite for WriteDeadline {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Pending => self.pending(cx),
-            ready => {
-                self.timer = None;
-                ready
-            }
-        }
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.settle(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -359,13 +363,8 @@ impl tokio::io::AsyncWrite for WriteDeadline {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Pending => self.pending(cx),
-            ready => {
-                self.timer = None;
-                ready
-            }
-        }
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.settle(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -373,13 +372,8 @@ impl tokio::io::AsyncWrite for WriteDeadline {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match Pin::new(&mut self.inner).poll_flush(cx) {
-            Poll::Pending => self.pending(cx),
-            ready => {
-                self.timer = None;
-                ready
-            }
-        }
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.settle(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

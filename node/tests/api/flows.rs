@@ -335,33 +335,15 @@ async fn uploads_resume_at_the_reported_offset() {
         .expect(StatusCode::OK);
     assert_eq!(status.json()["offset"], half);
     let wrong = node
-        .call(
-            Method::PATCH,
-            &format!("/v1/uploads/{id}"),
-            Some(&k),
-            Some(Body::from(bytes[1..].to_vec())),
-            &[("upload-offset", "1".into())],
-        )
+        .patch_upload(&k, &id, bytes[1..].to_vec(), "1".into())
         .await;
     assert_eq!(wrong.expect(StatusCode::CONFLICT).code(), "offset_mismatch");
-    node.call(
-        Method::PATCH,
-        &format!("/v1/uploads/{id}"),
-        Some(&k),
-        Some(Body::from(bytes[half..].to_vec())),
-        &[("upload-offset", half.to_string())],
-    )
-    .await
-    .expect(StatusCode::OK);
-    node.call(
-        Method::PUT,
-        &format!("/v1/uploads/{id}?digest={}", Digest::of(&bytes)),
-        Some(&k),
-        None,
-        &[],
-    )
-    .await
-    .expect(StatusCode::CREATED);
+    node.patch_upload(&k, &id, bytes[half..].to_vec(), half.to_string())
+        .await
+        .expect(StatusCode::OK);
+    node.finish_upload(&k, &id, Digest::of(&bytes))
+        .await
+        .expect(StatusCode::CREATED);
     node.get(&format!("/v1/uploads/{id}"), Some(&k))
         .await
         .expect(StatusCode::NOT_FOUND);

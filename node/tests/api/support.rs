@@ -199,17 +199,28 @@ impl TestNode {
         }
         let id = created.json()["id"].as_str().unwrap().to_owned();
         let patched = self
-            .call(
-                Method::PATCH,
-                &format!("/v1/uploads/{id}"),
-                Some(key),
-                Some(Body::from(bytes.to_vec())),
-                &[("upload-offset", "0".into())],
-            )
+            .patch_upload(key, &id, bytes.to_vec(), "0".into())
             .await;
         if patched.status != StatusCode::OK {
             return patched;
         }
+        self.finish_upload(key, &id, digest).await
+    }
+
+    /// `PATCH /v1/uploads/{id}` with `bytes` at `offset`.
+    pub async fn patch_upload(&self, key: &str, id: &str, bytes: Vec<u8>, offset: String) -> Reply {
+        self.call(
+            Method::PATCH,
+            &format!("/v1/uploads/{id}"),
+            Some(key),
+            Some(Body::from(bytes)),
+            &[("upload-offset", offset)],
+        )
+        .await
+    }
+
+    /// `PUT /v1/uploads/{id}?digest=…`: finish the upload as `digest`.
+    pub async fn finish_upload(&self, key: &str, id: &str, digest: Digest) -> Reply {
         self.call(
             Method::PUT,
             &format!("/v1/uploads/{id}?digest={digest}"),

@@ -71,15 +71,9 @@ async fn abandoned_uploads_expire_in_the_background_and_free_the_key() {
     let k = node.admin.clone();
     // Three pushes killed mid-way: one sent some bytes, two never got that far.
     let first = open(&node, &k, "app").await;
-    node.call(
-        Method::PATCH,
-        &format!("/v1/uploads/{first}"),
-        Some(&k),
-        Some(Body::from(vec![7u8; 1000])),
-        &[("upload-offset", "0".into())],
-    )
-    .await
-    .expect(StatusCode::OK);
+    node.patch_upload(&k, &first, vec![7u8; 1000], "0".into())
+        .await
+        .expect(StatusCode::OK);
     open(&node, &k, "app").await;
     open(&node, &k, "app").await;
     assert_eq!(
@@ -212,15 +206,9 @@ async fn keys_see_and_cancel_only_their_own_uploads() {
     let a = open(&node, &alice, "app").await;
     let b1 = open(&node, &bob, "app").await;
     let b2 = open(&node, &bob, "lib").await;
-    node.call(
-        Method::PATCH,
-        &format!("/v1/uploads/{b1}"),
-        Some(&bob),
-        Some(Body::from(vec![1u8; 1234])),
-        &[("upload-offset", "0".into())],
-    )
-    .await
-    .expect(StatusCode::OK);
+    node.patch_upload(&bob, &b1, vec![1u8; 1234], "0".into())
+        .await
+        .expect(StatusCode::OK);
 
     assert_eq!(ids(&listed(&node, &alice).await), vec![a.clone()]);
     let mut bobs = vec![b1.clone(), b2.clone()];
@@ -248,15 +236,9 @@ async fn keys_see_and_cancel_only_their_own_uploads() {
         .await
         .expect(StatusCode::NOT_FOUND);
     }
-    node.call(
-        Method::PATCH,
-        &format!("/v1/uploads/{b1}"),
-        Some(&alice),
-        Some(Body::from(vec![2u8; 10])),
-        &[("upload-offset", "1234".into())],
-    )
-    .await
-    .expect(StatusCode::NOT_FOUND);
+    node.patch_upload(&alice, &b1, vec![2u8; 10], "1234".into())
+        .await
+        .expect(StatusCode::NOT_FOUND);
     assert_eq!(listed(&node, &bob).await.len(), 2, "bob's uploads survive");
 
     node.call(
@@ -324,23 +306,11 @@ async fn a_silent_patch_sender_loses_its_lease_and_keeps_its_bytes() {
         .await
         .expect(StatusCode::OK);
     assert_eq!(status.json()["offset"], sent);
-    node.call(
-        Method::PATCH,
-        &format!("/v1/uploads/{id}"),
-        Some(&k),
-        Some(Body::from(bytes[sent..].to_vec())),
-        &[("upload-offset", sent.to_string())],
-    )
-    .await
-    .expect(StatusCode::OK);
-    node.call(
-        Method::PUT,
-        &format!("/v1/uploads/{id}?digest={}", Digest::of(&bytes)),
-        Some(&k),
-        None,
-        &[],
-    )
-    .await
-    .expect(StatusCode::CREATED);
+    node.patch_upload(&k, &id, bytes[sent..].to_vec(), sent.to_string())
+        .await
+        .expect(StatusCode::OK);
+    node.finish_upload(&k, &id, Digest::of(&bytes))
+        .await
+        .expect(StatusCode::CREATED);
     drop(tx);
 }
