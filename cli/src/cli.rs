@@ -254,7 +254,8 @@ Examples:\n  niso registry serve\n  niso registry serve --listen 0.0.0.0:5000 --
         /// A label for the key.
         #[arg(long)]
         name: String,
-        /// When the key stops working: a duration (`30d`, `12h`, `2w`) or a date (`2027-01-31`).
+        /// When the key stops working: a duration (`30m` minutes, `12h`, `30d`, `2w`) or a
+        /// date (`2027-01-31`, UTC midnight).
         #[arg(long)]
         expires: Option<String>,
     },

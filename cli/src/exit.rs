@@ -88,6 +88,19 @@ pub fn hint(err: &anyhow::Error, env_key: bool) -> Option<String> {
     }
     let e = client_error(err)?;
     match (e.status(), e) {
+        // rustls reading a plain-HTTP answer as a TLS record.
+        (None, ClientError::Unreachable { url, .. })
+            if url.starts_with("https://")
+                && err.chain().any(|c| {
+                    let text = c.to_string();
+                    text.contains("InvalidContentType") || text.contains("corrupt message")
+                }) =>
+        {
+            Some(format!(
+                "{url} answered, but not over TLS; if it is a plain-HTTP registry (as `niso registry serve` is), use http://{}",
+                url.trim_start_matches("https://")
+            ))
+        }
         (None, ClientError::Unreachable { url, .. }) => Some(format!(
             "is the registry running? Start one with `niso registry serve`, or pick another with --registry (tried {url})"
         )),

@@ -46,6 +46,7 @@ pub fn span(ms: u64) -> String {
 /// `30d`, `12h`, `2w`, `45m` from now, or a date `2027-01-31` (midnight UTC), as epoch ms.
 pub fn expiry(spec: &str, now_ms: u64) -> anyhow::Result<u64> {
     let spec = spec.trim();
+    let shapes = "a duration such as 30m (minutes), 12h, 30d or 2w, or a date such as 2027-01-31";
     if let Some(unit) = spec.chars().last().filter(char::is_ascii_alphabetic) {
         let number = &spec[..spec.len() - 1];
         if let Ok(n) = number.parse::<u64>() {
@@ -54,19 +55,31 @@ pub fn expiry(spec: &str, now_ms: u64) -> anyhow::Result<u64> {
                 'h' => 3600,
                 'd' => 86_400,
                 'w' => 7 * 86_400,
-                _ => bail!("unknown unit `{unit}` in `{spec}`; use m, h, d or w"),
+                'M' | 'y' => bail!(
+                    "`{spec}`: months and years are not units here (m is minutes); write days, e.g. {}d",
+                    n.saturating_mul(if unit == 'M' { 30 } else { 365 })
+                ),
+                _ => bail!("unknown unit `{unit}` in `{spec}`; use m (minutes), h, d or w"),
             };
             return Ok(now_ms.saturating_add(n.saturating_mul(secs).saturating_mul(1000)));
         }
     }
-    let date: jiff::civil::Date = spec.parse().with_context(|| {
-        format!("`{spec}` is neither a duration like 30d nor a date like 2027-01-31")
-    })?;
+    // Only something shaped like a date gets the date parser's own complaint.
+    if !spec.starts_with(|c: char| c.is_ascii_digit()) {
+        bail!("`{spec}` is not an expiry: use {shapes}");
+    }
+    let date: jiff::civil::Date = spec
+        .parse()
+        .with_context(|| format!("`{spec}` is not an expiry: use {shapes}"))?;
     let ts = date
         .to_zoned_datetime(jiff::tz::TimeZone::UTC)
         .context("date out of range")?
         .timestamp();
-    u64::try_from(ts.as_millisecond()).context("date before 1970")
+    let ms = u64::try_from(ts.as_millisecond()).context("date before 1970")?;
+    if ms <= now_ms {
+        bail!("`{spec}` is in the past: a key that expires then would never work");
+    }
+    Ok(ms)
 }
 
 #[cfg(test)]
@@ -96,7 +109,19 @@ mod tests {
         assert_eq!(date(1_776_000_000_000), "2026-04-12");
         assert_eq!(expiry("2d", 1000).unwrap(), 1000 + 2 * 86_400_000);
         assert_eq!(expiry("1970-01-02", 0).unwrap(), 86_400_000);
-        assert!(expiry("soon", 0).is_err());
-        assert!(expiry("3y", 0).is_err());
+        let message = |spec: &str, now: u64| format!("{:#}", expiry(spec, now).unwrap_err());
+        assert_eq!(
+            message("yesterday", 0),
+            "`yesterday` is not an expiry: use a duration such as 30m (minutes), 12h, 30d or 2w, or a date such as 2027-01-31"
+        );
+        assert_eq!(
+            message("3y", 0),
+            "`3y`: months and years are not units here (m is minutes); write days, e.g. 1095d"
+        );
+        assert_eq!(
+            message("1970-01-02", 86_400_000),
+            "`1970-01-02` is in the past: a key that expires then would never work"
+        );
+        assert_eq!(expiry("1m", 0).unwrap(), 60_000, "m is minutes");
     }
 }

@@ -150,3 +150,41 @@ fn a_registry_whose_port_is_taken_leaves_nothing_behind() {
     );
     assert!(!data.exists(), "no data dir or admin key was created");
 }
+
+#[test]
+fn logging_in_where_nothing_answers_or_tls_meets_plain_http() {
+    let user = Sandbox::new();
+    let key = niso_protocol::api_key::ApiKey::generate(&mut |b| b.fill(3));
+
+    // Nothing listens: the key was never judged.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let stderr = user.fails(&["login", &url, "--key", key.expose()], 6);
+    assert!(
+        stderr.contains(&format!("could not log in to {url}"))
+            && !stderr.contains("did not accept"),
+        "{stderr}"
+    );
+
+    // https:// to a server that answers in plain HTTP.
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = plain.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in plain.incoming().take(4) {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let stderr = user.fails(
+        &["login", &format!("https://{addr}"), "--key", key.expose()],
+        6,
+    );
+    assert!(
+        stderr.contains(&format!("answered, but not over TLS; if it is a plain-HTTP registry (as `niso registry serve` is), use http://{addr}")),
+        "{stderr}"
+    );
+}

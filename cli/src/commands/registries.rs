@@ -6,7 +6,7 @@ use niso_protocol::api_key::ApiKey;
 use crate::{
     client_config::{ClientConfig, Target, is_url, normalize_url},
     context::Context,
-    registry_client::RegistryClient,
+    registry_client::{ClientError, RegistryClient},
     table,
 };
 
@@ -27,10 +27,17 @@ pub async fn login(
         url: url.clone(),
         key: Some(key.to_owned()),
     });
-    let me = client
-        .whoami()
-        .await
-        .with_context(|| format!("the registry at {url} did not accept the key"))?;
+    let me = match client.whoami().await {
+        Ok(me) => me,
+        // Nothing answered: the key was never judged, so do not say it was refused.
+        Err(e @ ClientError::Unreachable { .. }) => {
+            return Err(anyhow::Error::new(e).context(format!("could not log in to {url}")));
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e)
+                .context(format!("the registry at {url} did not accept the key")));
+        }
+    };
     let mut config = ClientConfig::load(&ctx.config_path)?;
     let existing = config
         .all()

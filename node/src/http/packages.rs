@@ -260,6 +260,22 @@ pub async fn resolve_ref(
     principal.require(Action::Pull, name.as_str())?;
     let arch = query.arch.as_deref().map(parse_arch).transpose()?;
     let rows = state.store.versions(name.as_str())?;
+    // An exact version that is gone for good says so, rather than "no such version".
+    if let Some(version) = query
+        .reference
+        .as_deref()
+        .and_then(|r| Version::parse(r).ok())
+        && !rows.iter().any(|r| r.version == version)
+        && state
+            .store
+            .was_deleted(name.as_str(), &version, arch.as_ref())?
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "version_deleted",
+            format!("{name} {version} was deleted; deleted versions never come back, pick another"),
+        ));
+    }
     if rows.is_empty() {
         return Err(not_found(name.as_str()));
     }

@@ -157,6 +157,27 @@ fn prepare_delete(
             Some(a) => format!("{name} {version} ({a})"),
             None => format!("{name} {version}"),
         };
+        let tombstones = txn.open_table(TOMBSTONES).map_err(db)?;
+        let deleted = match &arch {
+            Some(a) => {
+                let key = version_key(name.as_str(), &version.to_string(), a.as_str());
+                tombstones.get(key.as_str()).map_err(db)?.is_some()
+            }
+            None => {
+                let from = version_key(name.as_str(), &version.to_string(), "");
+                let to = format!("{name}\0{version}\u{1}");
+                tombstones
+                    .range(from.as_str()..to.as_str())
+                    .map_err(db)?
+                    .next()
+                    .is_some()
+            }
+        };
+        if deleted {
+            return Err(ChangeError::NotFound(format!(
+                "{what} was deleted already; deleted versions stay deleted"
+            )));
+        }
         return Err(ChangeError::NotFound(format!("{what} does not exist")));
     }
     let tags = tags_from(&txn.open_table(TAGS).map_err(db)?, name.as_str())?;

@@ -76,6 +76,27 @@ impl Store {
         })
     }
 
+    /// Whether a build of `name` `version` was deleted: of `arch`, or of any architecture.
+    pub fn was_deleted(
+        &self,
+        name: &str,
+        version: &Version,
+        arch: Option<&Arch>,
+    ) -> Result<bool, StoreError> {
+        let Some(arch) = arch else {
+            let from = version_key(name, &version.to_string(), "");
+            let to = format!("{name}\0{version}\u{1}");
+            return self.read(|txn| {
+                let t = txn.open_table(TOMBSTONES).map_err(db)?;
+                Ok(t.range(from.as_str()..to.as_str())
+                    .map_err(db)?
+                    .next()
+                    .is_some())
+            });
+        };
+        self.is_deleted(name, version, arch)
+    }
+
     /// Every live version of a package, newest first.
     pub fn versions(&self, name: &str) -> Result<Vec<VersionRow>, StoreError> {
         self.read(|txn| versions_in(txn, name))

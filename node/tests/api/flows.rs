@@ -221,15 +221,35 @@ async fn deletion_is_permanent() {
         .await
         .expect(StatusCode::CONFLICT);
     assert_eq!(r.code(), "version_deleted");
-    node.call(
-        Method::DELETE,
-        "/v1/packages/gone/versions/1.0.0",
-        Some(&k),
-        None,
-        &[],
-    )
-    .await
-    .expect(StatusCode::NOT_FOUND);
+    let again = node
+        .call(
+            Method::DELETE,
+            "/v1/packages/gone/versions/1.0.0",
+            Some(&k),
+            None,
+            &[],
+        )
+        .await
+        .expect(StatusCode::NOT_FOUND);
+    assert!(
+        String::from_utf8_lossy(&again.body).contains("gone 1.0.0 was deleted already"),
+        "deleting twice says it was deleted: {}",
+        String::from_utf8_lossy(&again.body)
+    );
+    // Resolving it says so too, for a pull.
+    let pulled = node
+        .get("/v1/packages/gone/resolve?ref=1.0.0&arch=x86_64", Some(&k))
+        .await
+        .expect(StatusCode::NOT_FOUND);
+    assert_eq!(pulled.code(), "version_deleted");
+    assert!(
+        pulled.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("gone 1.0.0 was deleted"),
+        "{}",
+        pulled.json()
+    );
 }
 
 #[tokio::test]
