@@ -56,9 +56,69 @@ impl ClientConfig {
     }
 
     /// Writes the file atomically with mode 0600: it holds API keys.
+    ///
+    /// The file is edited, not regenerated: the user's comments, order and layout stay, and
+    /// only the values that changed are written.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        let text = toml::to_string_pretty(self).context("could not encode the configuration")?;
-        crate::private_file::write(path, text.as_bytes())
+        let mut doc = match std::fs::read_to_string(path) {
+            Ok(text) => text
+                .parse::<toml_edit::DocumentMut>()
+                .with_context(|| format!("client configuration {} is not valid", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml_edit::DocumentMut::new(),
+            Err(e) => return Err(e).with_context(|| format!("could not read {}", path.display())),
+        };
+        self.edit(&mut doc);
+        crate::private_file::write(path, doc.to_string().as_bytes())
+    }
+
+    /// Makes `doc` say what `self` says, touching only what differs.
+    fn edit(&self, doc: &mut toml_edit::DocumentMut) {
+        use toml_edit::{Item, Table, value};
+        match &self.default {
+            Some(name) if doc.get("default").and_then(Item::as_str) != Some(name) => {
+                doc["default"] = value(name.as_str());
+            }
+            Some(_) => {}
+            None => {
+                doc.remove("default");
+            }
+        }
+        let registries = doc.entry("registries").or_insert_with(|| {
+            let mut t = Table::new();
+            t.set_implicit(true);
+            Item::Table(t)
+        });
+        let Some(registries) = registries.as_table_like_mut() else {
+            return;
+        };
+        let stale: Vec<String> = registries
+            .iter()
+            .map(|(k, _)| k.to_owned())
+            .filter(|k| !self.registries.contains_key(k))
+            .collect();
+        for name in stale {
+            registries.remove(&name);
+        }
+        for (name, entry) in &self.registries {
+            let item = registries
+                .entry(name)
+                .or_insert_with(|| Item::Table(Table::new()));
+            let Some(t) = item.as_table_like_mut() else {
+                continue;
+            };
+            if t.get("url").and_then(Item::as_str) != Some(entry.url.as_str()) {
+                t.insert("url", value(entry.url.as_str()));
+            }
+            match &entry.key {
+                Some(key) if t.get("key").and_then(Item::as_str) != Some(key.as_str()) => {
+                    t.insert("key", value(key.as_str()));
+                }
+                Some(_) => {}
+                None => {
+                    t.remove("key");
+                }
+            }
+        }
     }
 
     pub fn default_name(&self) -> &str {
@@ -266,6 +326,34 @@ mod tests {
         assert!(c.target(Some("nope"), None).is_err());
         c.remove("private").unwrap();
         assert_eq!(c.default_name(), BUILTIN_NAME);
+    }
+
+    #[test]
+    fn saving_keeps_the_users_comments_and_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let original = "# my registries\ndefault = \"work\"\n\n[registries.work]\n# the office one\nurl = \"https://work.example\"\n\n[registries.old]\nurl = \"https://old.example\"\n";
+        std::fs::write(&path, original).unwrap();
+        let mut c = ClientConfig::load(&path).unwrap();
+        c.remove("old").unwrap();
+        c.add("home", "https://home.example", None, false).unwrap();
+        c.save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with("# my registries\ndefault = \"work\"\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("[registries.work]\n# the office one\nurl"),
+            "{text}"
+        );
+        assert!(!text.contains("old.example"), "{text}");
+        let again = ClientConfig::load(&path).unwrap();
+        assert_eq!(again, c, "the file says what the model says:\n{text}");
+        // A first save into no file at all.
+        let fresh = dir.path().join("new.toml");
+        c.save(&fresh).unwrap();
+        assert_eq!(ClientConfig::load(&fresh).unwrap(), c);
     }
 
     #[test]
