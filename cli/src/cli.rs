@@ -65,8 +65,10 @@ pub enum Command {
     },
     /// Upload a package file.
     #[command(
-        after_help = "Ctrl-C cancels the upload on the registry. A push killed without that chance \
-resumes where it stopped when the same file is pushed to the same registry again.\n\n\
+        after_help = "A broken connection is retried from the offset the registry reports, and a \
+registry that restarts is waited for (up to 60 s). A push stopped for good (Ctrl-C, killed) \
+resumes where it stopped when the same file is pushed to the same registry again; \
+`niso registry uploads --cancel ID` discards an upload instead.\n\n\
 Examples:\n  niso push my-api-1.0.0-x86_64.niso\n  niso push my-api-1.0.0-x86_64.niso --registry private"
     )]
     Push {

@@ -1,7 +1,10 @@
 //! What a command may know about its surroundings. `main` fills it from the environment, so no
 //! other code reads environment variables.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
+
+/// How long a transfer may go without a byte before the command gives up on the connection.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -26,6 +29,9 @@ pub struct Context {
     pub systemd: bool,
     /// `NISO_FAILPOINTS`, for crash and fault tests.
     pub failpoints: Vec<String>,
+    /// `NISO_STALL_TIMEOUT_SECS`: how long a download may receive nothing before this
+    /// connection is given up on ([`DEFAULT_STALL_TIMEOUT`] unless set).
+    pub stall_timeout: Duration,
 }
 
 impl Context {

@@ -28,6 +28,15 @@ pub struct Usage(pub String);
 #[error("{0}")]
 pub struct VerificationFailed(pub String);
 
+/// A transfer stopped (a broken or silent connection) after the command's own retries; running
+/// the command again resumes it.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct TransferStopped {
+    pub message: String,
+    pub hint: String,
+}
+
 /// A registry error with a suggestion for the user (shown as `niso: hint:`).
 #[derive(Debug, thiserror::Error)]
 #[error("{source}")]
@@ -59,6 +68,9 @@ pub fn code(err: &anyhow::Error) -> u8 {
     }) {
         return USAGE;
     }
+    if err.chain().any(|e| e.is::<TransferStopped>()) {
+        return UNREACHABLE;
+    }
     match client_error(err) {
         Some(ClientError::Unreachable { .. }) => UNREACHABLE,
         Some(e) => match (e.status(), e.code()) {
@@ -79,6 +91,12 @@ pub fn code(err: &anyhow::Error) -> u8 {
 pub fn hint(err: &anyhow::Error, env_key: bool) -> Option<String> {
     if let Some(h) = err.chain().find_map(|e| e.downcast_ref::<Hinted>()) {
         return Some(h.hint.clone());
+    }
+    if let Some(t) = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<TransferStopped>())
+    {
+        return Some(t.hint.clone());
     }
     if err.chain().any(|e| e.is::<Refused>()) {
         return Some(

@@ -38,7 +38,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let serving = matches!(cli.command, Command::Registry(RegistryCommand::Serve(_)));
     init_tracing(cli.global.verbose, serving);
-    let ctx = context_from_env(&cli);
+    let ctx = match context_from_env(&cli) {
+        Ok(ctx) => ctx,
+        Err(message) => {
+            eprintln!("niso: error: {message}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -121,8 +127,19 @@ fn init_tracing(verbose: u8, serving: bool) {
         .init();
 }
 
-fn context_from_env(cli: &Cli) -> Context {
+fn context_from_env(cli: &Cli) -> Result<Context, String> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let stall_timeout = match var("NISO_STALL_TIMEOUT_SECS") {
+        None => context::DEFAULT_STALL_TIMEOUT,
+        Some(v) => match v.parse::<u64>() {
+            Ok(secs) if secs > 0 => std::time::Duration::from_secs(secs),
+            _ => {
+                return Err(format!(
+                    "NISO_STALL_TIMEOUT_SECS must be a whole number of seconds above 0, not {v:?}"
+                ));
+            }
+        },
+    };
     let home = var("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
@@ -135,7 +152,7 @@ fn context_from_env(cli: &Cli) -> Context {
     let state_home = var("XDG_STATE_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| home.join(".local/state"));
-    Context {
+    Ok(Context {
         config_path: config_home.join("niso/config.toml"),
         path_dirs: std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).collect())
@@ -151,5 +168,6 @@ fn context_from_env(cli: &Cli) -> Context {
         failpoints: var("NISO_FAILPOINTS")
             .map(|v| v.split(',').map(str::to_owned).collect())
             .unwrap_or_default(),
-    }
+        stall_timeout,
+    })
 }

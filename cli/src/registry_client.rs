@@ -45,6 +45,12 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// The registry itself is not answering, as opposed to answering no: it is down or
+    /// restarting, the connection broke, or a proxy in front of it says so.
+    pub fn is_away(&self) -> bool {
+        matches!(self, Self::Unreachable { .. }) || matches!(self.status(), Some(502..=504))
+    }
 }
 
 /// What opening an upload gave.

@@ -8,6 +8,7 @@
 
 mod airgap;
 mod archives;
+mod bad_network;
 mod cli;
 mod crash;
 mod federation;

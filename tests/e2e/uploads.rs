@@ -1,6 +1,6 @@
-//! Interrupted pushes: a killed push resumes its own upload when run again, Ctrl-C cancels
-//! the upload on the registry, bytes already published need no upload slot, and
-//! `niso registry uploads` lists and cancels per key.
+//! Interrupted pushes: a killed or Ctrl-C'd push resumes its own upload when run again, bytes
+//! already published need no upload slot, and `niso registry uploads` lists and cancels per
+//! key.
 
 use std::{
     os::unix::process::ExitStatusExt,
@@ -11,14 +11,14 @@ use std::{
 
 use niso_tests::{Sandbox, Server, http_get, random_package};
 
-const WAIT: Duration = Duration::from_secs(60);
+pub(crate) const WAIT: Duration = Duration::from_secs(60);
 
-fn login(user: &Sandbox, node: &Server) {
+pub(crate) fn login(user: &Sandbox, node: &Server) {
     user.ok(&["login", &node.url, "--key", &node.admin_key(), "--default"]);
 }
 
 /// `niso registry uploads --json` as `key` (the logged-in key when `None`).
-fn uploads(user: &Sandbox, key: Option<&str>) -> Vec<serde_json::Value> {
+pub(crate) fn uploads(user: &Sandbox, key: Option<&str>) -> Vec<serde_json::Value> {
     let mut cmd = user.command();
     if let Some(k) = key {
         cmd.env("NISO_KEY", k);
@@ -41,7 +41,7 @@ fn uploads(user: &Sandbox, key: Option<&str>) -> Vec<serde_json::Value> {
 
 /// Polls `check` until it holds or `WAIT` passes.
 #[track_caller]
-fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -50,7 +50,7 @@ fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 /// The node's `niso_upload_bytes_total`: package bytes it has received, over all pushes.
-fn upload_bytes(node: &Server) -> u64 {
+pub(crate) fn upload_bytes(node: &Server) -> u64 {
     let (_, body) = http_get(&node.url, "/metrics").unwrap();
     body.lines()
         .find_map(|l| l.strip_prefix("niso_upload_bytes_total "))
@@ -73,7 +73,7 @@ fn push_with_failpoint(user: &Sandbox, file: &Path, failpoint: &str, key: Option
         .unwrap()
 }
 
-fn pending_records(user: &Sandbox) -> Vec<PathBuf> {
+pub(crate) fn pending_records(user: &Sandbox) -> Vec<PathBuf> {
     match std::fs::read_dir(user.path().join(".local/state/niso/uploads")) {
         Ok(dir) => dir.map(|e| e.unwrap().path()).collect(),
         Err(_) => Vec::new(),
@@ -136,11 +136,12 @@ fn a_killed_push_resumes_its_own_upload_and_sends_only_the_rest() {
 }
 
 #[test]
-fn ctrl_c_cancels_the_upload_and_leaves_nothing_behind() {
+fn ctrl_c_keeps_the_upload_and_the_next_push_resumes_it() {
     let user = Sandbox::new();
     let node = Server::start(&user, &user.path().join("node"), &[], &[]);
     login(&user, &node);
     let file = random_package(&user, "stuck", 4, 0x5eed_0a12);
+    let size = std::fs::metadata(&file).unwrap().len();
 
     // A push that hangs half-way, its request still open on the node.
     let push = user
@@ -162,20 +163,41 @@ fn ctrl_c_cancels_the_upload_and_leaves_nothing_behind() {
     let out = push.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let left = uploads(&user, None);
+    assert_eq!(
+        left.len(),
+        1,
+        "the upload stays for the next push: {left:?}"
+    );
+    let id = left[0]["id"].as_str().unwrap().to_owned();
     assert!(
-        stderr.contains("niso: error: interrupted; the upload was cancelled"),
+        stderr.contains("niso: error: interrupted after")
+            && stderr.contains("push the same file again to resume")
+            && stderr.contains(&format!("niso registry uploads --cancel {id}")),
         "{stderr}"
     );
-    assert!(uploads(&user, None).is_empty(), "nothing left on the node");
+    assert_eq!(pending_records(&user).len(), 1, "the client remembers it");
+    wait_until("the node to take in the interrupted push's bytes", || {
+        upload_bytes(&node) > 0
+    });
+    let first = upload_bytes(&node);
+    assert!(first < size);
+
+    let out = user.command().arg("push").arg(&file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
     assert!(
-        std::fs::read_dir(node.data_dir.join("uploads"))
-            .unwrap()
-            .next()
-            .is_none()
+        stderr.contains("Resuming the upload of stuck 1.0.0"),
+        "{stderr}"
     );
-    assert!(pending_records(&user).is_empty(), "nothing left to resume");
-    let out = user.ok(&["push", file.to_str().unwrap()]);
-    assert!(out.contains("Uploaded stuck 1.0.0"), "{out}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Uploaded stuck 1.0.0"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(upload_bytes(&node), size, "no byte was sent twice");
+    assert!(uploads(&user, None).is_empty(), "nothing left on the node");
+    assert!(pending_records(&user).is_empty());
 }
 
 #[test]

@@ -8,8 +8,10 @@
 )]
 
 pub mod fake_registry;
+pub mod proxy;
 
 pub use fake_registry::FakeRegistry;
+pub use proxy::{Fault, Proxy};
 
 use std::{
     io::{BufRead, BufReader},

@@ -1,7 +1,10 @@
 //! `niso pull NAME[:REF]`: resolve, download (resuming a partial file), verify the digest, and
 //! keep the package in the local store.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{Context as _, bail};
 use futures::StreamExt;
@@ -10,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::{
     context::Context,
-    exit::{Hinted, VerificationFailed},
+    exit::{Hinted, TransferStopped, VerificationFailed},
     local_store::{claimed_meta, digest_of, package_path},
     progress,
     registry_client::{ClientError, RegistryClient},
@@ -231,24 +234,134 @@ async fn check_claim(path: &Path, resolved: &ResolvedPackage) -> anyhow::Result<
     Ok(())
 }
 
-/// Streams the blob into `part`, continuing a partial download when one is there.
+/// Attempts in a row that bring no new byte before a download gives up; an attempt that
+/// brings some starts the count again.
+const FRUITLESS_ATTEMPTS: u32 = 3;
+/// The pause before reconnecting after a broken or silent connection.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
+
+/// Why one connection's worth of download stopped.
+enum Stopped {
+    /// The connection broke or went silent at `reached` bytes: reconnecting may help.
+    Broken { reached: u64, why: String },
+    /// Anything else: the registry said no, the bytes are wrong, the disk failed.
+    Fatal(anyhow::Error),
+}
+
+impl From<std::io::Error> for Stopped {
+    fn from(e: std::io::Error) -> Self {
+        Self::Fatal(anyhow::Error::new(e).context("could not write the download"))
+    }
+}
+
+/// Streams the blob into `part`, continuing a partial download when one is there, and
+/// reconnecting from the last byte kept when a connection breaks or goes silent.
 async fn download(
     ctx: &Context,
     client: &RegistryClient,
     resolved: &ResolvedPackage,
     part: &Path,
 ) -> anyhow::Result<()> {
-    let mut have = tokio::fs::metadata(part)
-        .await
-        .map(|m| m.len())
-        .unwrap_or(0);
-    if have >= resolved.size {
-        have = 0;
+    let bar = progress::bytes(
+        ctx.progress,
+        resolved.size,
+        &format!("{} {}", resolved.name, resolved.version),
+    );
+    let mut fruitless = 0;
+    loop {
+        let have = match tokio::fs::metadata(part).await {
+            Ok(m) if m.len() < resolved.size => m.len(),
+            _ => 0,
+        };
+        bar.set_position(have);
+        let why = match download_from(ctx, client, resolved, part, have, &bar).await {
+            Ok(()) => {
+                bar.finish_and_clear();
+                return Ok(());
+            }
+            Err(Stopped::Fatal(e)) => {
+                bar.abandon();
+                return Err(e);
+            }
+            Err(Stopped::Broken { reached, why }) => {
+                fruitless = if reached > have { 0 } else { fruitless + 1 };
+                why
+            }
+        };
+        let at = tokio::fs::metadata(part)
+            .await
+            .map(|m| m.len())
+            .unwrap_or(0);
+        tracing::info!(registry = %client.target.name, at, why, "download interrupted");
+        if fruitless >= FRUITLESS_ATTEMPTS {
+            bar.abandon();
+            bail!(TransferStopped {
+                message: format!(
+                    "the download of {} {} stopped at {} of {}: {why}",
+                    resolved.name,
+                    resolved.version,
+                    units::size(at),
+                    units::size(resolved.size)
+                ),
+                hint:
+                    "the bytes received are kept: run the same command again to resume from there"
+                        .to_owned(),
+            });
+        }
+        notice(
+            ctx,
+            &bar,
+            &format!(
+                "  {why}; reconnecting to {} to resume at {} of {}",
+                client.target.name,
+                units::size(at),
+                units::size(resolved.size)
+            ),
+        );
+        tokio::time::sleep(RECONNECT_PAUSE).await;
     }
-    let response = client
-        .download(resolved.name.as_str(), &resolved.digest.to_string(), have)
-        .await
-        .with_context(|| format!("could not download {} {}", resolved.name, resolved.version))?;
+}
+
+/// One connection's worth of download from byte `have` on. Every wait is bounded by the
+/// stall timeout, and a silence of a quarter of it is reported, so a stuck transfer is
+/// visible long before it is given up.
+async fn download_from(
+    ctx: &Context,
+    client: &RegistryClient,
+    resolved: &ResolvedPackage,
+    part: &Path,
+    have: u64,
+    bar: &indicatif::ProgressBar,
+) -> Result<(), Stopped> {
+    let stall = ctx.stall_timeout;
+    let registry = &client.target.name;
+    let silent_for = |d: Duration| format!("no data from {registry} for {} s", d.as_secs());
+    let response = match tokio::time::timeout(
+        stall,
+        client.download(resolved.name.as_str(), &resolved.digest.to_string(), have),
+    )
+    .await
+    {
+        Err(_) => {
+            return Err(Stopped::Broken {
+                reached: have,
+                why: silent_for(stall),
+            });
+        }
+        Ok(Err(e)) if e.is_away() => {
+            return Err(Stopped::Broken {
+                reached: have,
+                why: e.to_string(),
+            });
+        }
+        Ok(Err(e)) => {
+            return Err(Stopped::Fatal(anyhow::Error::new(e).context(format!(
+                "could not download {} {}",
+                resolved.name, resolved.version
+            ))));
+        }
+        Ok(Ok(response)) => response,
+    };
     let resumed = response.status() == reqwest::StatusCode::PARTIAL_CONTENT;
     let mut file = if resumed {
         tokio::fs::OpenOptions::new()
@@ -256,38 +369,79 @@ async fn download(
             .open(part)
             .await?
     } else {
-        have = 0;
         tokio::fs::File::create(part).await?
     };
+    let mut received = if resumed { have } else { 0 };
+    bar.set_position(received);
     let mut file_buf = tokio::io::BufWriter::with_capacity(1 << 20, &mut file);
-    let bar = progress::bytes(
-        ctx.progress,
-        resolved.size,
-        &format!("{} {}", resolved.name, resolved.version),
-    );
-    bar.set_position(have);
     let mut stream = response.bytes_stream();
-    let mut received = have;
-    while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.context("the download was interrupted; run the same pull again to resume")?;
-        received += chunk.len() as u64;
-        if received > resolved.size {
-            bail!(VerificationFailed(
-                "the registry sent more bytes than the package's size".into()
-            ));
+    let tick = (stall / 4).max(Duration::from_secs(1)).min(stall);
+    let mut silent = Duration::ZERO;
+    // Whatever ends the stream, the bytes received so far reach the disk for the next attempt.
+    let ended = loop {
+        match tokio::time::timeout(tick, stream.next()).await {
+            Err(_) => {
+                silent += tick;
+                if silent >= stall {
+                    break Err(Stopped::Broken {
+                        reached: received,
+                        why: silent_for(silent),
+                    });
+                }
+                if silent == tick {
+                    notice(
+                        ctx,
+                        bar,
+                        &format!(
+                            "  {} (at {} of {}); waiting up to {} s before reconnecting",
+                            silent_for(silent),
+                            units::size(received),
+                            units::size(resolved.size),
+                            stall.as_secs()
+                        ),
+                    );
+                }
+            }
+            Ok(None) => break Ok(()),
+            Ok(Some(Err(e))) => {
+                break Err(Stopped::Broken {
+                    reached: received,
+                    why: format!("the connection to {registry} broke ({e})"),
+                });
+            }
+            Ok(Some(Ok(chunk))) => {
+                silent = Duration::ZERO;
+                received += chunk.len() as u64;
+                if received > resolved.size {
+                    break Err(Stopped::Fatal(anyhow::Error::new(VerificationFailed(
+                        "the registry sent more bytes than the package's size".into(),
+                    ))));
+                }
+                if let Err(e) = file_buf.write_all(&chunk).await {
+                    break Err(e.into());
+                }
+                bar.inc(chunk.len() as u64);
+            }
         }
-        file_buf.write_all(&chunk).await?;
-        bar.inc(chunk.len() as u64);
-    }
+    };
     file_buf.flush().await?;
     file.sync_all().await?;
-    bar.finish_and_clear();
+    ended?;
     if received != resolved.size {
-        bail!(
-            "the download stopped at {received} of {} bytes; run the same pull again to resume",
-            resolved.size
-        );
+        return Err(Stopped::Broken {
+            reached: received,
+            why: format!(
+                "{registry} ended the download at {} of {} bytes",
+                received, resolved.size
+            ),
+        });
     }
     Ok(())
+}
+
+/// A line on stderr about a transfer's trouble, above the progress bar; none under `--json`.
+fn notice(ctx: &Context, bar: &indicatif::ProgressBar, line: &str) {
+    if !ctx.json {
+        bar.suspend(|| eprintln!("{line}"));
+    }
 }

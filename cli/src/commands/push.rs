@@ -1,10 +1,11 @@
 //! `niso push FILE`: a resumable upload, then verification and publication by the registry.
 //!
-//! Ctrl-C cancels the upload on the registry, so an interrupted push leaves nothing behind. A
-//! push that dies without that chance (killed, crashed, the registry gone for good) leaves its
-//! upload open and recorded in the client's state dir, and the next push of the same file to
-//! the same registry resumes it. Bytes the registry already holds under the package need no
-//! upload at all.
+//! A broken connection is retried with backoff from the offset the registry reports, waiting
+//! out the lease a dead request still holds and a registry that is briefly away (restarting).
+//! Every upload is recorded in the client's state dir, so a push that stops for good (Ctrl-C,
+//! killed, the registry gone longer than the wait) is resumed by the next push of the same
+//! file to the same registry; what nobody resumes expires on the registry once idle. Bytes
+//! the registry already holds under the package need no upload at all.
 
 use std::{
     io::SeekFrom,
@@ -32,8 +33,10 @@ use crate::{
     units,
 };
 
-/// Attempts at sending the bytes before giving up; each resumes where the last stopped.
-const ATTEMPTS: u32 = 5;
+/// Attempts in a row that move no byte forward before the push gives up; an attempt that
+/// makes progress starts the count again, so a link that breaks every few megabytes still
+/// gets the whole file through.
+const FRUITLESS_ATTEMPTS: u32 = 5;
 /// How long to wait for the registry to let go of an upload a dead request still holds: it
 /// lets go when it notices the connection is gone, or after its body-idle timeout (30 s by
 /// default) at the latest.
@@ -41,6 +44,10 @@ const BUSY_WAIT: Duration = Duration::from_secs(40);
 /// How long cancelling after Ctrl-C may take before the client gives up and exits anyway.
 const CANCEL_WAIT: Duration = Duration::from_secs(15);
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// How long a registry that stopped answering mid-push (restarting, say) is waited for.
+const OUTAGE_WAIT: Duration = Duration::from_secs(60);
+/// The longest pause between attempts once backoff has grown.
+const MAX_PAUSE: Duration = Duration::from_secs(5);
 
 pub async fn run(ctx: &Context, client: &RegistryClient, file: &Path) -> anyhow::Result<()> {
     let path = file.to_owned();
@@ -62,8 +69,8 @@ pub async fn run(ctx: &Context, client: &RegistryClient, file: &Path) -> anyhow:
     // Until here Ctrl-C simply ends the process: nothing exists on the registry yet. From
     // here on it is ours to handle, so an upload about to be opened gets cancelled.
     let mut interrupt = signal(SignalKind::interrupt()).context("could not listen for Ctrl-C")?;
-    let (pending, offset) = match resume(ctx, client, &meta, &digest, size).await? {
-        Some(found) => found,
+    let (pending, offset, saved) = match resume(ctx, client, &meta, &digest, size).await? {
+        Some((pending, offset)) => (pending, offset, true),
         None => {
             let opened = client
                 .create_upload(meta.name.as_str(), &digest)
@@ -85,11 +92,15 @@ pub async fn run(ctx: &Context, client: &RegistryClient, file: &Path) -> anyhow:
                         digest: digest.clone(),
                         id: status.id,
                     };
-                    // Without the record a killed push cannot resume; the push itself is fine.
-                    if let Err(e) = pending.save(&ctx.state_home) {
-                        tracing::warn!(error = %format!("{e:#}"), "could not record the upload for resuming");
-                    }
-                    (pending, status.offset)
+                    // Without the record a later push cannot resume; this push itself is fine.
+                    let saved = match pending.save(&ctx.state_home) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!(error = %format!("{e:#}"), "could not record the upload for resuming");
+                            false
+                        }
+                    };
+                    (pending, status.offset, saved)
                 }
             }
         }
@@ -109,11 +120,16 @@ pub async fn run(ctx: &Context, client: &RegistryClient, file: &Path) -> anyhow:
         size,
         bar: &bar,
         failpoints: &failpoints,
+        quiet: ctx.json,
     };
     let outcome = tokio::select! {
         outcome = upload.run(offset) => outcome,
         _ = interrupt.recv() => {
             bar.abandon();
+            if saved {
+                return Err(kept_after_interrupt(&pending, bar.position(), size));
+            }
+            // Nothing could resume it: free the registry's slot rather than leave it to expire.
             return Err(cancel_after_interrupt(ctx, client, &pending, &mut interrupt).await);
         }
     };
@@ -195,7 +211,20 @@ async fn resume(
     }
 }
 
-/// After Ctrl-C: cancel the upload so nothing is left on the registry, then report.
+/// After Ctrl-C, with the upload recorded: keep it for the next push of the file, and say how
+/// to get rid of it instead.
+fn kept_after_interrupt(pending: &PendingUpload, sent: u64, size: u64) -> anyhow::Error {
+    Interrupted(format!(
+        "interrupted after {} of {}; the registry keeps what it received: push the same file again to resume, or discard it with `niso registry uploads --cancel {}`",
+        units::size(sent),
+        units::size(size),
+        pending.id
+    ))
+    .into()
+}
+
+/// After Ctrl-C when the upload could not be recorded (so no later push can resume it):
+/// cancel it so nothing is left on the registry, then report.
 async fn cancel_after_interrupt(
     ctx: &Context,
     client: &RegistryClient,
@@ -253,41 +282,141 @@ struct Upload<'a> {
     size: u64,
     bar: &'a indicatif::ProgressBar,
     failpoints: &'a Failpoints,
+    /// `--json`: no notices on stderr.
+    quiet: bool,
 }
 
 impl Upload<'_> {
     async fn run(&self, mut offset: u64) -> Result<(StatusCode, Published), Failure> {
         let id = &self.pending.id;
         let mut attempt = 0;
-        while offset < self.size {
-            attempt += 1;
-            match self.send_from(offset).await {
-                Ok(new_offset) => offset = new_offset,
-                Err(e) if attempt < ATTEMPTS && retryable(&e) => {
-                    tracing::info!(error = %e, attempt, "upload interrupted, resuming");
-                    offset = self
-                        .client
-                        .upload_status(id)
-                        .await
-                        .map_err(|e| self.failed(e.into(), attempt))?
-                        .offset;
-                    self.bar.set_position(offset);
+        let mut fruitless = 0;
+        loop {
+            while offset < self.size {
+                attempt += 1;
+                let e = match self.send_from(offset).await {
+                    Ok(new_offset) => {
+                        offset = new_offset;
+                        continue;
+                    }
+                    Err(e) if retryable(&e) => e,
+                    Err(e) => return Err(self.failed(e, attempt)),
+                };
+                tracing::info!(error = %e, attempt, offset, "upload interrupted, resuming");
+                let before = offset;
+                offset = match self.current_offset().await {
+                    Ok(now) => now,
+                    // The registry never answered again: the error that started it says most.
+                    Err(ClientError::Unreachable { .. }) => return Err(self.failed(e, attempt)),
+                    Err(status) => return Err(self.failed(status.into(), attempt)),
+                };
+                self.bar.set_position(offset);
+                if offset > before {
+                    fruitless = 0;
+                    continue;
                 }
-                Err(e) => return Err(self.failed(e, attempt)),
+                fruitless += 1;
+                if fruitless >= FRUITLESS_ATTEMPTS {
+                    return Err(self.failed(e, attempt));
+                }
+                tokio::time::sleep(backoff(fruitless)).await;
+            }
+            match self.client.finish_upload(id, &self.pending.digest).await {
+                Ok(done) => return Ok(done),
+                // The registry went away while verifying: once it is back, the upload is
+                // either still there (finish again) or was published just before it went.
+                Err(e) if e.is_away() && fruitless < FRUITLESS_ATTEMPTS => {
+                    fruitless += 1;
+                    match self.current_offset().await {
+                        Ok(now) => offset = now,
+                        Err(gone) if gone.status() == Some(404) => {
+                            return self.published_meanwhile(e).await;
+                        }
+                        Err(_) => return Err(self.not_accepted(e)),
+                    }
+                }
+                Err(e) => return Err(self.not_accepted(e)),
             }
         }
-        self.client
-            .finish_upload(id, &self.pending.digest)
+    }
+
+    /// Where the upload stands on the registry, waiting out the lease a broken request still
+    /// holds (`upload_busy`) and a registry that is briefly away, each for a bounded time.
+    async fn current_offset(&self) -> Result<u64, ClientError> {
+        let busy_until = Instant::now() + BUSY_WAIT;
+        let mut outage: Option<Instant> = None;
+        let mut pause = RETRY_PAUSE;
+        loop {
+            match self.client.upload_status(&self.pending.id).await {
+                Ok(status) => {
+                    if outage.is_some() {
+                        self.notice(&format!(
+                            "  {} answers again; resuming at {} of {}",
+                            self.client.target.name,
+                            units::size(status.offset),
+                            units::size(self.size)
+                        ));
+                    }
+                    return Ok(status.offset);
+                }
+                Err(e) if e.code() == Some("upload_busy") && Instant::now() < busy_until => {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(e) if e.is_away() => {
+                    let since = *outage.get_or_insert_with(|| {
+                        self.notice(&format!(
+                            "  {} is not answering ({e}); retrying for up to {} s, and pushing the same file again later resumes",
+                            self.client.target.name,
+                            OUTAGE_WAIT.as_secs()
+                        ));
+                        Instant::now()
+                    });
+                    if since.elapsed() >= OUTAGE_WAIT {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_PAUSE);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// After a finish whose answer was lost, the upload is gone: the registry published it
+    /// just before it went away, or dropped it.
+    async fn published_meanwhile(
+        &self,
+        lost: ClientError,
+    ) -> Result<(StatusCode, Published), Failure> {
+        match self
+            .client
+            .create_upload(&self.pending.package, &self.pending.digest)
             .await
-            .map_err(|e| Failure {
-                // A registry that never answered, or failed inside, still holds the bytes.
-                resumable: matches!(e, ClientError::Unreachable { .. })
-                    || e.status().is_some_and(|s| s >= 500),
-                error: anyhow::Error::new(e).context(format!(
-                    "the registry did not accept {}",
-                    self.file.display()
-                )),
-            })
+        {
+            Ok(Opened::AlreadyPublished(published)) => Ok((StatusCode::CREATED, published)),
+            Ok(Opened::Upload(fresh)) => {
+                let _ = self.client.cancel_upload(&fresh.id).await;
+                Err(self.not_accepted(lost))
+            }
+            Err(_) => Err(self.not_accepted(lost)),
+        }
+    }
+
+    fn not_accepted(&self, e: ClientError) -> Failure {
+        Failure {
+            // A registry that never answered, or failed inside, still holds the bytes.
+            resumable: e.is_away() || e.status().is_some_and(|s| s >= 500),
+            error: anyhow::Error::new(e).context(format!(
+                "the registry did not accept {}",
+                self.file.display()
+            )),
+        }
+    }
+
+    fn notice(&self, line: &str) {
+        if !self.quiet {
+            self.bar.suspend(|| eprintln!("{line}"));
+        }
     }
 
     fn failed(&self, e: SendError, attempt: u32) -> Failure {
@@ -393,6 +522,11 @@ enum SendError {
     Local(#[from] std::io::Error),
 }
 
+/// The pause before the next attempt after `fruitless` attempts in a row moved nothing.
+fn backoff(fruitless: u32) -> Duration {
+    (RETRY_PAUSE * 2u32.saturating_pow(fruitless)).min(MAX_PAUSE)
+}
+
 /// Interruptions worth resuming: the connection broke or the node reported a partial body.
 fn retryable(e: &SendError) -> bool {
     match e {
@@ -402,7 +536,7 @@ fn retryable(e: &SendError) -> bool {
 }
 
 fn retryable_client(e: &ClientError) -> bool {
-    matches!(e, ClientError::Unreachable { .. })
+    e.is_away()
         || matches!(
             e.code(),
             Some("upload_interrupted" | "upload_stalled" | "offset_mismatch" | "upload_busy")
