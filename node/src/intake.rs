@@ -265,6 +265,8 @@ impl Outcome {
             untrusted: self.untrusted,
             incomplete: self.incomplete,
             rejected,
+            via_reason: String::new(),
+            offered: String::new(),
         }
     }
 

@@ -5,7 +5,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use niso_protocol::{
-    api::{ErrorBody, MirrorReport, NodeInfo, RecordPage},
+    api::{ErrorBody, MirrorReport, NodeInfo, RecordPage, WhoAmI},
     record::ManifestBody,
 };
 use tokio::io::AsyncWriteExt;
@@ -16,6 +16,9 @@ use crate::{
     replication,
     store::StoreError,
 };
+
+/// How long a source found over HTTP gets to answer a libp2p dial before HTTP is used.
+const P2P_DIAL_WAIT: Duration = Duration::from_secs(5);
 
 /// Records requested per page from the source.
 const PAGE: usize = 500;
@@ -75,12 +78,13 @@ pub async fn mirror_from(
     if !(base.starts_with("http://") || base.starts_with("https://")) {
         return Err(MirrorError::BadUrl(base.to_owned()));
     }
-    if let Some(report) = mirror_over_p2p(state, base).await {
+    let why_http = match mirror_over_p2p(state, base).await {
         // A peer that shares nothing with us over libp2p may still let our key pull over HTTP.
-        if report.records_seen > 0 || key.is_none() {
-            return Ok(report);
-        }
-    }
+        Ok(report) if report.records_seen > 0 || key.is_none() => return Ok(report),
+        Ok(_) => "the source offered this node nothing over libp2p, and a key was given for HTTP"
+            .to_owned(),
+        Err(why) => why,
+    };
     let mut outcome = Outcome::default();
     let mut blobs = HttpBlobs {
         base: base.to_owned(),
@@ -96,7 +100,9 @@ pub async fn mirror_from(
         }
         after = page.next;
     }
-    let report = outcome.mirror_report("http");
+    let mut report = outcome.mirror_report("http");
+    report.via_reason = why_http;
+    report.offered = offered_over_http(state, base, key).await;
     tracing::info!(
         source = base,
         applied = report.records_applied,
@@ -108,16 +114,19 @@ pub async fn mirror_from(
     Ok(report)
 }
 
-/// When the source is a node this one can reach over libp2p, a targeted sync from it.
-/// `None` means: use HTTP.
-async fn mirror_over_p2p(state: &Arc<NodeState>, base: &str) -> Option<MirrorReport> {
-    let p2p = state.p2p.as_ref()?;
+/// When the source is a node this one can reach over libp2p, a targeted sync from it;
+/// otherwise why not, in words for the report.
+async fn mirror_over_p2p(state: &Arc<NodeState>, base: &str) -> Result<MirrorReport, String> {
+    let p2p = state.p2p.as_ref().ok_or("this node runs without libp2p")?;
     let info: NodeInfo = get_json(state, &format!("{base}/v1/node"), None)
         .await
-        .ok()?;
-    let peer: libp2p::PeerId = info.peer_id.parse().ok()?;
+        .map_err(|e| format!("the source did not say its peer id ({e})"))?;
+    let peer: libp2p::PeerId = info
+        .peer_id
+        .parse()
+        .map_err(|_| "the source's peer id is not valid".to_owned())?;
     if peer == p2p.peer_id {
-        return None;
+        return Err("the source is this node".to_owned());
     }
     if !p2p.is_connected(&peer) {
         for addr in &info.p2p_addrs {
@@ -125,17 +134,45 @@ async fn mirror_over_p2p(state: &Arc<NodeState>, base: &str) -> Option<MirrorRep
                 let _ = p2p.dial(addr).await;
             }
         }
-        if !p2p.wait_connected(&peer, Duration::from_secs(5)).await {
+        if !p2p.wait_connected(&peer, P2P_DIAL_WAIT).await {
             tracing::info!(%peer, "source is not reachable over libp2p, mirroring over HTTP");
-            return None;
+            return Err(format!(
+                "the source did not answer over libp2p within {} s",
+                P2P_DIAL_WAIT.as_secs()
+            ));
         }
     }
     match replication::mirror_from_peer(state, peer).await {
-        Ok(o) => Some(o.mirror_report("p2p")),
+        Ok(o) => {
+            let mut report = o.mirror_report("p2p");
+            report.via_reason = "the source is a libp2p peer of this node".to_owned();
+            report.offered = "the source's [[share]] rules for this node".to_owned();
+            Ok(report)
+        }
         Err(e) => {
             tracing::info!(%peer, error = %e, "libp2p mirror failed, falling back to HTTP");
-            None
+            Err(format!("syncing over libp2p failed ({e})"))
         }
+    }
+}
+
+/// What the source lets `key` see over HTTP, in words: the key's pull scopes as the source
+/// reports them, or anonymous access.
+async fn offered_over_http(state: &NodeState, base: &str, key: Option<&str>) -> String {
+    match get_json::<WhoAmI>(state, &format!("{base}/v1/whoami"), key).await {
+        Ok(who) if who.key_id.is_none() => {
+            "what the source shows anyone (no key was given)".to_owned()
+        }
+        Ok(who) => format!(
+            "what key {} may pull there ({})",
+            who.name.or(who.key_id).unwrap_or_default(),
+            if who.scopes.is_empty() {
+                "no scopes".to_owned()
+            } else {
+                who.scopes.join(", ")
+            }
+        ),
+        Err(_) => "what the key may pull there (the source did not say its scopes)".to_owned(),
     }
 }
 

@@ -252,6 +252,13 @@ pub struct MirrorReport {
     pub incomplete: u64,
     /// Records refused (or left incomplete), each with the reason.
     pub rejected: Vec<String>,
+    /// Why that transport: what made libp2p usable, or why HTTP was used instead.
+    #[serde(default)]
+    pub via_reason: String,
+    /// What decided which records the source offered: its share rules for this node, or the
+    /// key's pull scopes. Records outside it were never seen, so no count includes them.
+    #[serde(default)]
+    pub offered: String,
 }
 
 /// `GET /v1/records`: signed records in this node's log order.

@@ -142,10 +142,21 @@ fn three_nodes_converge_and_private_packages_stay_private() {
     let e = user.node("e", "");
     let out = user.ok(&["registry", "mirror", "--from", "a", "--to", "e"]);
     assert!(out.contains("over p2p: 3 versions"), "{out}");
+    // What it did not get is A's to decide, and the report says so.
+    assert!(
+        out.contains("Over p2p: the source is a libp2p peer of this node")
+            && out.contains("The source offered the source's [[share]] rules for this node"),
+        "{out}"
+    );
     let d = Server::start(&user, &user.path().join("d"), &["--no-p2p"], &[]);
     user.add_registry("d", &d);
     let out = user.ok(&["registry", "mirror", "--from", "a", "--to", "d"]);
     assert!(out.contains("over http: 4 versions"), "{out}");
+    assert!(
+        out.contains("Over http: this node runs without libp2p")
+            && out.contains("The source offered what key admin may pull there (admin)"),
+        "{out}"
+    );
     let from_a = json(&user, &["show", "secret-app", "--json", "--registry", "a"]);
     let from_d = json(&user, &["show", "secret-app", "--json", "--registry", "d"]);
     assert_eq!(from_a["versions"], from_d["versions"]);

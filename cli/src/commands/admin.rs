@@ -91,6 +91,35 @@ pub async fn mirror(ctx: &Context, from: &str, to: &str) -> anyhow::Result<()> {
         report.skipped,
         plural(report.skipped)
     );
+    if !report.via_reason.is_empty() {
+        outln!("  Over {}: {}", report.via, report.via_reason);
+    }
+    if !report.offered.is_empty() {
+        outln!(
+            "  The source offered {}; records outside that were not seen",
+            report.offered
+        );
+    }
+    if report.untrusted > 0 {
+        outln!(
+            "  Skipped {} record{} that no [[replicate]] rule of {} accepts",
+            report.untrusted,
+            plural(report.untrusted),
+            target.name
+        );
+    }
+    if report.incomplete > 0 {
+        outln!(
+            "  Left {} record{} for a later mirror: {} blob could not be fetched (reasons below)",
+            report.incomplete,
+            plural(report.incomplete),
+            if report.incomplete == 1 {
+                "its"
+            } else {
+                "their"
+            }
+        );
+    }
     for r in &report.rejected {
         outln!("  Refused: {r}");
     }
