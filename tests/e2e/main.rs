@@ -16,5 +16,6 @@ mod hostile_registry;
 mod integrity;
 mod lan;
 mod lifecycle;
+mod progress;
 mod uploads;
 mod walkthrough;

@@ -4,8 +4,8 @@ use anyhow::Context as _;
 use niso_protocol::api::{GcRequest, MirrorRequest};
 
 use crate::{
-    client_config::ClientConfig, context::Context, registry_client::RegistryClient, units,
-    units::plural,
+    client_config::ClientConfig, context::Context, progress, registry_client::RegistryClient,
+    units, units::plural,
 };
 
 pub async fn gc(
@@ -60,13 +60,20 @@ pub async fn mirror(ctx: &Context, from: &str, to: &str) -> anyhow::Result<()> {
     let source = config.target(Some(from), None)?;
     let target = config.target(Some(to), ctx.env_key.as_deref())?;
     let client = RegistryClient::new(target.clone());
-    let report = client
-        .mirror(&MirrorRequest {
-            from: source.url.clone(),
-            key: source.key.clone(),
-        })
-        .await
-        .with_context(|| format!("mirroring {} into {} failed", source.name, target.name))?;
+    let label = format!("mirroring {} → {}", source.name, target.name);
+    let bar = progress::activity(ctx.progress, &label);
+    let request = MirrorRequest {
+        from: source.url.clone(),
+        key: source.key.clone(),
+    };
+    let mirrored = client.mirror(&request);
+    let report = tokio::select! {
+        report = mirrored => report,
+        never = watch_versions(ctx.progress, &client, &bar, &label) => match never {},
+    };
+    bar.finish_and_clear();
+    let report =
+        report.with_context(|| format!("mirroring {} into {} failed", source.name, target.name))?;
     if ctx.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -124,6 +131,30 @@ pub async fn mirror(ctx: &Context, from: &str, to: &str) -> anyhow::Result<()> {
         outln!("  Refused: {r}");
     }
     Ok(())
+}
+
+/// While a node mirrors (one long request), how many versions it has gained, from its own
+/// count once a second; never returns. Does nothing when progress is off.
+async fn watch_versions(
+    enabled: bool,
+    client: &RegistryClient,
+    bar: &indicatif::ProgressBar,
+    label: &str,
+) -> std::convert::Infallible {
+    let start = match client.node_info().await {
+        Ok(info) if enabled => info.versions,
+        _ => std::future::pending().await,
+    };
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        if let Ok(info) = client.node_info().await {
+            let gained = info.versions.saturating_sub(start);
+            bar.set_message(format!(
+                "{label}: {gained} version{} so far",
+                plural(gained)
+            ));
+        }
+    }
 }
 
 pub async fn info(ctx: &Context, client: &RegistryClient) -> anyhow::Result<()> {

@@ -13,7 +13,7 @@ use niso_protocol::{
     pack::Packer,
 };
 
-use crate::{context::Context, units};
+use crate::{context::Context, progress, units};
 
 enum Item {
     Dir,
@@ -46,7 +46,20 @@ pub fn run(ctx: &Context, dir: &Path, output: Option<PathBuf>) -> anyhow::Result
         _ => PathBuf::from("."),
     };
     let tmp = tempfile_in(&out_dir, &output)?;
-    let result = write_archive(dir, &meta_bytes, &items, &tmp);
+    let content: u64 = items
+        .iter()
+        .map(|(_, item)| match item {
+            Item::File { size, .. } => *size,
+            Item::Dir | Item::Symlink(_) => 0,
+        })
+        .sum();
+    let bar = progress::bytes(
+        ctx.progress,
+        content,
+        &format!("packing {} {}", meta.name, meta.version),
+    );
+    let result = write_archive(dir, &meta_bytes, &items, &tmp, &bar);
+    bar.finish_and_clear();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
         return Err(e);
@@ -132,6 +145,7 @@ fn write_archive(
     meta: &[u8],
     items: &[(String, Item)],
     out: &Path,
+    bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<()> {
     let file =
         fs::File::create(out).with_context(|| format!("could not create {}", out.display()))?;
@@ -144,7 +158,7 @@ fn write_archive(
                 let f = fs::File::open(dir.join(path))
                     .with_context(|| format!("could not read {path}"))?;
                 packer
-                    .add_file(path, *executable, *size, f)
+                    .add_file(path, *executable, *size, bar.wrap_read(f))
                     .with_context(|| format!("could not pack {path}"))?;
             }
         }
