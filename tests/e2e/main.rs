@@ -15,5 +15,6 @@ mod hostile_registry;
 mod integrity;
 mod lan;
 mod lifecycle;
+mod man;
 mod uploads;
 mod walkthrough;
