@@ -185,6 +185,15 @@ Examples:\n  niso push my-api-1.0.0-x86_64.niso\n  niso push my-api-1.0.0-x86_64
         after_help = "Example:\n  niso completions bash > ~/.local/share/bash-completion/completions/niso"
     )]
     Completions { shell: clap_complete::Shell },
+    /// Print the niso(1) man page, or write a page for every command into a directory.
+    #[command(
+        after_help = "Examples:\n  niso man | man -l -\n  niso man --dir ~/.local/share/man/man1   # niso.1, niso-push.1, niso-registry-serve.1, ..."
+    )]
+    Man {
+        /// Write niso.1 and a niso-COMMAND.1 page for every command here (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -14,6 +14,7 @@ mod context;
 mod exit;
 mod failpoints;
 mod installed;
+mod lifecycle;
 mod local_store;
 mod pending_upload;
 mod private_file;

@@ -16,6 +16,7 @@ mod hostile_registry;
 mod integrity;
 mod lan;
 mod lifecycle;
+mod man;
 mod progress;
 mod uploads;
 mod walkthrough;

@@ -4,6 +4,7 @@ mod admin;
 mod bundles;
 mod keys;
 mod lifecycle;
+mod man;
 mod pack;
 mod pull;
 mod push;
@@ -101,6 +102,8 @@ async fn run_command(cli: Cli, ctx: Context) -> anyhow::Result<()> {
             crate::output::write_bytes(&script);
             Ok(())
         }
+        Command::Man { dir: None } => man::print(),
+        Command::Man { dir: Some(dir) } => man::write_dir(&ctx, &dir),
         Command::Registry(cmd) => match cmd {
             RegistryCommand::Serve(args) => serve::run(&ctx, &args).await,
             RegistryCommand::Info {
