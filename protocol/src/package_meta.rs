@@ -90,10 +90,13 @@ impl PackageMeta {
         if self.description.chars().count() > MAX_DESCRIPTION_LEN {
             return Err(MetaError::DescriptionTooLong);
         }
-        let service_paths = self
-            .service
-            .iter()
-            .flat_map(|s| s.working_dir.iter().chain(std::iter::once(&s.command)));
+        // `working_dir = "."` is the package root itself, which no entry path can name.
+        let service_paths = self.service.iter().flat_map(|s| {
+            s.working_dir
+                .iter()
+                .filter(|d| d.as_str() != ".")
+                .chain(std::iter::once(&s.command))
+        });
         for p in self.bin.iter().chain(service_paths) {
             if crate::archive::check_entry_path(p).is_err() {
                 return Err(MetaError::BadPath(p.clone()));
@@ -148,5 +151,24 @@ restart = "always"
         assert!(matches!(escaping, Err(MetaError::BadPath(_))));
         let build = PackageMeta::parse(b"name='a'\nversion='1.0.0+rebuild'\narch='any'\n");
         assert!(matches!(build, Err(MetaError::BuildMetadata(_))));
+    }
+
+    #[test]
+    fn a_service_may_run_in_the_package_root_but_not_outside_it() {
+        let meta = |dir: &str| {
+            PackageMeta::parse(
+                format!(
+                    "name = \"a\"\nversion = \"1.0.0\"\narch = \"any\"\n[service]\ncommand = \"bin/a\"\nworking_dir = \"{dir}\"\n"
+                )
+                .as_bytes(),
+            )
+        };
+        assert_eq!(
+            meta(".").unwrap().service.unwrap().working_dir.as_deref(),
+            Some(".")
+        );
+        assert!(meta("data").is_ok());
+        assert!(matches!(meta(".."), Err(MetaError::BadPath(_))));
+        assert!(matches!(meta("/etc"), Err(MetaError::BadPath(_))));
     }
 }
