@@ -358,4 +358,83 @@ packages = ["public-*"]
         assert_eq!(c.share[0].to, "*");
         assert!(c.p2p.mdns);
     }
+
+    /// The TOML block under the README's node configuration heading, with settings shown
+    /// commented out (`# key = value`: those whose default is "unset") switched on.
+    fn readme_reference() -> String {
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme
+            .find("### Node (`niso registry serve --config FILE`)")
+            .expect("the README has a node configuration reference")..];
+        let open = section.find("```toml\n").expect("with a TOML block") + "```toml\n".len();
+        let close = section[open..].find("```").expect("that ends");
+        section[open..open + close]
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest)
+                    if rest.split_once(" = ").is_some_and(|(key, _)| {
+                        key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    }) =>
+                {
+                    rest
+                }
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Every key in `value` as a dotted path; the entries of arrays of tables as `name[]`.
+    fn key_paths(value: &toml::Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+        let toml::Value::Table(table) = value else {
+            return;
+        };
+        for (key, v) in table {
+            let path = format!("{prefix}{key}");
+            match v {
+                toml::Value::Array(items)
+                    if items.iter().all(toml::Value::is_table) && !items.is_empty() =>
+                {
+                    for item in items {
+                        key_paths(item, &format!("{path}[]."), out);
+                    }
+                }
+                toml::Value::Table(_) => key_paths(v, &format!("{path}."), out),
+                _ => {
+                    out.insert(path);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_readme_reference_lists_every_field_with_its_default() {
+        let text = readme_reference();
+        // Unknown keys fail here (`deny_unknown_fields`): nothing listed is made up.
+        let parsed: NodeConfig =
+            toml::from_str(&text).expect("the README's reference parses as a node config");
+        let mut listed = std::collections::BTreeSet::new();
+        key_paths(&toml::from_str(&text).unwrap(), "", &mut listed);
+        let mut fields = std::collections::BTreeSet::new();
+        key_paths(&toml::Value::try_from(&parsed).unwrap(), "", &mut fields);
+        let missing: Vec<_> = fields.difference(&listed).collect();
+        assert!(
+            missing.is_empty(),
+            "README.md's node configuration reference lacks {missing:?}"
+        );
+        // The values shown are the defaults, except where the README shows an example.
+        let defaults = NodeConfig::default();
+        assert_eq!(parsed.listen, defaults.listen);
+        assert_eq!(parsed.http, defaults.http);
+        assert_eq!(parsed.limits, defaults.limits);
+        assert_eq!(parsed.gc, defaults.gc);
+        assert_eq!(parsed.keys, defaults.keys);
+        assert_eq!(
+            P2pConfig {
+                enabled: None,
+                ..parsed.p2p
+            },
+            defaults.p2p
+        );
+    }
 }
