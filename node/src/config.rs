@@ -437,4 +437,23 @@ packages = ["public-*"]
             defaults.p2p
         );
     }
+
+    #[test]
+    fn every_node_config_example_of_the_readme_parses() {
+        let readme = include_str!("../../README.md");
+        let mut found = 0;
+        for block in readme.split("```toml\n").skip(1) {
+            let body = block.split("```").next().unwrap_or_default();
+            let first = body.lines().next().unwrap_or_default();
+            if first.starts_with("# niso registry serve --config")
+                || first.starts_with("# ~/.config/niso/registry.toml")
+            {
+                if let Err(e) = toml::from_str::<NodeConfig>(body) {
+                    panic!("a node config example in README.md does not parse: {e}\n{body}");
+                }
+                found += 1;
+            }
+        }
+        assert!(found >= 2, "README.md shows {found} node config examples");
+    }
 }

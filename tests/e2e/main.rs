@@ -18,5 +18,6 @@ mod lan;
 mod lifecycle;
 mod man;
 mod progress;
+mod readme;
 mod uploads;
 mod walkthrough;

@@ -3,7 +3,6 @@
 
 use std::{
     io::Read,
-    os::fd::OwnedFd,
     process::{Command, Stdio},
 };
 
@@ -15,7 +14,7 @@ fn on_a_terminal(mut cmd: Command) -> (bool, String, String) {
     let pty = nix::pty::openpty(None, None).unwrap();
     let mut child = cmd
         .stdout(Stdio::piped())
-        .stderr(Stdio::from(OwnedFd::from(pty.slave)))
+        .stderr(Stdio::from(pty.slave))
         .spawn()
         .unwrap();
     // `cmd` still holds the slave end; the terminal reads to its end only once it is gone.
