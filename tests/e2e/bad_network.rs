@@ -41,11 +41,7 @@ fn a_push_through_a_link_that_cuts_every_connection_completes() {
 
     // What was published is the file, byte for byte.
     proxy.set_fault(Fault::None);
-    user.ok(&["pull", "cut:1.0.0", "-o", "back.niso"]);
-    assert_eq!(
-        std::fs::read(user.path().join("back.niso")).unwrap(),
-        std::fs::read(&file).unwrap()
-    );
+    user.assert_pulls_back("cut:1.0.0", &file);
 }
 
 #[test]
@@ -96,11 +92,7 @@ fn a_push_waits_out_a_node_restart() {
         after_restart < size,
         "the restarted node got only the rest: {after_restart} of {size} bytes"
     );
-    user.ok(&["pull", "restarted:1.0.0", "-o", "back.niso"]);
-    assert_eq!(
-        std::fs::read(user.path().join("back.niso")).unwrap(),
-        std::fs::read(&file).unwrap()
-    );
+    user.assert_pulls_back("restarted:1.0.0", &file);
 }
 
 #[test]

@@ -1,18 +1,17 @@
 //! Progress on a terminal: long commands (pack, push, mirror, export, import) draw progress
 //! on stderr when it is a terminal, in the units their summaries use, and none when it is not.
 
-use std::{
-    io::Read,
-    process::{Command, Stdio},
-};
+use std::{io::Read, process::Stdio};
 
 use niso_tests::{Sandbox, Server, random_package};
 
-/// Runs `cmd` with stderr on a pseudo-terminal; returns (success, stdout, what the terminal
-/// showed).
-fn on_a_terminal(mut cmd: Command) -> (bool, String, String) {
+/// Runs `niso ARGS…` as `user` with stderr on a pseudo-terminal, asserts it succeeded, and
+/// returns its stdout and what the terminal showed.
+fn on_a_terminal(user: &Sandbox, args: &[&str]) -> (String, String) {
     let pty = nix::pty::openpty(None, None).unwrap();
+    let mut cmd = user.command();
     let mut child = cmd
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::from(pty.slave))
         .spawn()
@@ -34,7 +33,9 @@ fn on_a_terminal(mut cmd: Command) -> (bool, String, String) {
         .read_to_string(&mut stdout)
         .unwrap();
     let ok = child.wait().unwrap().success();
-    (ok, stdout, reader.join().unwrap())
+    let shown = reader.join().unwrap();
+    assert!(ok, "niso {args:?} failed:\n{shown}");
+    (stdout, shown)
 }
 
 #[test]
@@ -54,17 +55,12 @@ fn long_commands_show_progress_on_a_terminal_only() {
         "a package",
         &vec![7u8; 4 << 20],
     );
-    let mut cmd = user.command();
-    cmd.args(["pack", src.to_str().unwrap()]);
-    let (ok, stdout, shown) = on_a_terminal(cmd);
-    assert!(ok, "{shown}");
+    let (stdout, shown) = on_a_terminal(&user, &["pack", src.to_str().unwrap()]);
     assert!(stdout.contains("Packed packed 1.0.0"), "{stdout}");
     assert!(shown.contains("packing packed 1.0.0"), "{shown:?}");
 
-    let mut cmd = user.command();
-    cmd.args(["push", file.to_str().unwrap(), "--registry", "a"]);
-    let (ok, stdout, shown) = on_a_terminal(cmd);
-    assert!(ok, "{shown}");
+    let (stdout, shown) =
+        on_a_terminal(&user, &["push", file.to_str().unwrap(), "--registry", "a"]);
     assert!(stdout.contains("Uploaded big 1.0.0"), "{stdout}");
     // One unit system: the bar counts in the summary's units (MB), never MiB.
     assert!(
@@ -73,10 +69,7 @@ fn long_commands_show_progress_on_a_terminal_only() {
     );
     assert!(!shown.contains("MiB"), "{shown:?}");
 
-    let mut cmd = user.command();
-    cmd.args(["registry", "mirror", "--from", "a", "--to", "b"]);
-    let (ok, stdout, shown) = on_a_terminal(cmd);
-    assert!(ok, "{shown}");
+    let (stdout, shown) = on_a_terminal(&user, &["registry", "mirror", "--from", "a", "--to", "b"]);
     assert!(
         stdout.contains("Mirrored a → b over http: 1 version"),
         "{stdout}"
@@ -84,17 +77,17 @@ fn long_commands_show_progress_on_a_terminal_only() {
     assert!(shown.contains("mirroring a → b"), "{shown:?}");
 
     let bundle = user.path().join("all.bundle");
-    let mut cmd = user.command();
-    cmd.args([
-        "registry",
-        "export",
-        "--to",
-        bundle.to_str().unwrap(),
-        "--registry",
-        "a",
-    ]);
-    let (ok, stdout, shown) = on_a_terminal(cmd);
-    assert!(ok, "{shown}");
+    let (stdout, shown) = on_a_terminal(
+        &user,
+        &[
+            "registry",
+            "export",
+            "--to",
+            bundle.to_str().unwrap(),
+            "--registry",
+            "a",
+        ],
+    );
     assert!(
         stdout.contains("Exported 1 records and 1 blobs"),
         "{stdout}"
@@ -103,16 +96,16 @@ fn long_commands_show_progress_on_a_terminal_only() {
 
     let c = Server::start(&user, &user.path().join("c"), &["--no-p2p"], &[]);
     user.add_registry("c", &c);
-    let mut cmd = user.command();
-    cmd.args([
-        "registry",
-        "import",
-        bundle.to_str().unwrap(),
-        "--registry",
-        "c",
-    ]);
-    let (ok, stdout, shown) = on_a_terminal(cmd);
-    assert!(ok, "{shown}");
+    let (stdout, shown) = on_a_terminal(
+        &user,
+        &[
+            "registry",
+            "import",
+            bundle.to_str().unwrap(),
+            "--registry",
+            "c",
+        ],
+    );
     assert!(stdout.contains("Imported from"), "{stdout}");
     assert!(shown.contains("import"), "{shown:?}");
 

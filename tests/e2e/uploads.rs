@@ -128,11 +128,7 @@ fn a_killed_push_resumes_its_own_upload_and_sends_only_the_rest() {
     assert!(uploads(&user, None).is_empty());
     assert!(pending_records(&user).is_empty());
     // Pulled back, it is the file that was pushed.
-    user.ok(&["pull", "big:1.0.0", "-o", "back.niso"]);
-    assert_eq!(
-        std::fs::read(user.path().join("back.niso")).unwrap(),
-        std::fs::read(&file).unwrap()
-    );
+    user.assert_pulls_back("big:1.0.0", &file);
 }
 
 #[test]

@@ -149,6 +149,20 @@ impl Sandbox {
         server
     }
 
+    /// Pulls `reference` (from the default registry) into a file and asserts its bytes are
+    /// `original`'s: what was published is what was pushed.
+    #[track_caller]
+    pub fn assert_pulls_back(&self, reference: &str, original: &Path) {
+        let back = self.path().join("pulled-back.niso");
+        self.ok(&["pull", reference, "-o", back.to_str().unwrap()]);
+        assert!(
+            std::fs::read(&back).unwrap() == std::fs::read(original).unwrap(),
+            "{reference} pulled back differs from {}",
+            original.display()
+        );
+        std::fs::remove_file(back).unwrap();
+    }
+
     /// Runs `niso ARGS…`, asserts it fails with `code` and returns stderr.
     #[track_caller]
     pub fn fails(&self, args: &[&str], code: i32) -> String {
