@@ -7,7 +7,7 @@ use std::process::Stdio;
 
 use niso_tests::{Fault, Proxy, Sandbox, Server, http_get_with_key, random_package};
 
-use crate::uploads::{upload_bytes, wait_until};
+use crate::uploads::{push_uploads, upload_bytes, wait_until};
 
 const MIB: u64 = 1 << 20;
 
@@ -20,14 +20,7 @@ fn a_push_through_a_link_that_cuts_every_connection_completes() {
     let file = random_package(&user, "cut", 16, 0x5eed_0b01);
     let size = std::fs::metadata(&file).unwrap().len();
 
-    let out = user.command().arg("push").arg(&file).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("Uploaded cut 1.0.0 (any)"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    push_uploads(&user, &file, "Uploaded cut 1.0.0 (any)");
     assert!(
         proxy.cuts() >= 6,
         "a {size}-byte push through a 2 MiB cap is cut at least 6 times, was {}",

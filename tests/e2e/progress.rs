@@ -77,17 +77,15 @@ fn long_commands_show_progress_on_a_terminal_only() {
     assert!(shown.contains("mirroring a → b"), "{shown:?}");
 
     let bundle = user.path().join("all.bundle");
-    let (stdout, shown) = on_a_terminal(
-        &user,
-        &[
-            "registry",
-            "export",
-            "--to",
-            bundle.to_str().unwrap(),
-            "--registry",
-            "a",
-        ],
-    );
+    let export = [
+        "registry",
+        "export",
+        "--to",
+        bundle.to_str().unwrap(),
+        "--registry",
+        "a",
+    ];
+    let (stdout, shown) = on_a_terminal(&user, &export);
     assert!(
         stdout.contains("Exported 1 records and 1 blobs"),
         "{stdout}"
@@ -110,18 +108,7 @@ fn long_commands_show_progress_on_a_terminal_only() {
     assert!(shown.contains("import"), "{shown:?}");
 
     // Not a terminal: nothing but the summary's own lines.
-    let out = user
-        .command()
-        .args([
-            "registry",
-            "export",
-            "--to",
-            bundle.to_str().unwrap(),
-            "--registry",
-            "a",
-        ])
-        .output()
-        .unwrap();
+    let out = user.command().args(export).output().unwrap();
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }

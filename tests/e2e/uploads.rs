@@ -73,6 +73,18 @@ fn push_with_failpoint(user: &Sandbox, file: &Path, failpoint: &str, key: Option
         .unwrap()
 }
 
+/// `niso push FILE`, which must succeed and say `uploaded` (e.g. "Uploaded big 1.0.0");
+/// returns its stderr.
+#[track_caller]
+pub(crate) fn push_uploads(user: &Sandbox, file: &Path, uploaded: &str) -> String {
+    let out = user.command().arg("push").arg(file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(uploaded), "{stdout}");
+    stderr
+}
+
 pub(crate) fn pending_records(user: &Sandbox) -> Vec<PathBuf> {
     match std::fs::read_dir(user.path().join(".local/state/niso/uploads")) {
         Ok(dir) => dir.map(|e| e.unwrap().path()).collect(),
@@ -110,14 +122,7 @@ fn a_killed_push_resumes_its_own_upload_and_sends_only_the_rest() {
     assert_eq!(left[0]["offset"], first);
     assert!(first < size);
 
-    let out = user.command().arg("push").arg(&file).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("Uploaded big 1.0.0 (any)"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let stderr = push_uploads(&user, &file, "Uploaded big 1.0.0 (any)");
     assert!(
         stderr.contains("Resuming the upload of big 1.0.0"),
         "{stderr}"
