@@ -8,6 +8,7 @@
 )]
 
 pub mod fake_registry;
+pub mod http1;
 pub mod proxy;
 
 pub use fake_registry::FakeRegistry;

@@ -1,0 +1,238 @@
+//! A large catalog of small packages: publish rate with 8 concurrent clients, read latency
+//! (search, resolve, list) at 10k versions and at the full size, how fast a fresh peer catches
+//! up (eager blobs, then records only), and the peak memory of both nodes. Real binaries over
+//! loopback; the clients are Rust (one kept-alive HTTP/1.1 connection each), so the figures
+//! are the node's.
+//!
+//! Run: `cargo bench -p niso-tests --bench catalog` (versions: `NISO_BENCH_VERSIONS`, default
+//! 100000; 5 versions per package). Targets (issue "Scale"): publish ≥ 500 versions/s; search
+//! and resolve p99 ≤ 10 ms and flat from 10k to the full size; eager catch-up ≥ 2,000
+//! versions/s; lazy catch-up ≥ 10,000 records/s; serving node's peak RSS during catch-up
+//! ≤ 64 MiB.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "benchmark program"
+)]
+
+use std::{
+    sync::atomic::{AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
+
+use niso_protocol::{Digest, pack::Packer};
+use niso_tests::{Sandbox, Server, http1::Connection, peak_rss_kib};
+use rand::{RngExt, SeedableRng};
+
+const VERSIONS_PER_PACKAGE: usize = 5;
+const CLIENTS: usize = 8;
+const SAMPLES: usize = 300;
+const SEED: u64 = 0xca7a_1009;
+
+/// The `i`-th version of the catalog: package name, version, archive bytes.
+fn archive(i: usize) -> (String, String, Vec<u8>) {
+    let name = format!("pkg-{:06}", i / VERSIONS_PER_PACKAGE);
+    let version = format!("1.0.{}", i % VERSIONS_PER_PACKAGE);
+    let meta = format!(
+        "name = \"{name}\"\nversion = \"{version}\"\narch = \"any\"\ndescription = \"catalog package {i}\"\n"
+    );
+    let data = format!("contents of {name} {version}\n");
+    let mut packer = Packer::new(Vec::new(), meta.as_bytes()).unwrap();
+    packer
+        .add_file("data.txt", false, data.len() as u64, data.as_bytes())
+        .unwrap();
+    (name, version, packer.finish().unwrap())
+}
+
+/// Publishes versions `from..to` with `CLIENTS` connections; returns versions per second.
+fn publish(url: &str, key: &str, from: usize, to: usize) -> f64 {
+    let next = AtomicUsize::new(from);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..CLIENTS {
+            s.spawn(|| {
+                let mut http = Connection::open(url, Some(key));
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= to {
+                        break;
+                    }
+                    let (name, _, bytes) = archive(i);
+                    let digest = Digest::of(&bytes).to_string();
+                    let opened = http.request(
+                        "POST",
+                        &format!("/v1/packages/{name}/uploads?digest={digest}"),
+                        &[],
+                        &[],
+                    );
+                    assert_eq!(
+                        opened.status,
+                        201,
+                        "{}",
+                        String::from_utf8_lossy(&opened.body)
+                    );
+                    let id = opened.json()["id"].as_str().unwrap().to_owned();
+                    let sent = http.request(
+                        "PATCH",
+                        &format!("/v1/uploads/{id}"),
+                        &[
+                            ("Upload-Offset", "0"),
+                            ("Content-Type", "application/octet-stream"),
+                        ],
+                        &bytes,
+                    );
+                    assert!(sent.status < 300, "{}", String::from_utf8_lossy(&sent.body));
+                    let done = http.request(
+                        "PUT",
+                        &format!("/v1/uploads/{id}?digest={digest}"),
+                        &[],
+                        &[],
+                    );
+                    assert_eq!(done.status, 201, "{}", String::from_utf8_lossy(&done.body));
+                }
+            });
+        }
+    });
+    (to - from) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// p50 and p99 of `SAMPLES` requests, in milliseconds.
+fn latency(http: &mut Connection, mut path: impl FnMut(usize) -> String) -> (f64, f64) {
+    let mut took: Vec<Duration> = (0..SAMPLES)
+        .map(|n| {
+            let path = path(n);
+            let start = Instant::now();
+            let response = http.get(&path);
+            let elapsed = start.elapsed();
+            assert_eq!(response.status, 200, "{path}");
+            elapsed
+        })
+        .collect();
+    took.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    (ms(took[SAMPLES / 2]), ms(took[SAMPLES * 99 / 100]))
+}
+
+fn reads(url: &str, key: &str, versions: usize) {
+    let packages = versions / VERSIONS_PER_PACKAGE;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(SEED);
+    let mut http = Connection::open(url, Some(key));
+    let mut pick = move || rng.random_range(0..packages);
+    let names: Vec<usize> = (0..SAMPLES).map(|_| pick()).collect();
+    let (s50, s99) = latency(&mut http, |n| {
+        format!("/v1/packages?q=pkg-{:05}&limit=20", names[n] / 10)
+    });
+    let (r50, r99) = latency(&mut http, |n| {
+        format!("/v1/packages/pkg-{:06}/resolve?arch=any", names[n])
+    });
+    let (l50, l99) = latency(&mut http, |_| "/v1/packages?limit=100".to_owned());
+    println!(
+        "  at {versions:>7} versions   search p50 {s50:6.2} ms  p99 {s99:6.2} ms   resolve p50 {r50:6.2} ms  p99 {r99:6.2} ms   list p50 {l50:6.2} ms  p99 {l99:6.2} ms"
+    );
+}
+
+fn node_versions(url: &str, key: &str) -> u64 {
+    Connection::open(url, Some(key)).get("/v1/node").json()["versions"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Starts a fresh peer that replicates everything from `origin` with `blobs`, and returns
+/// the seconds until it holds `versions` versions, and its peak RSS in MiB.
+fn catch_up(
+    user: &Sandbox,
+    origin: &Server,
+    origin_addr: &str,
+    versions: usize,
+    blobs: &str,
+) -> (f64, u64) {
+    let cfg = user.path().join(format!("replica-{blobs}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "[p2p]\nbootstrap = [\"{origin_addr}\"]\n\n[[replicate]]\nfrom = \"*\"\npackages = [\"*\"]\nblobs = \"{blobs}\"\n"
+        ),
+    )
+    .unwrap();
+    // The serving node's peak from here on, not from the publishing before.
+    std::fs::write(format!("/proc/{}/clear_refs", origin.child.id()), "5").unwrap();
+    let start = Instant::now();
+    let replica = Server::start(
+        user,
+        &user.path().join(format!("replica-{blobs}")),
+        &["--config", cfg.to_str().unwrap()],
+        &[("NISO_LOG", "warn")],
+    );
+    let key = replica.admin_key();
+    let deadline = start + Duration::from_secs(3600);
+    while node_versions(&replica.url, &key) < versions as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "the {blobs} replica did not catch up within an hour"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    (secs, peak_rss_kib(replica.child.id()) / 1024)
+}
+
+fn main() {
+    let versions: usize = std::env::var("NISO_BENCH_VERSIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    println!(
+        "catalog benchmark: {versions} versions ({} packages × {VERSIONS_PER_PACKAGE}), {CLIENTS} publishing clients, loopback, seed {SEED:#x}",
+        versions / VERSIONS_PER_PACKAGE
+    );
+    let user = Sandbox::new();
+    let cfg = user.path().join("origin.toml");
+    std::fs::write(&cfg, "[[share]]\nto = \"*\"\npackages = [\"*\"]\n").unwrap();
+    let origin = Server::start(
+        &user,
+        &user.path().join("origin"),
+        &["--config", cfg.to_str().unwrap()],
+        &[("NISO_LOG", "warn")],
+    );
+    let key = origin.admin_key();
+    let info = Connection::open(&origin.url, Some(&key))
+        .get("/v1/node")
+        .json();
+    let origin_addr = info["p2p_addrs"][0].as_str().unwrap().to_owned();
+
+    let first = versions.min(10_000);
+    let rate_first = publish(&origin.url, &key, 0, first);
+    reads(&origin.url, &key, first);
+    let rate_rest = if versions > first {
+        let rate = publish(&origin.url, &key, first, versions);
+        reads(&origin.url, &key, versions);
+        Some(rate)
+    } else {
+        None
+    };
+    match rate_rest {
+        Some(rest) => println!(
+            "  publish: {rate_first:.0} versions/s for the first {first}, {rest:.0} versions/s after (target ≥ 500)"
+        ),
+        None => println!("  publish: {rate_first:.0} versions/s (target ≥ 500)"),
+    }
+    let publish_peak = peak_rss_kib(origin.child.id()) / 1024;
+
+    let (eager_secs, eager_rss) = catch_up(&user, &origin, &origin_addr, versions, "eager");
+    let origin_eager_rss = peak_rss_kib(origin.child.id()) / 1024;
+    println!(
+        "  eager catch-up: {eager_secs:.1} s, {:.0} versions/s (target ≥ 2000); replica peak RSS {eager_rss} MiB",
+        versions as f64 / eager_secs
+    );
+    let (lazy_secs, lazy_rss) = catch_up(&user, &origin, &origin_addr, versions, "lazy");
+    let origin_lazy_rss = peak_rss_kib(origin.child.id()) / 1024;
+    println!(
+        "  lazy catch-up: {lazy_secs:.1} s, {:.0} records/s (target ≥ 10000); replica peak RSS {lazy_rss} MiB",
+        versions as f64 / lazy_secs
+    );
+    println!(
+        "  serving node peak RSS: {publish_peak} MiB while publishing, {origin_eager_rss} MiB during eager catch-up, {origin_lazy_rss} MiB during lazy catch-up (target ≤ 64)"
+    );
+}
