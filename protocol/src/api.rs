@@ -264,3 +264,58 @@ pub struct RecordPage {
     /// Whether more records follow.
     pub more: bool,
 }
+
+/// What the node knows about one peer.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct PeerInfo {
+    pub peer_id: String,
+    pub addrs: Vec<String>,
+    pub connected: bool,
+    /// Round-trip time of the last ping, in milliseconds.
+    pub latency_ms: Option<u64>,
+    /// When records were last pulled from this peer, in ms since the epoch.
+    pub last_sync_ms: Option<u64>,
+    /// This peer's log position we have synced up to.
+    pub synced_to: Option<u64>,
+    /// Bad messages or bytes received from it; at 3 it is blocked.
+    pub strikes: u32,
+    /// Records it relayed that this node refused (authority, conflicts, invalid, ...); the
+    /// node's log and `records_refused` metric say why.
+    #[serde(default)]
+    pub records_refused: u64,
+    pub blocked: bool,
+}
+
+/// What an import did.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct ImportReport {
+    pub source: String,
+    pub mark: u64,
+    pub records_applied: u64,
+    pub versions: u64,
+    pub tags: u64,
+    pub deletions: u64,
+    pub blobs: u64,
+    pub bytes: u64,
+    /// Records already held.
+    pub duplicates: u64,
+    /// Records no `[[replicate]]` rule accepts.
+    pub untrusted: u64,
+    /// Records the intake refused (bad signature, authority, conflicts, rollbacks, a blob that
+    /// is not the manifest's package), each with the reason.
+    pub refused: Vec<String>,
+}
+
+/// `niso-bundle.json`, the first entry of the tar that `GET /v1/export` streams.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleHeader {
+    pub format: String,
+    /// Peer id of the node that wrote the bundle.
+    pub source: String,
+    /// Log position the bundle starts after (0 for a full export).
+    pub since: u64,
+    /// Log position it ends at: pass as `--since` for the next incremental export.
+    pub mark: u64,
+    pub records: u64,
+    pub blobs: u64,
+}
