@@ -12,8 +12,9 @@ use axum::{
 };
 use futures::StreamExt;
 use niso_protocol::{
-    Digest,
-    api::{Published, UploadInfo, UploadList, UploadStatus},
+    Digest, PackageName,
+    api::{ErrorBody, Published, UploadInfo, UploadList, UploadStatus},
+    api_schema::{Bytes, UploadId},
     record::ManifestBody,
     scope::Action,
 };
@@ -44,17 +45,28 @@ pub struct CreateQuery {
     /// The `blake3:` digest of the package about to be sent. When these exact bytes are
     /// already published under this package, the answer is `200` with the published version
     /// and no upload is opened.
+    #[param(value_type = Option<Digest>)]
     digest: Option<String>,
 }
 
 /// Starts an upload for a package the key may push.
-#[utoipa::path(post, path = "/v1/packages/{name}/uploads", tag = "uploads",
-    params(("name" = String, Path, description = "Package being pushed"), CreateQuery),
+#[utoipa::path(post, path = "/v1/packages/{name}/uploads", tag = "uploads", operation_id = "openUpload",
+    params(("name" = PackageName, Path, description = "Package being pushed"), CreateQuery),
     responses(
-        (status = 201, body = UploadStatus),
+        (status = 201, description = "The upload is open and empty", body = UploadStatus,
+            headers(("Upload-Offset" = u64, description = "Bytes held: 0")),
+            links(
+                ("append" = (operation_id = "appendToUpload", parameters(("id" = "$response.body#/id")))),
+                ("status" = (operation_id = "getUpload", parameters(("id" = "$response.body#/id")))),
+                ("finish" = (operation_id = "finishUpload", parameters(("id" = "$response.body#/id")))),
+                ("cancel" = (operation_id = "cancelUpload", parameters(("id" = "$response.body#/id")))),
+            )),
         (status = 200, description = "These exact bytes were already published; no upload was opened", body = Published),
-        (status = 403, body = niso_protocol::api::ErrorBody),
-        (status = 429, description = "Too many open uploads for this key", body = niso_protocol::api::ErrorBody),
+        (status = 400, description = "Not a valid package name or digest", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The key may not push to this package", body = ErrorBody),
+        (status = 429, description = "Too many open uploads for this key", body = ErrorBody),
+        (status = 507, description = "The node's disk is full; no upload was opened", body = ErrorBody),
     ))]
 pub async fn create(
     State(state): State<AppState>,
@@ -129,10 +141,10 @@ fn may_use(principal: &Principal, entry: &UploadEntry) -> bool {
 }
 
 /// Lists open uploads: the calling key's own, or every key's for an admin key.
-#[utoipa::path(get, path = "/v1/uploads", tag = "uploads",
+#[utoipa::path(get, path = "/v1/uploads", tag = "uploads", operation_id = "listUploads",
     responses(
-        (status = 200, body = UploadList),
-        (status = 401, body = niso_protocol::api::ErrorBody),
+        (status = 200, description = "Open uploads, oldest first", body = UploadList),
+        (status = 401, description = "No valid key (anonymous callers have no uploads)", body = ErrorBody),
     ))]
 pub async fn list(
     State(state): State<AppState>,
@@ -209,9 +221,16 @@ async fn open_upload<'a>(
 }
 
 /// Reports how many bytes an upload holds (also in the `Upload-Offset` header).
-#[utoipa::path(get, path = "/v1/uploads/{id}", tag = "uploads",
-    params(("id" = String, Path, description = "Upload id")),
-    responses((status = 200, body = UploadStatus), (status = 404, body = niso_protocol::api::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/uploads/{id}", tag = "uploads", operation_id = "getUpload",
+    params(("id" = UploadId, Path, description = "Upload id")),
+    responses(
+        (status = 200, description = "The bytes held so far", body = UploadStatus,
+            headers(("Upload-Offset" = u64, description = "Bytes held: where the next `PATCH` starts"))),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The key may no longer push to the upload's package", body = ErrorBody),
+        (status = 404, description = "No such upload for this key (finished, cancelled, expired or another key's)", body = ErrorBody),
+        (status = 409, description = "Another request is writing to this upload (`upload_busy`)", body = ErrorBody),
+    ))]
 pub async fn status(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -223,18 +242,23 @@ pub async fn status(
 }
 
 /// Appends the request body to the upload. `Upload-Offset` must equal the bytes already held.
-#[utoipa::path(patch, path = "/v1/uploads/{id}", tag = "uploads",
+#[utoipa::path(patch, path = "/v1/uploads/{id}", tag = "uploads", operation_id = "appendToUpload",
     params(
-        ("id" = String, Path, description = "Upload id"),
-        ("Upload-Offset" = u64, Header, description = "Where this chunk starts"),
+        ("id" = UploadId, Path, description = "Upload id"),
+        ("Upload-Offset" = u64, Header, description = "Where this chunk starts: the bytes the upload holds", format = "uint64", maximum = 18446744073709551615_u64),
     ),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    request_body(content = Option<Bytes>, description = "The next bytes of the package; none appends nothing", content_type = "application/octet-stream"),
     responses(
-        (status = 200, body = UploadStatus),
-        (status = 400, description = "The body broke off; the bytes that arrived are kept", body = niso_protocol::api::ErrorBody),
-        (status = 408, description = "The body went silent for the node's `http.body_idle_timeout_secs`; the bytes that arrived are kept", body = niso_protocol::api::ErrorBody),
-        (status = 409, description = "Offset mismatch (the message gives the right one), or another request is writing to this upload", body = niso_protocol::api::ErrorBody),
-        (status = 413, body = niso_protocol::api::ErrorBody),
+        (status = 200, description = "The bytes were appended", body = UploadStatus,
+            headers(("Upload-Offset" = u64, description = "Bytes held now"))),
+        (status = 400, description = "No `Upload-Offset` header, or the body broke off (`upload_interrupted`; the bytes that arrived are kept)", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The key may no longer push to the upload's package", body = ErrorBody),
+        (status = 404, description = "No such upload for this key", body = ErrorBody),
+        (status = 408, description = "The body went silent for the node's `http.body_idle_timeout_secs`; the bytes that arrived are kept", body = ErrorBody),
+        (status = 409, description = "Offset mismatch (the message gives the right one), or another request is writing to this upload", body = ErrorBody),
+        (status = 413, description = "The package would pass the node's `limits.max_package_bytes`; the upload is removed", body = ErrorBody),
+        (status = 507, description = "The node's disk is full; the bytes before it are kept", body = ErrorBody),
     ))]
 pub async fn append(
     State(state): State<AppState>,
@@ -380,17 +404,23 @@ fn too_large(max: u64) -> ApiError {
 #[into_params(parameter_in = Query)]
 pub struct FinishQuery {
     /// The `blake3:` digest of the whole package, as the client computed it.
+    #[param(value_type = Digest)]
     digest: String,
 }
 
 /// Verifies the uploaded package against its digest and its own contents, then publishes it.
-#[utoipa::path(put, path = "/v1/uploads/{id}", tag = "uploads",
-    params(("id" = String, Path, description = "Upload id"), FinishQuery),
+#[utoipa::path(put, path = "/v1/uploads/{id}", tag = "uploads", operation_id = "finishUpload",
+    params(("id" = UploadId, Path, description = "Upload id"), FinishQuery),
     responses(
         (status = 201, description = "Published", body = Published),
         (status = 200, description = "These exact bytes were already published", body = Published),
-        (status = 400, description = "Digest mismatch, invalid archive or wrong package name", body = niso_protocol::api::ErrorBody),
-        (status = 409, description = "The version exists with other contents, or was deleted", body = niso_protocol::api::ErrorBody),
+        (status = 400, description = "No valid digest, a digest mismatch, an invalid archive or the wrong package name; the upload is removed", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The key may no longer push to the upload's package", body = ErrorBody),
+        (status = 404, description = "No such upload for this key", body = ErrorBody),
+        (status = 409, description = "The version exists with other contents, or was deleted, or another request is writing to this upload", body = ErrorBody),
+        (status = 413, description = "The package is over the node's `limits.max_package_bytes`", body = ErrorBody),
+        (status = 507, description = "The node's disk is full; nothing was published", body = ErrorBody),
     ))]
 pub async fn finish(
     State(state): State<AppState>,
@@ -515,9 +545,15 @@ async fn check_upload(
 }
 
 /// Cancels an upload and deletes what it received.
-#[utoipa::path(delete, path = "/v1/uploads/{id}", tag = "uploads",
-    params(("id" = String, Path, description = "Upload id")),
-    responses((status = 204, description = "Cancelled"), (status = 404, body = niso_protocol::api::ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/uploads/{id}", tag = "uploads", operation_id = "cancelUpload",
+    params(("id" = UploadId, Path, description = "Upload id")),
+    responses(
+        (status = 204, description = "Cancelled; its bytes are deleted"),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The key may no longer push to the upload's package", body = ErrorBody),
+        (status = 404, description = "No such upload for this key", body = ErrorBody),
+        (status = 409, description = "Another request is writing to this upload (`upload_busy`)", body = ErrorBody),
+    ))]
 pub async fn cancel(
     State(state): State<AppState>,
     Auth(principal): Auth,
