@@ -220,6 +220,14 @@ async fn open_upload<'a>(
     Ok((entry, lease, path))
 }
 
+/// Deletes an upload, holding its lease until the file and the row are gone: the next request
+/// to take the upload finds it whole or not at all, never a row whose file vanishes under it.
+async fn remove(state: &AppState, id: String, lease: UploadLease<'_>) -> Result<(), ApiError> {
+    state.store.remove_upload(id).await?;
+    drop(lease);
+    Ok(())
+}
+
 /// Reports how many bytes an upload holds (also in the `Upload-Offset` header).
 #[utoipa::path(get, path = "/v1/uploads/{id}", tag = "uploads", operation_id = "getUpload",
     params(("id" = UploadId, Path, description = "Upload id")),
@@ -291,8 +299,7 @@ pub async fn append(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| current.saturating_add(len) > max) {
-        drop(lease);
-        state.store.remove_upload(id).await?;
+        remove(&state, id, lease).await?;
         return Err(too_large(max));
     }
     let file = tokio::fs::OpenOptions::new()
@@ -320,8 +327,7 @@ pub async fn append(
                 written += bytes.len() as u64;
                 if written > max {
                     drop(file);
-                    drop(lease);
-                    state.store.remove_upload(id).await?;
+                    remove(&state, id, lease).await?;
                     return Err(too_large(max));
                 }
                 file.write_all(&bytes).await?;
@@ -441,8 +447,7 @@ pub async fn finish(
         Err(error) => {
             // A bad upload can never succeed: drop it rather than keep its bytes around.
             if error.status != StatusCode::INTERNAL_SERVER_ERROR {
-                drop(lease);
-                state.store.remove_upload(id).await?;
+                remove(&state, id, lease).await?;
             }
             return Err(error);
         }
@@ -473,14 +478,12 @@ pub async fn finish(
         Ok(new) => new,
         Err(ChangeError::Store(e)) => return Err(e.into()),
         Err(refusal) => {
-            drop(lease);
-            state.store.remove_upload(id).await?;
+            remove(&state, id, lease).await?;
             return Err(shown(refusal).into());
         }
     };
     if !new {
-        drop(lease);
-        state.store.remove_upload(id).await?;
+        remove(&state, id, lease).await?;
         // The same bytes already published: succeed without a new record.
         published.created = false;
         return Ok((StatusCode::OK, Json(published)).into_response());
@@ -490,8 +493,7 @@ pub async fn finish(
     state.failpoints.hit("push-blob-committed", 0).await;
     let change = LocalChange::Publish(manifest);
     let outcome = state.store.originate(change).await;
-    drop(lease);
-    state.store.remove_upload(id).await?;
+    remove(&state, id, lease).await?;
     outcome.map_err(shown)?;
     state.metrics.packages_published.inc();
     tracing::info!(
@@ -560,7 +562,6 @@ pub async fn cancel(
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let (_, lease, _) = open_upload(&state, &principal, &id).await?;
-    drop(lease);
-    state.store.remove_upload(id).await?;
+    remove(&state, id, lease).await?;
     Ok(StatusCode::NO_CONTENT)
 }
