@@ -68,7 +68,11 @@ pub fn parse_arch(arch: &str) -> Result<Arch, ApiError> {
 /// pull are shown.
 #[utoipa::path(get, path = "/v1/packages", tag = "packages", operation_id = "listPackages", params(ListQuery),
     responses(
-        (status = 200, description = "One page of packages, by name (or by relevance for `q`)", body = PackageList),
+        (status = 200, description = "One page of packages, by name (or by relevance for `q`)", body = PackageList,
+            links(
+                ("first" = (operation_id = "getPackage", parameters(("name" = "$response.body#/packages/0/name")))),
+                ("resolveFirst" = (operation_id = "resolveReference", parameters(("name" = "$response.body#/packages/0/name")))),
+            )),
         (status = 400, description = "A `limit` out of range or a `cursor` this node did not issue", body = ErrorBody),
         (status = 401, description = "No valid key", body = ErrorBody),
         (status = 403, description = "The key may pull no package", body = ErrorBody),
@@ -210,7 +214,12 @@ fn not_found(name: &str) -> ApiError {
 #[utoipa::path(get, path = "/v1/packages/{name}", tag = "packages", operation_id = "getPackage",
     params(("name" = PackageName, Path, description = "Package name")),
     responses(
-        (status = 200, description = "The package's versions, builds and tags", body = PackageDetail),
+        (status = 200, description = "The package's versions, builds and tags", body = PackageDetail,
+            links(
+                ("tags" = (operation_id = "listTags", parameters(("name" = "$response.body#/name")))),
+                ("firstBuild" = (operation_id = "getVersion", parameters(("name" = "$response.body#/name"), ("version" = "$response.body#/versions/0/version"), ("arch" = "$response.body#/versions/0/arch")))),
+                ("downloadFirst" = (operation_id = "downloadBlob", parameters(("name" = "$response.body#/name"), ("digest" = "$response.body#/versions/0/digest")))),
+            )),
         (status = 400, description = "Not a valid package name", body = ErrorBody),
         (status = 401, description = "No valid key", body = ErrorBody),
         (status = 403, description = "The key may not pull this package", body = ErrorBody),

@@ -53,7 +53,8 @@ fn check_tag(tag: &str) -> Result<(), ApiError> {
     params(("name" = PackageName, Path, description = "Package name"), ("tag" = TagName, Path, description = "Tag name")),
     request_body = SetTag,
     responses(
-        (status = 200, description = "The tag now points at the version", body = TagInfo),
+        (status = 200, description = "The tag now points at the version", body = TagInfo,
+            links(("remove" = (operation_id = "removeTag", parameters(("name" = "$request.path.name"), ("tag" = "$response.body#/tag")))))),
         (status = 400, description = "Not a valid package name, tag or version, or a body that is not `SetTag` JSON", body = ErrorBody),
         (status = 401, description = "No valid key", body = ErrorBody),
         (status = 403, description = "The key may not push to this package", body = ErrorBody),

@@ -418,7 +418,11 @@ pub struct FinishQuery {
 #[utoipa::path(put, path = "/v1/uploads/{id}", tag = "uploads", operation_id = "finishUpload",
     params(("id" = UploadId, Path, description = "Upload id"), FinishQuery),
     responses(
-        (status = 201, description = "Published", body = Published),
+        (status = 201, description = "Published", body = Published,
+            links(
+                ("build" = (operation_id = "getVersion", parameters(("name" = "$response.body#/name"), ("version" = "$response.body#/version"), ("arch" = "$response.body#/arch")))),
+                ("download" = (operation_id = "downloadBlob", parameters(("name" = "$response.body#/name"), ("digest" = "$response.body#/digest")))),
+            )),
         (status = 200, description = "These exact bytes were already published", body = Published),
         (status = 400, description = "No valid digest, a digest mismatch, an invalid archive or the wrong package name; the upload is removed", body = ErrorBody),
         (status = 401, description = "No valid key", body = ErrorBody),
