@@ -32,7 +32,8 @@ pub struct ListQuery {
     /// Page size (default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page, with the same `q`: a listing's cursor is a package
+    /// name, a search's an offset, and a search refuses any other.
     cursor: Option<String>,
 }
 
