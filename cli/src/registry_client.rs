@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use niso_protocol::api::{
-    CreateKey, CreatedKey, ErrorBody, GcReport, GcRequest, KeyList, MirrorReport, MirrorRequest,
-    NodeInfo, PackageDetail, PackageList, Published, Resolved, SetTag, TagInfo, TagList,
-    UploadList, UploadStatus, WhoAmI,
+    CreateKey, CreatedKey, ErrorBody, GcReport, GcRequest, ImportReport, KeyList, MirrorReport,
+    MirrorRequest, NodeInfo, PackageDetail, PackageList, PeerInfo, Published, Resolved, SetTag,
+    TagInfo, TagList, UploadList, UploadStatus, WhoAmI,
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::{Serialize, de::DeserializeOwned};
@@ -147,7 +147,7 @@ impl RegistryClient {
         self.get("/v1/node").await
     }
 
-    pub async fn peers(&self) -> Result<Vec<serde_json::Value>, ClientError> {
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, ClientError> {
         self.get("/v1/peers").await
     }
 
@@ -340,7 +340,7 @@ impl RegistryClient {
         &self,
         body: reqwest::Body,
         length: u64,
-    ) -> Result<serde_json::Value, ClientError> {
+    ) -> Result<ImportReport, ClientError> {
         self.json(
             self.request(Method::POST, "/v1/import")
                 .header(reqwest::header::CONTENT_TYPE, "application/x-tar")

@@ -19,6 +19,7 @@ use std::{
     sync::Arc,
 };
 
+pub use niso_protocol::api::{BundleHeader, ImportReport};
 use niso_protocol::{
     Digest,
     record::{ManifestBody, Record, RecordBody},
@@ -38,19 +39,6 @@ const HEADER: &str = "niso-bundle.json";
 const RECORDS: &str = "records.bin";
 /// Always the last entry; see [`BundleTrailer`].
 pub const TRAILER: &str = "niso-bundle-end.json";
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BundleHeader {
-    pub format: String,
-    /// Peer id of the node that wrote the bundle.
-    pub source: String,
-    /// Log position the bundle starts after (0 for a full export).
-    pub since: u64,
-    /// Log position it ends at: pass as `--since` for the next incremental export.
-    pub mark: u64,
-    pub records: u64,
-    pub blobs: u64,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
@@ -241,26 +229,6 @@ impl Seal {
             digest: self.hasher.finalize().into(),
         }
     }
-}
-
-/// What an import did.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ImportReport {
-    pub source: String,
-    pub mark: u64,
-    pub records_applied: u64,
-    pub versions: u64,
-    pub tags: u64,
-    pub deletions: u64,
-    pub blobs: u64,
-    pub bytes: u64,
-    /// Records already held.
-    pub duplicates: u64,
-    /// Records no `[[replicate]]` rule accepts.
-    pub untrusted: u64,
-    /// Records the intake refused (bad signature, authority, conflicts, rollbacks, a blob that
-    /// is not the manifest's package), each with the reason.
-    pub refused: Vec<String>,
 }
 
 /// Checks the bundle as a container (format, counts, every blob hashes to its name and is a

@@ -4,7 +4,12 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::record::Record;
+use crate::{
+    Arch, Digest, PackageName,
+    api_schema::{KeyId, KeyName, ScopeString, UploadId, VersionString},
+    record::Record,
+    whole_number,
+};
 
 /// Every error response: `{"error":{"code","message"}}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -38,8 +43,10 @@ pub struct NodeInfo {
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct PackageSummary {
+    #[schema(value_type = PackageName)]
     pub name: String,
     /// Highest non-prerelease version, if any.
+    #[schema(value_type = Option<VersionString>)]
     pub latest: Option<String>,
     pub description: String,
 }
@@ -54,8 +61,11 @@ pub struct PackageList {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct VersionInfo {
+    #[schema(value_type = VersionString)]
     pub version: String,
+    #[schema(value_type = Arch)]
     pub arch: String,
+    #[schema(value_type = Digest)]
     pub digest: String,
     pub size: u64,
     pub description: String,
@@ -66,7 +76,9 @@ pub struct VersionInfo {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TagInfo {
+    /// A tag, or `latest`.
     pub tag: String,
+    #[schema(value_type = VersionString)]
     pub version: String,
     /// `true` for `latest`, which the node maintains itself.
     pub automatic: bool,
@@ -75,6 +87,7 @@ pub struct TagInfo {
 /// `GET /v1/packages/{name}`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct PackageDetail {
+    #[schema(value_type = PackageName)]
     pub name: String,
     pub description: String,
     pub versions: Vec<VersionInfo>,
@@ -90,15 +103,21 @@ pub struct TagList {
 /// `PUT /v1/packages/{name}/tags/{tag}`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct SetTag {
+    /// The exact version the tag is to point at; it must exist.
+    #[schema(value_type = VersionString)]
     pub version: String,
 }
 
 /// `GET /v1/packages/{name}/resolve`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Resolved {
+    #[schema(value_type = PackageName)]
     pub name: String,
+    #[schema(value_type = VersionString)]
     pub version: String,
+    #[schema(value_type = Arch)]
     pub arch: String,
+    #[schema(value_type = Digest)]
     pub digest: String,
     pub size: u64,
     pub description: String,
@@ -109,6 +128,7 @@ pub struct Resolved {
 /// `POST /v1/packages/{name}/uploads`, `HEAD`/`PATCH /v1/uploads/{id}`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct UploadStatus {
+    #[schema(value_type = UploadId)]
     pub id: String,
     /// Bytes received so far; the next `PATCH` must start here.
     pub offset: u64,
@@ -117,12 +137,15 @@ pub struct UploadStatus {
 /// `GET /v1/uploads`: one open upload.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct UploadInfo {
+    #[schema(value_type = UploadId)]
     pub id: String,
     /// The package the upload was opened for.
+    #[schema(value_type = PackageName)]
     pub package: String,
     /// Bytes received so far.
     pub offset: u64,
     /// The key that opened it.
+    #[schema(value_type = Option<KeyId>)]
     pub key_id: Option<String>,
     /// Milliseconds since the Unix epoch when it was opened.
     pub created_ms: u64,
@@ -140,9 +163,13 @@ pub struct UploadList {
 /// `PUT /v1/uploads/{id}`: the package is published.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Published {
+    #[schema(value_type = PackageName)]
     pub name: String,
+    #[schema(value_type = VersionString)]
     pub version: String,
+    #[schema(value_type = Arch)]
     pub arch: String,
+    #[schema(value_type = Digest)]
     pub digest: String,
     pub size: u64,
     /// `false` when the exact same bytes were already published.
@@ -152,10 +179,15 @@ pub struct Published {
 /// `POST /v1/keys`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct CreateKey {
+    /// 1 to 64 characters, not all spaces, no control characters; surrounding spaces are
+    /// dropped.
+    #[schema(value_type = KeyName)]
     pub name: String,
+    #[schema(value_type = Vec<ScopeString>, min_items = 1)]
     pub scopes: Vec<String>,
-    /// Milliseconds since the Unix epoch after which the key stops working.
-    #[serde(default)]
+    /// Milliseconds since the Unix epoch after which the key stops working; in the future.
+    #[serde(default, deserialize_with = "whole_number::option_u64")]
+    #[schema(format = "uint64", maximum = 18446744073709551615_u64)]
     pub expires_at_ms: Option<u64>,
 }
 
@@ -169,8 +201,10 @@ pub struct CreatedKey {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct KeyInfo {
+    #[schema(value_type = KeyId)]
     pub id: String,
     pub name: String,
+    #[schema(value_type = Vec<ScopeString>)]
     pub scopes: Vec<String>,
     pub created_ms: u64,
     pub last_used_ms: Option<u64>,
@@ -187,8 +221,10 @@ pub struct KeyList {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct WhoAmI {
     /// Absent for anonymous access.
+    #[schema(value_type = Option<KeyId>)]
     pub key_id: Option<String>,
     pub name: Option<String>,
+    #[schema(value_type = Vec<ScopeString>)]
     pub scopes: Vec<String>,
 }
 
@@ -196,6 +232,8 @@ pub struct WhoAmI {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct GcRequest {
     /// Keep the newest N versions of each package and architecture (tagged ones always stay).
+    #[serde(deserialize_with = "whole_number::u32")]
+    #[schema(minimum = 1, format = "uint32", maximum = 4294967295_u32)]
     pub keep_versions: u32,
     #[serde(default)]
     pub dry_run: bool,
@@ -203,8 +241,11 @@ pub struct GcRequest {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct GcVersion {
+    #[schema(value_type = PackageName)]
     pub name: String,
+    #[schema(value_type = VersionString)]
     pub version: String,
+    #[schema(value_type = Arch)]
     pub arch: String,
     pub size: u64,
 }
@@ -224,7 +265,8 @@ pub struct GcReport {
 /// `POST /v1/mirror`: pull everything `from` lets `key` pull into this node.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct MirrorRequest {
-    /// Base URL of the source registry.
+    /// Base URL of the source registry: `http://` or `https://`.
+    #[schema(pattern = "^https?://[^/]")]
     pub from: String,
     /// API key for the source, if it needs one.
     #[serde(default)]
@@ -270,4 +312,61 @@ pub struct RecordPage {
     pub next: u64,
     /// Whether more records follow.
     pub more: bool,
+}
+
+/// `GET /v1/peers`: what the node knows about one peer.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct PeerInfo {
+    pub peer_id: String,
+    pub addrs: Vec<String>,
+    pub connected: bool,
+    /// Round-trip time of the last ping, in milliseconds.
+    pub latency_ms: Option<u64>,
+    /// When records were last pulled from this peer, in ms since the epoch.
+    pub last_sync_ms: Option<u64>,
+    /// This peer's log position we have synced up to.
+    pub synced_to: Option<u64>,
+    /// Bad messages or bytes received from it; at 3 it is blocked.
+    pub strikes: u32,
+    /// Records it relayed that this node refused (authority, conflicts, invalid, ...); the
+    /// node's log and `records_refused` metric say why.
+    #[serde(default)]
+    pub records_refused: u64,
+    pub blocked: bool,
+}
+
+/// `POST /v1/import`: what an import did.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct ImportReport {
+    /// Peer id of the node that wrote the bundle.
+    pub source: String,
+    /// The bundle's `mark`: pass as `since` for the next incremental export.
+    pub mark: u64,
+    pub records_applied: u64,
+    pub versions: u64,
+    pub tags: u64,
+    pub deletions: u64,
+    pub blobs: u64,
+    pub bytes: u64,
+    /// Records already held.
+    pub duplicates: u64,
+    /// Records no `[[replicate]]` rule accepts.
+    pub untrusted: u64,
+    /// Records the intake refused (bad signature, authority, conflicts, rollbacks, a blob that
+    /// is not the manifest's package), each with the reason.
+    pub refused: Vec<String>,
+}
+
+/// `niso-bundle.json`, the first entry of the tar that `GET /v1/export` streams.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleHeader {
+    pub format: String,
+    /// Peer id of the node that wrote the bundle.
+    pub source: String,
+    /// Log position the bundle starts after (0 for a full export).
+    pub since: u64,
+    /// Log position it ends at: pass as `--since` for the next incremental export.
+    pub mark: u64,
+    pub records: u64,
+    pub blobs: u64,
 }

@@ -81,6 +81,28 @@ pub fn generate_key_id(fill: &mut dyn FnMut(&mut [u8])) -> String {
     format!("{ID_PREFIX}{}", random_base62(ID_LEN, fill))
 }
 
+/// Most characters in a key's name, surrounding spaces included.
+pub const MAX_KEY_NAME_CHARS: usize = 64;
+
+/// Why a key name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "key names are 1 to {MAX_KEY_NAME_CHARS} characters, not all spaces, without control characters"
+)]
+pub struct KeyNameError;
+
+/// Checks a key's name and returns it without surrounding whitespace.
+pub fn key_name(name: &str) -> Result<&str, KeyNameError> {
+    let trimmed = name.trim();
+    if trimmed.is_empty()
+        || name.chars().count() > MAX_KEY_NAME_CHARS
+        || name.chars().any(char::is_control)
+    {
+        return Err(KeyNameError);
+    }
+    Ok(trimmed)
+}
+
 /// Whether `s` has the shape of a key id (used to validate path parameters).
 pub fn is_key_id(s: &str) -> bool {
     s.strip_prefix(ID_PREFIX)

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod api_key;
+pub mod api_schema;
 pub mod arch;
 pub mod archive;
 pub mod digest;
@@ -19,6 +20,7 @@ pub mod package_meta;
 pub mod record;
 pub mod reference;
 pub mod scope;
+mod whole_number;
 
 pub use arch::Arch;
 pub use digest::Digest;

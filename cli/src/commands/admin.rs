@@ -224,29 +224,29 @@ pub async fn peers(ctx: &Context, client: &RegistryClient) -> anyhow::Result<()>
         "ADDRESS".to_owned(),
     ]];
     for p in peers {
-        let state = if p["blocked"].as_bool() == Some(true) {
+        let state = if p.blocked {
             "blocked"
-        } else if p["connected"].as_bool() == Some(true) {
+        } else if p.connected {
             "connected"
         } else {
             "known"
         };
-        let latency = p["latency_ms"]
-            .as_u64()
+        let latency = p
+            .latency_ms
             .map(|l| format!("{l} ms"))
             .unwrap_or_else(|| "-".into());
-        let synced = match (p["synced_to"].as_u64(), p["last_sync_ms"].as_u64()) {
+        let synced = match (p.synced_to, p.last_sync_ms) {
             (Some(pos), Some(at)) => format!("#{pos} at {}", units::date(at)),
             _ => "never".into(),
         };
-        let addr = p["addrs"][0].as_str().unwrap_or("-").to_owned();
+        let addr = p.addrs.first().map_or("-", String::as_str).to_owned();
         rows.push(vec![
-            p["peer_id"].as_str().unwrap_or("?").to_owned(),
+            p.peer_id,
             state.to_owned(),
             latency,
             synced,
             // Records it relayed that this node's intake refused (authority, conflicts, ...).
-            p["records_refused"].as_u64().unwrap_or(0).to_string(),
+            p.records_refused.to_string(),
             addr,
         ]);
     }

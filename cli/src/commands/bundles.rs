@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use futures::StreamExt;
+use niso_protocol::api::BundleHeader;
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
@@ -64,18 +65,18 @@ pub async fn export(
     } else {
         outln!(
             "  Exported {} records and {} blobs ({}) to {}",
-            header["records"],
-            header["blobs"],
+            header.records,
+            header.blobs,
             units::size(size),
             to.display()
         );
-        outln!("  Next incremental export: --since {}", header["mark"]);
+        outln!("  Next incremental export: --since {}", header.mark);
     }
     Ok(())
 }
 
 /// Reads every tar header of a bundle and returns its `niso-bundle.json`.
-fn read_header(path: &Path) -> anyhow::Result<serde_json::Value> {
+fn read_header(path: &Path) -> anyhow::Result<BundleHeader> {
     use std::io::Read;
     let file = std::fs::File::open(path)?;
     let mut tar = tar::Archive::new(std::io::BufReader::new(file));
@@ -120,27 +121,26 @@ pub async fn import(ctx: &Context, client: &RegistryClient, file: &Path) -> anyh
         outln!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    let n = |k: &str| report[k].as_u64().unwrap_or(0);
     outln!(
         "  Imported from {}: {} version{}, {} tag update{}, {} deletion{}; {} blob{} ({})",
-        report["source"].as_str().unwrap_or("?"),
-        n("versions"),
-        units::plural(n("versions")),
-        n("tags"),
-        units::plural(n("tags")),
-        n("deletions"),
-        units::plural(n("deletions")),
-        n("blobs"),
-        units::plural(n("blobs")),
-        units::size(n("bytes"))
+        report.source,
+        report.versions,
+        units::plural(report.versions),
+        report.tags,
+        units::plural(report.tags),
+        report.deletions,
+        units::plural(report.deletions),
+        report.blobs,
+        units::plural(report.blobs),
+        units::size(report.bytes)
     );
     outln!(
         "  {} already present, {} not accepted by any [[replicate]] rule",
-        n("duplicates"),
-        n("untrusted")
+        report.duplicates,
+        report.untrusted
     );
-    for r in report["refused"].as_array().into_iter().flatten() {
-        outln!("  Refused: {}", r.as_str().unwrap_or_default());
+    for r in &report.refused {
+        outln!("  Refused: {r}");
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::{Json, extract::State};
-use niso_protocol::api::{GcReport, GcRequest, MirrorReport, MirrorRequest};
+use niso_protocol::api::{ErrorBody, GcReport, GcRequest, MirrorReport, MirrorRequest};
 
 use super::{
     AppState,
@@ -13,8 +13,15 @@ use super::{
 use crate::mirror::{MirrorError, mirror_from};
 
 /// Removes old versions (never tagged ones or `latest`) and unreferenced blobs. Local only.
-#[utoipa::path(post, path = "/v1/gc", tag = "admin", request_body = GcRequest,
-    responses((status = 200, body = GcReport), (status = 400, body = niso_protocol::api::ErrorBody), (status = 403, body = niso_protocol::api::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/gc", tag = "admin", operation_id = "collectGarbage", request_body = GcRequest,
+    responses(
+        (status = 200, description = "What was removed (or would be, on a dry run)", body = GcReport),
+        (status = 400, description = "`keep_versions` is 0, or a body that is not `GcRequest` JSON", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The key is not an admin key", body = ErrorBody),
+        (status = 413, description = "The body is over the node's `limits.max_json_bytes`", body = ErrorBody),
+        (status = 507, description = "The node's disk is full", body = ErrorBody),
+    ))]
 pub async fn gc(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -55,11 +62,15 @@ pub async fn gc(
 
 /// Copies into this node every package, version and tag that the source lets `key` pull,
 /// verifying signatures and digests.
-#[utoipa::path(post, path = "/v1/mirror", tag = "admin", request_body = MirrorRequest,
+#[utoipa::path(post, path = "/v1/mirror", tag = "admin", operation_id = "mirrorRegistry", request_body = MirrorRequest,
     responses(
-        (status = 200, body = MirrorReport),
-        (status = 400, body = niso_protocol::api::ErrorBody),
-        (status = 502, description = "The source failed", body = niso_protocol::api::ErrorBody),
+        (status = 200, description = "What was copied, skipped and refused", body = MirrorReport),
+        (status = 400, description = "Not an http(s) URL, or a body that is not `MirrorRequest` JSON", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The key is not an admin key", body = ErrorBody),
+        (status = 413, description = "The body is over the node's `limits.max_json_bytes`", body = ErrorBody),
+        (status = 502, description = "The source failed: unreachable, refused the key, or sent something invalid", body = ErrorBody),
+        (status = 507, description = "The node's disk is full", body = ErrorBody),
     ))]
 pub async fn mirror(
     State(state): State<AppState>,

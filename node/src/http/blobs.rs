@@ -9,7 +9,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use niso_protocol::{Digest, scope::Action};
+use niso_protocol::{Digest, PackageName, api::ErrorBody, api_schema::Bytes, scope::Action};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use tokio_util::io::ReaderStream;
@@ -35,17 +35,25 @@ fn cache_control(principal: &crate::api_keys::Principal) -> &'static str {
 const STREAM_CHUNK: usize = 256 * 1024;
 
 /// Downloads a package archive. `Range: bytes=A-B` resumes a partial download.
-#[utoipa::path(get, path = "/v1/packages/{name}/blobs/{digest}", tag = "blobs",
+#[utoipa::path(get, path = "/v1/packages/{name}/blobs/{digest}", tag = "blobs", operation_id = "downloadBlob",
     params(
-        ("name" = String, Path, description = "Package the blob belongs to"),
-        ("digest" = String, Path, description = "`blake3:` digest"),
-        ("Range" = Option<String>, Header, description = "`bytes=START-END`"),
+        ("name" = PackageName, Path, description = "Package the blob belongs to"),
+        ("digest" = Digest, Path, description = "The blob's digest"),
+        ("Range" = Option<String>, Header, description = "One range, `bytes=START-END`, `bytes=START-` or `bytes=-LAST`; several ranges get the whole blob",
+            pattern = "^bytes=(?:[0-9]+-[0-9]*|-[0-9]+)(?:, *(?:[0-9]+-[0-9]*|-[0-9]+))*$"),
     ),
     responses(
-        (status = 200, description = "The whole blob", content_type = "application/octet-stream"),
-        (status = 206, description = "The requested range", content_type = "application/octet-stream"),
-        (status = 404, body = niso_protocol::api::ErrorBody),
-        (status = 416, body = niso_protocol::api::ErrorBody),
+        (status = 200, description = "The whole blob", body = Bytes, content_type = "application/octet-stream",
+            headers(("ETag" = String, description = "The digest, quoted"))),
+        (status = 206, description = "The requested range", body = Bytes, content_type = "application/octet-stream",
+            headers(("Content-Range" = String, description = "`bytes START-END/SIZE`"))),
+        (status = 400, description = "Not a valid package name or digest", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The key may not pull this package", body = ErrorBody),
+        (status = 404, description = "The package has no version with this digest", body = ErrorBody),
+        (status = 416, description = "The range does not fit the blob", body = ErrorBody,
+            headers(("Content-Range" = String, description = "`bytes */SIZE`"))),
+        (status = 502, description = "A lazily replicated blob could not be fetched from peers", body = ErrorBody),
     ))]
 pub async fn get(
     State(state): State<AppState>,
@@ -142,6 +150,35 @@ pub async fn get(
     builder
         .body(Body::from_stream(stream))
         .map_err(|e| ApiError::internal(&e))
+}
+
+/// The headers a download would carry (size, `ETag`, `Content-Range`), without the bytes.
+#[utoipa::path(head, path = "/v1/packages/{name}/blobs/{digest}", tag = "blobs", operation_id = "checkBlob",
+    params(
+        ("name" = PackageName, Path, description = "Package the blob belongs to"),
+        ("digest" = Digest, Path, description = "The blob's digest"),
+        ("Range" = Option<String>, Header, description = "As for a download",
+            pattern = "^bytes=(?:[0-9]+-[0-9]*|-[0-9]+)(?:, *(?:[0-9]+-[0-9]*|-[0-9]+))*$"),
+    ),
+    responses(
+        (status = 200, description = "The blob is here; `Content-Length` is its size",
+            headers(("ETag" = String, description = "The digest, quoted"))),
+        (status = 206, description = "The range fits the blob",
+            headers(("Content-Range" = String, description = "`bytes START-END/SIZE`"))),
+        (status = 400, description = "Not a valid package name or digest"),
+        (status = 401, description = "No valid key"),
+        (status = 403, description = "The key may not pull this package"),
+        (status = 404, description = "The package has no version with this digest"),
+        (status = 416, description = "The range does not fit the blob"),
+        (status = 502, description = "A lazily replicated blob could not be fetched from peers"),
+    ))]
+pub async fn head(
+    state: State<AppState>,
+    auth: Auth,
+    path: ApiPath<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    get(state, auth, path, Method::HEAD, headers).await
 }
 
 /// Serves a blob this node holds only as a record: starts (or joins) the fetch from peers and

@@ -20,12 +20,14 @@ use super::{
     extract::{ApiQuery, Auth},
 };
 use crate::bundle::{self, BundleError, ExportFilter, ImportReport, import};
+use niso_protocol::{api::ErrorBody, api_schema::Bytes};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ExportQuery {
     /// Log position to start after: the `mark` of the previous bundle (0 for everything).
     #[serde(default)]
+    #[param(format = "uint64", maximum = 18446744073709551615_u64)]
     since: u64,
     /// Comma-separated package-name globs; omit for every package.
     packages: Option<String>,
@@ -33,12 +35,13 @@ pub struct ExportQuery {
 
 /// Streams a bundle (tar) of records and blobs. Its `niso-bundle.json` carries the `mark`
 /// for the next incremental export.
-#[utoipa::path(get, path = "/v1/export", tag = "admin", params(ExportQuery),
+#[utoipa::path(get, path = "/v1/export", tag = "admin", operation_id = "exportBundle", params(ExportQuery),
     responses(
-        (status = 200, description = "The bundle", content_type = "application/x-tar"),
-        (status = 502, description = "A blob the bundle needs is not here and could not be fetched; nothing was exported", body = niso_protocol::api::ErrorBody),
-        (status = 400, body = niso_protocol::api::ErrorBody),
-        (status = 403, body = niso_protocol::api::ErrorBody),
+        (status = 200, description = "The bundle", body = Bytes, content_type = "application/x-tar"),
+        (status = 400, description = "An invalid package glob, or `since` that is not a number", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The key is not an admin key", body = ErrorBody),
+        (status = 502, description = "A blob the bundle needs is not here and could not be fetched; nothing was exported", body = ErrorBody),
     ))]
 pub async fn export_bundle(
     State(state): State<AppState>,
@@ -93,13 +96,15 @@ pub async fn export_bundle(
 
 /// Verifies and imports a bundle. Records no `[[replicate]]` rule accepts are skipped; any bad
 /// signature or digest rejects the bundle whole.
-#[utoipa::path(post, path = "/v1/import", tag = "admin",
-    request_body(content = Vec<u8>, content_type = "application/x-tar"),
+#[utoipa::path(post, path = "/v1/import", tag = "admin", operation_id = "importBundle",
+    request_body(content = Bytes, description = "A bundle as `GET /v1/export` writes it", content_type = "application/x-tar"),
     responses(
-        (status = 200, body = ImportReport),
-        (status = 400, description = "Invalid or tampered bundle; nothing was imported", body = niso_protocol::api::ErrorBody),
-        (status = 403, body = niso_protocol::api::ErrorBody),
-        (status = 413, body = niso_protocol::api::ErrorBody),
+        (status = 200, description = "What the import took in and refused", body = ImportReport),
+        (status = 400, description = "Invalid or tampered bundle, or one that broke off; nothing was imported", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The key is not an admin key", body = ErrorBody),
+        (status = 413, description = "The bundle is over the node's `limits.max_bundle_bytes`", body = ErrorBody),
+        (status = 507, description = "The node's disk is full; nothing was imported", body = ErrorBody),
     ))]
 pub async fn import_bundle(
     State(state): State<AppState>,

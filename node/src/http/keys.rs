@@ -2,8 +2,9 @@
 
 use axum::{Json, extract::State, http::StatusCode};
 use niso_protocol::{
-    api::{CreateKey, CreatedKey, KeyList},
-    api_key::is_key_id,
+    api::{CreateKey, CreatedKey, ErrorBody, KeyList},
+    api_key::{is_key_id, key_name},
+    api_schema::KeyId,
     scope::{Scope, Scopes},
 };
 
@@ -18,11 +19,15 @@ use crate::{
 };
 
 /// Creates a key. The response is the only time the secret is shown.
-#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", operation_id = "createKey", request_body = CreateKey,
     responses(
-        (status = 201, body = CreatedKey),
-        (status = 400, body = niso_protocol::api::ErrorBody),
-        (status = 403, body = niso_protocol::api::ErrorBody),
+        (status = 201, description = "The new key, with its secret (shown only here)", body = CreatedKey,
+            links(("revoke" = (operation_id = "revokeKey", parameters(("id" = "$response.body#/id")))))),
+        (status = 400, description = "An invalid name, scope or expiry, or a body that is not `CreateKey` JSON", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The key is not an admin key", body = ErrorBody),
+        (status = 413, description = "The body is over the node's `limits.max_json_bytes`", body = ErrorBody),
+        (status = 507, description = "The node's disk is full; no key was made", body = ErrorBody),
     ))]
 pub async fn create(
     State(state): State<AppState>,
@@ -30,13 +35,9 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     principal.require_admin()?;
-    let name = body.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "invalid_key_name",
-            "key names are 1 to 64 printable characters",
-        ));
-    }
+    let name = key_name(&body.name)
+        .map_err(|e| ApiError::bad_request("invalid_key_name", e.to_string()))?
+        .to_owned();
     let scopes = body
         .scopes
         .iter()
@@ -62,8 +63,12 @@ pub async fn create(
 }
 
 /// Every key, without secrets.
-#[utoipa::path(get, path = "/v1/keys", tag = "keys",
-    responses((status = 200, body = KeyList), (status = 403, body = niso_protocol::api::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", operation_id = "listKeys",
+    responses(
+        (status = 200, description = "Every key, without secrets", body = KeyList),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The key is not an admin key", body = ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -79,9 +84,15 @@ pub async fn list(
 }
 
 /// Revokes a key; its next request is refused.
-#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys",
-    params(("id" = String, Path, description = "Key id, `key_…`")),
-    responses((status = 204, description = "Revoked"), (status = 404, body = niso_protocol::api::ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", operation_id = "revokeKey",
+    params(("id" = KeyId, Path, description = "Key id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The key is not an admin key", body = ErrorBody),
+        (status = 404, description = "No such key", body = ErrorBody),
+        (status = 507, description = "The node's disk is full; the key still works", body = ErrorBody),
+    ))]
 pub async fn revoke(
     State(state): State<AppState>,
     Auth(principal): Auth,

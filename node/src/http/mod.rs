@@ -57,7 +57,10 @@ pub fn router(state: AppState) -> Router {
             "/packages/{name}/tags/{tag}",
             put(tags::set).delete(tags::remove),
         )
-        .route("/packages/{name}/blobs/{digest}", get(blobs::get))
+        .route(
+            "/packages/{name}/blobs/{digest}",
+            get(blobs::get).head(blobs::head),
+        )
         .route("/packages/{name}/uploads", post(uploads::create))
         .route("/uploads", get(uploads::list))
         .route(

@@ -4,7 +4,8 @@
 use axum::{Json, extract::State, http::StatusCode};
 use niso_protocol::{
     Arch, PackageName,
-    api::{PackageDetail, PackageList, PackageSummary, Resolved, TagInfo, VersionInfo},
+    api::{ErrorBody, PackageDetail, PackageList, PackageSummary, Resolved, TagInfo, VersionInfo},
+    api_schema::VersionString,
     reference::{LATEST, Resolution, latest, resolve},
     scope::Action,
 };
@@ -28,9 +29,11 @@ const DEFAULT_LIMIT: usize = 100;
 pub struct ListQuery {
     /// Words to search for in names and descriptions; omit to list every package.
     q: Option<String>,
-    /// Page size, 1 to 1000 (default 100).
+    /// Page size (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page, with the same `q`: a listing's cursor is a package
+    /// name, a search's an offset, and a search refuses any other.
     cursor: Option<String>,
 }
 
@@ -64,12 +67,16 @@ pub fn parse_arch(arch: &str) -> Result<Arch, ApiError> {
 
 /// Lists packages by name, or searches them when `q` is given. Only packages the key may
 /// pull are shown.
-#[utoipa::path(get, path = "/v1/packages", tag = "packages", params(ListQuery),
+#[utoipa::path(get, path = "/v1/packages", tag = "packages", operation_id = "listPackages", params(ListQuery),
     responses(
-        (status = 200, body = PackageList),
-        (status = 400, body = niso_protocol::api::ErrorBody),
-        (status = 401, body = niso_protocol::api::ErrorBody),
-        (status = 403, body = niso_protocol::api::ErrorBody),
+        (status = 200, description = "One page of packages, by name (or by relevance for `q`)", body = PackageList,
+            links(
+                ("first" = (operation_id = "getPackage", parameters(("name" = "$response.body#/packages/0/name")))),
+                ("resolveFirst" = (operation_id = "resolveReference", parameters(("name" = "$response.body#/packages/0/name")))),
+            )),
+        (status = 400, description = "A `limit` out of range or a `cursor` this node did not issue", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The key may pull no package", body = ErrorBody),
     ))]
 pub async fn list(
     State(state): State<AppState>,
@@ -205,12 +212,19 @@ fn not_found(name: &str) -> ApiError {
 }
 
 /// Every version, architecture and tag of a package.
-#[utoipa::path(get, path = "/v1/packages/{name}", tag = "packages",
-    params(("name" = String, Path, description = "Package name")),
+#[utoipa::path(get, path = "/v1/packages/{name}", tag = "packages", operation_id = "getPackage",
+    params(("name" = PackageName, Path, description = "Package name")),
     responses(
-        (status = 200, body = PackageDetail),
-        (status = 403, body = niso_protocol::api::ErrorBody),
-        (status = 404, body = niso_protocol::api::ErrorBody),
+        (status = 200, description = "The package's versions, builds and tags", body = PackageDetail,
+            links(
+                ("tags" = (operation_id = "listTags", parameters(("name" = "$response.body#/name")))),
+                ("firstBuild" = (operation_id = "getVersion", parameters(("name" = "$response.body#/name"), ("version" = "$response.body#/versions/0/version"), ("arch" = "$response.body#/versions/0/arch")))),
+                ("downloadFirst" = (operation_id = "downloadBlob", parameters(("name" = "$response.body#/name"), ("digest" = "$response.body#/versions/0/digest")))),
+            )),
+        (status = 400, description = "Not a valid package name", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The key may not pull this package", body = ErrorBody),
+        (status = 404, description = "No such package", body = ErrorBody),
     ))]
 pub async fn detail(
     State(state): State<AppState>,
@@ -240,15 +254,24 @@ pub struct ResolveQuery {
     #[serde(rename = "ref")]
     reference: Option<String>,
     /// The client's architecture; `any` builds also match. Omit to consider every build.
+    #[param(value_type = Option<Arch>)]
     arch: Option<String>,
 }
 
 /// Resolves a reference (`latest`, a tag, a version, a version prefix) to one build.
-#[utoipa::path(get, path = "/v1/packages/{name}/resolve", tag = "packages",
-    params(("name" = String, Path, description = "Package name"), ResolveQuery),
+#[utoipa::path(get, path = "/v1/packages/{name}/resolve", tag = "packages", operation_id = "resolveReference",
+    params(("name" = PackageName, Path, description = "Package name"), ResolveQuery),
     responses(
-        (status = 200, body = Resolved),
-        (status = 404, description = "Nothing matches; the message lists what exists", body = niso_protocol::api::ErrorBody),
+        (status = 200, description = "The build the reference picks", body = Resolved,
+            links(
+                ("download" = (operation_id = "downloadBlob", parameters(("name" = "$response.body#/name"), ("digest" = "$response.body#/digest")))),
+                ("check" = (operation_id = "checkBlob", parameters(("name" = "$response.body#/name"), ("digest" = "$response.body#/digest")))),
+                ("build" = (operation_id = "getVersion", parameters(("name" = "$response.body#/name"), ("version" = "$response.body#/version"), ("arch" = "$response.body#/arch")))),
+            )),
+        (status = 400, description = "Not a valid package name or architecture", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The key may not pull this package", body = ErrorBody),
+        (status = 404, description = "Nothing matches (the message lists what exists), or the version was deleted (`version_deleted`)", body = ErrorBody),
     ))]
 pub async fn resolve_ref(
     State(state): State<AppState>,
@@ -324,13 +347,19 @@ pub async fn resolve_ref(
 }
 
 /// One build of one version.
-#[utoipa::path(get, path = "/v1/packages/{name}/versions/{version}/{arch}", tag = "packages",
+#[utoipa::path(get, path = "/v1/packages/{name}/versions/{version}/{arch}", tag = "packages", operation_id = "getVersion",
     params(
-        ("name" = String, Path, description = "Package name"),
-        ("version" = String, Path, description = "Exact semver version"),
-        ("arch" = String, Path, description = "Architecture"),
+        ("name" = PackageName, Path, description = "Package name"),
+        ("version" = VersionString, Path, description = "Exact semver version"),
+        ("arch" = Arch, Path, description = "Architecture"),
     ),
-    responses((status = 200, body = VersionInfo), (status = 404, body = niso_protocol::api::ErrorBody)))]
+    responses(
+        (status = 200, description = "The build", body = VersionInfo),
+        (status = 400, description = "Not a valid package name, version or architecture", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The key may not pull this package", body = ErrorBody),
+        (status = 404, description = "No such build", body = ErrorBody),
+    ))]
 pub async fn version(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -355,22 +384,26 @@ pub async fn version(
 #[into_params(parameter_in = Query)]
 pub struct DeleteQuery {
     /// Delete only this architecture; omit to delete every build of the version.
+    #[param(value_type = Option<Arch>)]
     arch: Option<String>,
 }
 
 /// Deletes a version for good: a tombstone record replaces it, and the same name, version
 /// and architecture can never be published again.
-#[utoipa::path(delete, path = "/v1/packages/{name}/versions/{version}", tag = "packages",
+#[utoipa::path(delete, path = "/v1/packages/{name}/versions/{version}", tag = "packages", operation_id = "deleteVersion",
     params(
-        ("name" = String, Path, description = "Package name"),
-        ("version" = String, Path, description = "Exact semver version"),
+        ("name" = PackageName, Path, description = "Package name"),
+        ("version" = VersionString, Path, description = "Exact semver version"),
         DeleteQuery,
     ),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 403, body = niso_protocol::api::ErrorBody),
-        (status = 404, body = niso_protocol::api::ErrorBody),
-        (status = 409, description = "A tag points at the version", body = niso_protocol::api::ErrorBody),
+        (status = 400, description = "Not a valid package name, version or architecture", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The key may not delete this package", body = ErrorBody),
+        (status = 404, description = "No such version", body = ErrorBody),
+        (status = 409, description = "A tag points at the version, or it is already deleted", body = ErrorBody),
+        (status = 507, description = "The node's disk is full; nothing was changed", body = ErrorBody),
     ))]
 pub async fn delete_version(
     State(state): State<AppState>,

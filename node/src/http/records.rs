@@ -2,7 +2,11 @@
 //! read it to copy packages with their original signatures.
 
 use axum::{Json, extract::State};
-use niso_protocol::{api::RecordPage, record::Record, scope::Action};
+use niso_protocol::{
+    api::{ErrorBody, RecordPage},
+    record::Record,
+    scope::Action,
+};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -18,18 +22,26 @@ use super::{
 pub struct RecordsQuery {
     /// Log position to continue after (`next` of the previous page); 0 to start.
     #[serde(default)]
+    #[param(format = "uint64", maximum = 18446744073709551615_u64)]
     after: u64,
-    /// Page size, 1 to 1000 (default 100).
+    /// Page size (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
-    /// With nothing new after `after`, wait up to this many seconds (at most 60) for records
-    /// to arrive before answering: a long poll for watching a registry.
+    /// With nothing new after `after`, wait up to this many seconds for records to arrive
+    /// before answering: a long poll for watching a registry. Values above 60 wait 60.
     #[serde(default)]
+    #[param(format = "uint64", maximum = 18446744073709551615_u64)]
     wait: u64,
 }
 
 /// Records after a log position.
-#[utoipa::path(get, path = "/v1/records", tag = "records", params(RecordsQuery),
-    responses((status = 200, body = RecordPage), (status = 401, body = niso_protocol::api::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/records", tag = "records", operation_id = "listRecords", params(RecordsQuery),
+    responses(
+        (status = 200, description = "Records after `after` that the key may pull, in log order", body = RecordPage),
+        (status = 400, description = "A `limit` out of range, or a parameter that is not a number", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The key may pull no package", body = ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(principal): Auth,

@@ -6,16 +6,16 @@ use axum::{
     http::header,
     response::{IntoResponse, Response},
 };
-use niso_protocol::api::{NodeInfo, WhoAmI};
+use niso_protocol::api::{ErrorBody, NodeInfo, PeerInfo, WhoAmI};
 
 use super::{AppState, error::ApiError, extract::Auth};
 
 /// Health: `ok` while the node serves requests and its writes work; 503 `degraded: …` while
 /// writes fail (a full disk), though reads are still served.
-#[utoipa::path(get, path = "/healthz", tag = "node",
+#[utoipa::path(get, path = "/healthz", tag = "node", operation_id = "getHealth", security(()),
     responses(
-        (status = 200, description = "The node is up", body = String),
-        (status = 503, description = "Degraded: writes are failing, and why", body = String)))]
+        (status = 200, description = "The node is up: `ok`", body = String, content_type = "text/plain"),
+        (status = 503, description = "Degraded: writes are failing, and why", body = String, content_type = "text/plain")))]
 pub async fn healthz(State(state): State<AppState>) -> Response {
     match state.store.write_health().failing() {
         None => "ok\n".into_response(),
@@ -28,8 +28,8 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 /// Prometheus metrics in the text exposition format.
-#[utoipa::path(get, path = "/metrics", tag = "node",
-    responses((status = 200, description = "Metrics", body = String)))]
+#[utoipa::path(get, path = "/metrics", tag = "node", operation_id = "getMetrics", security(()),
+    responses((status = 200, description = "Metrics in the OpenMetrics text format", body = String, content_type = "application/openmetrics-text")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     state.refresh_gauges();
     (
@@ -43,8 +43,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// The node's identity and size. Needs no key.
-#[utoipa::path(get, path = "/v1/node", tag = "node",
-    responses((status = 200, description = "Node information", body = NodeInfo)))]
+#[utoipa::path(get, path = "/v1/node", tag = "node", operation_id = "getNodeInfo", security(()),
+    responses(
+        (status = 200, description = "Node information", body = NodeInfo),
+        (status = 500, description = "The node could not read its store; its log says why", body = ErrorBody),
+    ))]
 pub async fn node_info(State(state): State<AppState>) -> Result<Json<NodeInfo>, ApiError> {
     let (packages, versions) = state.store.counts()?;
     Ok(Json(NodeInfo {
@@ -63,10 +66,10 @@ pub async fn node_info(State(state): State<AppState>) -> Result<Json<NodeInfo>, 
 }
 
 /// The key making the request and its scopes.
-#[utoipa::path(get, path = "/v1/whoami", tag = "keys",
+#[utoipa::path(get, path = "/v1/whoami", tag = "keys", operation_id = "whoAmI",
     responses(
-        (status = 200, description = "The caller", body = WhoAmI),
-        (status = 401, description = "No valid key", body = niso_protocol::api::ErrorBody),
+        (status = 200, description = "The caller: its key and scopes (none for anonymous access)", body = WhoAmI),
+        (status = 401, description = "No valid key (and the node allows no anonymous pulls)", body = ErrorBody),
     ))]
 pub async fn whoami(Auth(principal): Auth) -> Json<WhoAmI> {
     Json(WhoAmI {
@@ -82,15 +85,16 @@ pub async fn whoami(Auth(principal): Auth) -> Json<WhoAmI> {
 }
 
 /// Peers this node knows: addresses, latency, sync state, strikes.
-#[utoipa::path(get, path = "/v1/peers", tag = "node",
+#[utoipa::path(get, path = "/v1/peers", tag = "node", operation_id = "listPeers",
     responses(
-        (status = 200, body = Vec<crate::p2p::PeerInfo>),
-        (status = 403, body = niso_protocol::api::ErrorBody),
+        (status = 200, description = "Every peer this node knows, by peer id (empty while p2p is off)", body = Vec<PeerInfo>),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The key is not an admin key", body = ErrorBody),
     ))]
 pub async fn peers(
     State(state): State<AppState>,
     Auth(principal): Auth,
-) -> Result<Json<Vec<crate::p2p::PeerInfo>>, ApiError> {
+) -> Result<Json<Vec<PeerInfo>>, ApiError> {
     principal.require_admin()?;
     Ok(Json(
         state.p2p.as_ref().map(|p| p.peers()).unwrap_or_default(),

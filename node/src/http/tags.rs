@@ -2,7 +2,9 @@
 
 use axum::{Json, extract::State, http::StatusCode};
 use niso_protocol::{
-    api::{SetTag, TagInfo, TagList},
+    PackageName,
+    api::{ErrorBody, SetTag, TagInfo, TagList},
+    api_schema::TagName,
     name::validate_tag,
     scope::Action,
 };
@@ -16,9 +18,15 @@ use super::{
 use crate::store::LocalChange;
 
 /// Tags of a package, `latest` included, ordered by version.
-#[utoipa::path(get, path = "/v1/packages/{name}/tags", tag = "tags",
-    params(("name" = String, Path, description = "Package name")),
-    responses((status = 200, body = TagList), (status = 404, body = niso_protocol::api::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/packages/{name}/tags", tag = "tags", operation_id = "listTags",
+    params(("name" = PackageName, Path, description = "Package name")),
+    responses(
+        (status = 200, description = "The package's tags, `latest` included, ordered by version", body = TagList),
+        (status = 400, description = "Not a valid package name", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The key may not pull this package", body = ErrorBody),
+        (status = 404, description = "No such package", body = ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -41,14 +49,19 @@ fn check_tag(tag: &str) -> Result<(), ApiError> {
 }
 
 /// Points a tag at a version, creating or moving it. Needs push rights on the package.
-#[utoipa::path(put, path = "/v1/packages/{name}/tags/{tag}", tag = "tags",
-    params(("name" = String, Path, description = "Package name"), ("tag" = String, Path, description = "Tag name")),
+#[utoipa::path(put, path = "/v1/packages/{name}/tags/{tag}", tag = "tags", operation_id = "setTag",
+    params(("name" = PackageName, Path, description = "Package name"), ("tag" = TagName, Path, description = "Tag name")),
     request_body = SetTag,
     responses(
-        (status = 200, body = TagInfo),
-        (status = 400, body = niso_protocol::api::ErrorBody),
-        (status = 403, body = niso_protocol::api::ErrorBody),
-        (status = 404, description = "No such version", body = niso_protocol::api::ErrorBody),
+        (status = 200, description = "The tag now points at the version", body = TagInfo,
+            links(("remove" = (operation_id = "removeTag", parameters(("name" = "$request.path.name"), ("tag" = "$response.body#/tag")))))),
+        (status = 400, description = "Not a valid package name, tag or version, or a body that is not `SetTag` JSON", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The key may not push to this package", body = ErrorBody),
+        (status = 404, description = "No such package or version", body = ErrorBody),
+        (status = 409, description = "The version was deleted, or the tag would move back to a version it left (`tag_rollback`)", body = ErrorBody),
+        (status = 413, description = "The body is over the node's `limits.max_json_bytes`", body = ErrorBody),
+        (status = 507, description = "The node's disk is full; nothing was changed", body = ErrorBody),
     ))]
 pub async fn set(
     State(state): State<AppState>,
@@ -76,9 +89,16 @@ pub async fn set(
 }
 
 /// Removes a tag.
-#[utoipa::path(delete, path = "/v1/packages/{name}/tags/{tag}", tag = "tags",
-    params(("name" = String, Path, description = "Package name"), ("tag" = String, Path, description = "Tag name")),
-    responses((status = 204, description = "Removed"), (status = 404, body = niso_protocol::api::ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/packages/{name}/tags/{tag}", tag = "tags", operation_id = "removeTag",
+    params(("name" = PackageName, Path, description = "Package name"), ("tag" = TagName, Path, description = "Tag name")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 400, description = "Not a valid package name or tag", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The key may not push to this package", body = ErrorBody),
+        (status = 404, description = "No such package or tag", body = ErrorBody),
+        (status = 507, description = "The node's disk is full; nothing was changed", body = ErrorBody),
+    ))]
 pub async fn remove(
     State(state): State<AppState>,
     Auth(principal): Auth,

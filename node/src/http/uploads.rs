@@ -12,8 +12,9 @@ use axum::{
 };
 use futures::StreamExt;
 use niso_protocol::{
-    Digest,
-    api::{Published, UploadInfo, UploadList, UploadStatus},
+    Digest, PackageName,
+    api::{ErrorBody, Published, UploadInfo, UploadList, UploadStatus},
+    api_schema::{Bytes, UploadId},
     record::ManifestBody,
     scope::Action,
 };
@@ -44,17 +45,28 @@ pub struct CreateQuery {
     /// The `blake3:` digest of the package about to be sent. When these exact bytes are
     /// already published under this package, the answer is `200` with the published version
     /// and no upload is opened.
+    #[param(value_type = Option<Digest>)]
     digest: Option<String>,
 }
 
 /// Starts an upload for a package the key may push.
-#[utoipa::path(post, path = "/v1/packages/{name}/uploads", tag = "uploads",
-    params(("name" = String, Path, description = "Package being pushed"), CreateQuery),
+#[utoipa::path(post, path = "/v1/packages/{name}/uploads", tag = "uploads", operation_id = "openUpload",
+    params(("name" = PackageName, Path, description = "Package being pushed"), CreateQuery),
     responses(
-        (status = 201, body = UploadStatus),
+        (status = 201, description = "The upload is open and empty", body = UploadStatus,
+            headers(("Upload-Offset" = u64, description = "Bytes held: 0")),
+            links(
+                ("append" = (operation_id = "appendToUpload", parameters(("id" = "$response.body#/id")))),
+                ("status" = (operation_id = "getUpload", parameters(("id" = "$response.body#/id")))),
+                ("finish" = (operation_id = "finishUpload", parameters(("id" = "$response.body#/id")))),
+                ("cancel" = (operation_id = "cancelUpload", parameters(("id" = "$response.body#/id")))),
+            )),
         (status = 200, description = "These exact bytes were already published; no upload was opened", body = Published),
-        (status = 403, body = niso_protocol::api::ErrorBody),
-        (status = 429, description = "Too many open uploads for this key", body = niso_protocol::api::ErrorBody),
+        (status = 400, description = "Not a valid package name or digest", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The key may not push to this package", body = ErrorBody),
+        (status = 429, description = "Too many open uploads for this key", body = ErrorBody),
+        (status = 507, description = "The node's disk is full; no upload was opened", body = ErrorBody),
     ))]
 pub async fn create(
     State(state): State<AppState>,
@@ -129,10 +141,10 @@ fn may_use(principal: &Principal, entry: &UploadEntry) -> bool {
 }
 
 /// Lists open uploads: the calling key's own, or every key's for an admin key.
-#[utoipa::path(get, path = "/v1/uploads", tag = "uploads",
+#[utoipa::path(get, path = "/v1/uploads", tag = "uploads", operation_id = "listUploads",
     responses(
-        (status = 200, body = UploadList),
-        (status = 401, body = niso_protocol::api::ErrorBody),
+        (status = 200, description = "Open uploads, oldest first", body = UploadList),
+        (status = 401, description = "No valid key (anonymous callers have no uploads)", body = ErrorBody),
     ))]
 pub async fn list(
     State(state): State<AppState>,
@@ -208,10 +220,25 @@ async fn open_upload<'a>(
     Ok((entry, lease, path))
 }
 
+/// Deletes an upload, holding its lease until the file and the row are gone: the next request
+/// to take the upload finds it whole or not at all, never a row whose file vanishes under it.
+async fn remove(state: &AppState, id: String, lease: UploadLease<'_>) -> Result<(), ApiError> {
+    state.store.remove_upload(id).await?;
+    drop(lease);
+    Ok(())
+}
+
 /// Reports how many bytes an upload holds (also in the `Upload-Offset` header).
-#[utoipa::path(get, path = "/v1/uploads/{id}", tag = "uploads",
-    params(("id" = String, Path, description = "Upload id")),
-    responses((status = 200, body = UploadStatus), (status = 404, body = niso_protocol::api::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/uploads/{id}", tag = "uploads", operation_id = "getUpload",
+    params(("id" = UploadId, Path, description = "Upload id")),
+    responses(
+        (status = 200, description = "The bytes held so far", body = UploadStatus,
+            headers(("Upload-Offset" = u64, description = "Bytes held: where the next `PATCH` starts"))),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The key may no longer push to the upload's package", body = ErrorBody),
+        (status = 404, description = "No such upload for this key (finished, cancelled, expired or another key's)", body = ErrorBody),
+        (status = 409, description = "Another request is writing to this upload (`upload_busy`)", body = ErrorBody),
+    ))]
 pub async fn status(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -223,18 +250,23 @@ pub async fn status(
 }
 
 /// Appends the request body to the upload. `Upload-Offset` must equal the bytes already held.
-#[utoipa::path(patch, path = "/v1/uploads/{id}", tag = "uploads",
+#[utoipa::path(patch, path = "/v1/uploads/{id}", tag = "uploads", operation_id = "appendToUpload",
     params(
-        ("id" = String, Path, description = "Upload id"),
-        ("Upload-Offset" = u64, Header, description = "Where this chunk starts"),
+        ("id" = UploadId, Path, description = "Upload id"),
+        ("Upload-Offset" = u64, Header, description = "Where this chunk starts: the bytes the upload holds", format = "uint64", maximum = 18446744073709551615_u64),
     ),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    request_body(content = Option<Bytes>, description = "The next bytes of the package; none appends nothing", content_type = "application/octet-stream"),
     responses(
-        (status = 200, body = UploadStatus),
-        (status = 400, description = "The body broke off; the bytes that arrived are kept", body = niso_protocol::api::ErrorBody),
-        (status = 408, description = "The body went silent for the node's `http.body_idle_timeout_secs`; the bytes that arrived are kept", body = niso_protocol::api::ErrorBody),
-        (status = 409, description = "Offset mismatch (the message gives the right one), or another request is writing to this upload", body = niso_protocol::api::ErrorBody),
-        (status = 413, body = niso_protocol::api::ErrorBody),
+        (status = 200, description = "The bytes were appended", body = UploadStatus,
+            headers(("Upload-Offset" = u64, description = "Bytes held now"))),
+        (status = 400, description = "No `Upload-Offset` header, or the body broke off (`upload_interrupted`; the bytes that arrived are kept)", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The key may no longer push to the upload's package", body = ErrorBody),
+        (status = 404, description = "No such upload for this key", body = ErrorBody),
+        (status = 408, description = "The body went silent for the node's `http.body_idle_timeout_secs`; the bytes that arrived are kept", body = ErrorBody),
+        (status = 409, description = "Offset mismatch (the message gives the right one), or another request is writing to this upload", body = ErrorBody),
+        (status = 413, description = "The package would pass the node's `limits.max_package_bytes`; the upload is removed", body = ErrorBody),
+        (status = 507, description = "The node's disk is full; the bytes before it are kept", body = ErrorBody),
     ))]
 pub async fn append(
     State(state): State<AppState>,
@@ -267,8 +299,7 @@ pub async fn append(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| current.saturating_add(len) > max) {
-        drop(lease);
-        state.store.remove_upload(id).await?;
+        remove(&state, id, lease).await?;
         return Err(too_large(max));
     }
     let file = tokio::fs::OpenOptions::new()
@@ -296,8 +327,7 @@ pub async fn append(
                 written += bytes.len() as u64;
                 if written > max {
                     drop(file);
-                    drop(lease);
-                    state.store.remove_upload(id).await?;
+                    remove(&state, id, lease).await?;
                     return Err(too_large(max));
                 }
                 file.write_all(&bytes).await?;
@@ -380,17 +410,27 @@ fn too_large(max: u64) -> ApiError {
 #[into_params(parameter_in = Query)]
 pub struct FinishQuery {
     /// The `blake3:` digest of the whole package, as the client computed it.
+    #[param(value_type = Digest)]
     digest: String,
 }
 
 /// Verifies the uploaded package against its digest and its own contents, then publishes it.
-#[utoipa::path(put, path = "/v1/uploads/{id}", tag = "uploads",
-    params(("id" = String, Path, description = "Upload id"), FinishQuery),
+#[utoipa::path(put, path = "/v1/uploads/{id}", tag = "uploads", operation_id = "finishUpload",
+    params(("id" = UploadId, Path, description = "Upload id"), FinishQuery),
     responses(
-        (status = 201, description = "Published", body = Published),
+        (status = 201, description = "Published", body = Published,
+            links(
+                ("build" = (operation_id = "getVersion", parameters(("name" = "$response.body#/name"), ("version" = "$response.body#/version"), ("arch" = "$response.body#/arch")))),
+                ("download" = (operation_id = "downloadBlob", parameters(("name" = "$response.body#/name"), ("digest" = "$response.body#/digest")))),
+            )),
         (status = 200, description = "These exact bytes were already published", body = Published),
-        (status = 400, description = "Digest mismatch, invalid archive or wrong package name", body = niso_protocol::api::ErrorBody),
-        (status = 409, description = "The version exists with other contents, or was deleted", body = niso_protocol::api::ErrorBody),
+        (status = 400, description = "No valid digest, a digest mismatch, an invalid archive or the wrong package name; the upload is removed", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The key may no longer push to the upload's package", body = ErrorBody),
+        (status = 404, description = "No such upload for this key", body = ErrorBody),
+        (status = 409, description = "The version exists with other contents, or was deleted, or another request is writing to this upload", body = ErrorBody),
+        (status = 413, description = "The package is over the node's `limits.max_package_bytes`", body = ErrorBody),
+        (status = 507, description = "The node's disk is full; nothing was published", body = ErrorBody),
     ))]
 pub async fn finish(
     State(state): State<AppState>,
@@ -411,8 +451,7 @@ pub async fn finish(
         Err(error) => {
             // A bad upload can never succeed: drop it rather than keep its bytes around.
             if error.status != StatusCode::INTERNAL_SERVER_ERROR {
-                drop(lease);
-                state.store.remove_upload(id).await?;
+                remove(&state, id, lease).await?;
             }
             return Err(error);
         }
@@ -443,14 +482,12 @@ pub async fn finish(
         Ok(new) => new,
         Err(ChangeError::Store(e)) => return Err(e.into()),
         Err(refusal) => {
-            drop(lease);
-            state.store.remove_upload(id).await?;
+            remove(&state, id, lease).await?;
             return Err(shown(refusal).into());
         }
     };
     if !new {
-        drop(lease);
-        state.store.remove_upload(id).await?;
+        remove(&state, id, lease).await?;
         // The same bytes already published: succeed without a new record.
         published.created = false;
         return Ok((StatusCode::OK, Json(published)).into_response());
@@ -460,8 +497,7 @@ pub async fn finish(
     state.failpoints.hit("push-blob-committed", 0).await;
     let change = LocalChange::Publish(manifest);
     let outcome = state.store.originate(change).await;
-    drop(lease);
-    state.store.remove_upload(id).await?;
+    remove(&state, id, lease).await?;
     outcome.map_err(shown)?;
     state.metrics.packages_published.inc();
     tracing::info!(
@@ -515,16 +551,21 @@ async fn check_upload(
 }
 
 /// Cancels an upload and deletes what it received.
-#[utoipa::path(delete, path = "/v1/uploads/{id}", tag = "uploads",
-    params(("id" = String, Path, description = "Upload id")),
-    responses((status = 204, description = "Cancelled"), (status = 404, body = niso_protocol::api::ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/uploads/{id}", tag = "uploads", operation_id = "cancelUpload",
+    params(("id" = UploadId, Path, description = "Upload id")),
+    responses(
+        (status = 204, description = "Cancelled; its bytes are deleted"),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The key may no longer push to the upload's package", body = ErrorBody),
+        (status = 404, description = "No such upload for this key", body = ErrorBody),
+        (status = 409, description = "Another request is writing to this upload (`upload_busy`)", body = ErrorBody),
+    ))]
 pub async fn cancel(
     State(state): State<AppState>,
     Auth(principal): Auth,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let (_, lease, _) = open_upload(&state, &principal, &id).await?;
-    drop(lease);
-    state.store.remove_upload(id).await?;
+    remove(&state, id, lease).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -46,26 +46,8 @@ pub enum P2pEvent {
     Poked(PeerId),
 }
 
-/// What the node knows about one peer.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct PeerInfo {
-    pub peer_id: String,
-    pub addrs: Vec<String>,
-    pub connected: bool,
-    /// Round-trip time of the last ping, in milliseconds.
-    pub latency_ms: Option<u64>,
-    /// When records were last pulled from this peer, in ms since the epoch.
-    pub last_sync_ms: Option<u64>,
-    /// This peer's log position we have synced up to.
-    pub synced_to: Option<u64>,
-    /// Bad messages or bytes received from it; at 3 it is blocked.
-    pub strikes: u32,
-    /// Records it relayed that this node refused (authority, conflicts, invalid, ...); the
-    /// node's log and `records_refused` metric say why.
-    #[serde(default)]
-    pub records_refused: u64,
-    pub blocked: bool,
-}
+/// What the node knows about one peer, as `GET /v1/peers` shows it.
+pub use niso_protocol::api::PeerInfo;
 
 #[derive(Debug)]
 pub(crate) struct Shared {

@@ -19,6 +19,7 @@ mod intake;
 mod integrity;
 mod metrics;
 mod mirror_limits;
+mod openapi;
 mod p2p_listen;
 mod records;
 mod scopes;

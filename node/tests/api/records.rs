@@ -74,3 +74,41 @@ async fn a_narrow_key_pages_through_its_own_records_only() {
         .sum();
     assert_eq!(all, 9);
 }
+
+/// `wait` holds a request that finds nothing new until a record arrives, then answers with it
+/// rather than waiting out its deadline.
+#[tokio::test]
+async fn a_long_poll_answers_when_a_record_arrives() {
+    let node = TestNode::new().await;
+    let admin = node.admin.clone();
+    node.push(&admin, "first", &package("first", "1.0.0", "any", b"1"))
+        .await
+        .expect(StatusCode::CREATED);
+    let at = node
+        .get("/v1/records", Some(&admin))
+        .await
+        .expect(StatusCode::OK)
+        .json()["next"]
+        .as_u64()
+        .unwrap();
+    let poll = format!("/v1/records?after={at}&wait=60");
+    let second = package("second", "1.0.0", "any", b"2");
+    let started = std::time::Instant::now();
+    let (polled, pushed) = tokio::join!(
+        node.get(&poll, Some(&admin)),
+        node.push(&admin, "second", &second),
+    );
+    pushed.expect(StatusCode::CREATED);
+    let page = polled.expect(StatusCode::OK).json();
+    let names: Vec<&str> = page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["second"]);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "the poll waited out its deadline"
+    );
+}

@@ -314,3 +314,61 @@ async fn a_silent_patch_sender_loses_its_lease_and_keeps_its_bytes() {
         .expect(StatusCode::CREATED);
     drop(tx);
 }
+
+/// A request racing the one that cancels (or ends) an upload finds it whole or not at all:
+/// never a vanished file, which used to answer 500 when the canceller let go of the upload
+/// before deleting it. Found by schemathesis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_racing_a_cancel_get_404_not_500() {
+    let node = TestNode::new().await;
+    let k = node.admin.clone();
+    let send = |method: Method, id: &str, offset: Option<u64>| {
+        let router = node.router.clone();
+        let mut req = axum::http::Request::builder()
+            .method(method)
+            .uri(format!("/v1/uploads/{id}"))
+            .header("authorization", format!("Bearer {k}"));
+        if let Some(offset) = offset {
+            req = req.header("upload-offset", offset.to_string());
+        }
+        let req = req.body(Body::from(&b"more"[..])).unwrap();
+        tokio::spawn(async move {
+            use tower::ServiceExt;
+            router.oneshot(req).await.unwrap().status()
+        })
+    };
+    let mut raced = 0;
+    for _ in 0..200 {
+        let id = open(&node, &k, "app").await;
+        node.patch_upload(&k, &id, b"first".to_vec(), "0".into())
+            .await
+            .expect(StatusCode::OK);
+        let cancel = send(Method::DELETE, &id, None);
+        let append = send(Method::PATCH, &id, Some(5));
+        let status = send(Method::GET, &id, None);
+        let statuses = [
+            cancel.await.unwrap(),
+            append.await.unwrap(),
+            status.await.unwrap(),
+        ];
+        assert!(
+            statuses.iter().all(|s| !s.is_server_error()),
+            "{statuses:?}"
+        );
+        // The append met the cancel: it found the upload busy or gone.
+        raced += usize::from(statuses[1] != StatusCode::OK);
+        if statuses[0] != StatusCode::NO_CONTENT {
+            // The append or the status check held the upload: cancel once they are done.
+            node.call(
+                Method::DELETE,
+                &format!("/v1/uploads/{id}"),
+                Some(&k),
+                None,
+                &[],
+            )
+            .await
+            .expect(StatusCode::NO_CONTENT);
+        }
+    }
+    assert!(raced > 0, "no append ever met the cancel");
+}
