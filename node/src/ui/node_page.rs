@@ -1,5 +1,5 @@
-//! `/node`: this node's identity, size and, for admins, its replicate/share rules in words
-//! and its open uploads.
+//! `/node`: this node's identity and, for admins, its size, its replicate/share rules in words
+//! and its open uploads (counts of everything would tell others about packages they may not see).
 
 use axum::{
     extract::State,

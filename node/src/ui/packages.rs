@@ -4,7 +4,10 @@
 use std::collections::BTreeSet;
 
 use axum::{
-    extract::{Path, Query, State},
+    extract::{
+        Path, Query, State,
+        rejection::{PathRejection, QueryRejection},
+    },
     http::{HeaderMap, StatusCode},
     response::{Html, IntoResponse, Response},
 };
@@ -36,8 +39,9 @@ pub async fn list(
     State(state): State<AppState>,
     viewer: Viewer,
     headers: HeaderMap,
-    Query(query): Query<ListQuery>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, PageError> {
+    let Query(query) = query.map_err(|e| PageError::BadRequest(e.body_text()))?;
     let Some(principal) = viewer.principal.as_ref() else {
         return login::page(&state, &viewer, &headers, StatusCode::UNAUTHORIZED, None);
     };
@@ -138,8 +142,9 @@ pub async fn detail(
     State(state): State<AppState>,
     viewer: Viewer,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
 ) -> Result<Response, PageError> {
+    let Path(name) = name.map_err(|e| PageError::BadRequest(e.body_text()))?;
     if viewer.principal.is_none() {
         return login::page(&state, &viewer, &headers, StatusCode::UNAUTHORIZED, None);
     }

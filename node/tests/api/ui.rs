@@ -186,6 +186,15 @@ async fn a_scoped_session_sees_only_what_its_key_may_pull() {
             .starts_with("text/html")
     );
 
+    // Counts of the whole catalog would tell of packages outside the scope.
+    let node_page = body(
+        &get(&node, "/node", Some(&cookie))
+            .await
+            .expect(StatusCode::OK),
+    );
+    assert!(!node_page.contains("id=\"catalog\""), "{node_page}");
+    assert!(!node_page.contains("4 packages"));
+
     // Not an admin: no keys or peers pages.
     get(&node, "/keys", Some(&cookie))
         .await
@@ -510,6 +519,10 @@ async fn admin_pages_render() {
             .expect(StatusCode::OK),
     );
     assert!(page.contains(&node.node.state().peer_id), "{page}");
+    assert!(
+        page.contains("0 packages, 0 builds"),
+        "admins see the catalog's size"
+    );
     // The escaper writes `/` as `&#x2f;`.
     let api = body(
         &get(&node, "/api", Some(&cookie))
