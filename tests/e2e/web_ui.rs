@@ -483,6 +483,13 @@ async fn peers_update_live_while_a_package_replicates() {
         &format!("const r = {row}; return r !== null && r.cells[3].textContent !== {before} && r.cells[4].textContent !== 'never'"),
     )
     .await;
+    // Nothing left to fetch: the package's bytes are here too.
+    b.wait_until(
+        "no blob in flight",
+        "return document.querySelector('#fetches tbody tr.empty') !== null",
+    )
+    .await;
+    user.ok(&["pull", "acme-live", "--registry", "replica"]);
     assert_eq!(
         b.eval("return window.__sameDocument === true").await,
         json!(true),

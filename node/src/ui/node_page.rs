@@ -50,6 +50,26 @@ pub async fn show(State(state): State<AppState>, viewer: Viewer) -> Result<Respo
     } else {
         Vec::new()
     };
+    let storage = if admin {
+        let state = state.clone();
+        // A directory walk over every blob: off the async workers.
+        match tokio::task::spawn_blocking(move || state.store.blobs().list()).await {
+            Ok(Ok(files)) => Some(context! {
+                blobs => files.len(),
+                bytes => files.iter().map(|f| f.size).sum::<u64>(),
+            }),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not measure the blob store");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not measure the blob store");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let open_uploads = if admin {
         Some(state.store.uploads()?.len())
     } else {
@@ -71,6 +91,7 @@ pub async fn show(State(state): State<AppState>, viewer: Viewer) -> Result<Respo
             admin,
             rules,
             open_uploads,
+            storage,
         },
     )?;
     Ok(Html(body).into_response())

@@ -1,4 +1,5 @@
-//! `/peers` (admin): every peer this node knows, with its connection, latency and sync state.
+//! `/peers` (admin): every peer this node knows, with its connection, latency and sync state,
+//! and the blob fetches running now with their verified bytes.
 //! The page is complete without JavaScript; `app.js` refreshes its table from
 //! `/ui/peers.json` so it updates live.
 
@@ -8,6 +9,7 @@ use axum::{
     response::{Html, IntoResponse, Response},
 };
 use minijinja::context;
+use serde_json::json;
 
 use super::{page_error::PageError, templates::render, viewer::Viewer};
 use crate::{http::AppState, p2p::PeerInfo};
@@ -27,6 +29,7 @@ pub async fn show(State(state): State<AppState>, viewer: Viewer) -> Result<Respo
             page => "peers",
             p2p => state.p2p.is_some(),
             peers => peers(&state),
+            fetches => state.fetcher.in_flight(),
         },
     )?;
     Ok(Html(body).into_response())
@@ -37,5 +40,8 @@ pub async fn json(State(state): State<AppState>, viewer: Viewer) -> Result<Respo
     if !viewer.is_admin() {
         return Err(PageError::Forbidden);
     }
-    Ok(Json(peers(&state)).into_response())
+    Ok(
+        Json(json!({ "peers": peers(&state), "fetches": state.fetcher.in_flight() }))
+            .into_response(),
+    )
 }

@@ -543,7 +543,7 @@ async fn admin_pages_render() {
     let json = get(&node, "/ui/peers.json", Some(&cookie))
         .await
         .expect(StatusCode::OK);
-    assert_eq!(json.json(), serde_json::json!([]));
+    assert_eq!(json.json(), serde_json::json!({"peers": [], "fetches": []}));
 }
 
 #[tokio::test]

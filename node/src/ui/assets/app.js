@@ -18,6 +18,37 @@ function cell(row, text, title) {
   row.appendChild(td);
 }
 
+function bytes(n) {
+  if (n < 1000) return n + " B";
+  const units = ["kB", "MB", "GB", "TB", "PB"];
+  let v = n / 1000;
+  let i = 0;
+  while (v >= 1000 && i < units.length - 1) { v /= 1000; i++; }
+  return v.toFixed(1) + " " + units[i];
+}
+
+function emptyRow(cols, text) {
+  const tr = document.createElement("tr");
+  tr.className = "empty";
+  const td = document.createElement("td");
+  td.colSpan = cols;
+  td.textContent = text;
+  tr.appendChild(td);
+  return tr;
+}
+
+function renderFetches(tbody, fetches) {
+  const rows = fetches.map((f) => {
+    const tr = document.createElement("tr");
+    cell(tr, f.package);
+    cell(tr, f.digest.slice(0, 12) + "…", f.digest);
+    cell(tr, bytes(f.verified) + " of " + bytes(f.size), f.verified + " of " + f.size + " bytes");
+    return tr;
+  });
+  if (rows.length === 0) rows.push(emptyRow(3, "No blob is being fetched."));
+  tbody.replaceChildren(...rows);
+}
+
 function renderPeers(tbody, peers) {
   const rows = peers.map((p) => {
     const tr = document.createElement("tr");
@@ -32,27 +63,22 @@ function renderPeers(tbody, peers) {
     cell(tr, String(p.records_refused));
     return tr;
   });
-  if (rows.length === 0) {
-    const tr = document.createElement("tr");
-    tr.className = "empty";
-    const td = document.createElement("td");
-    td.colSpan = 7;
-    td.textContent = "No peers known yet.";
-    tr.appendChild(td);
-    rows.push(tr);
-  }
+  if (rows.length === 0) rows.push(emptyRow(7, "No peers known yet."));
   tbody.replaceChildren(...rows);
 }
 
 function livePeers() {
   const tbody = document.querySelector("#peers tbody");
+  const fetches = document.querySelector("#fetches tbody");
   const status = document.getElementById("live-status");
-  if (!tbody || !status) return;
+  if (!tbody || !fetches || !status) return;
   async function tick() {
     try {
       const r = await fetch("/ui/peers.json", { credentials: "same-origin", cache: "no-store" });
       if (!r.ok) throw new Error("HTTP " + r.status);
-      renderPeers(tbody, await r.json());
+      const state = await r.json();
+      renderPeers(tbody, state.peers);
+      renderFetches(fetches, state.fetches);
       status.textContent = "Live: updated " + new Date().toLocaleTimeString();
       status.dataset.updates = String(Number(status.dataset.updates || 0) + 1);
     } catch (e) {
