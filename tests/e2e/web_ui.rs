@@ -340,6 +340,11 @@ async fn a_scoped_viewer_sees_only_its_packages_and_descriptions_stay_text() {
     );
     assert_eq!(b.text("#pull-command").await, "niso pull acme-api:1.1.0");
     assert_eq!(b.text("#upgrade-command").await, "niso upgrade acme-api");
+    assert_eq!(
+        b.eval("return Array.from(document.querySelectorAll('.commands button.copy'), x => x.getAttribute('aria-label'))").await,
+        json!(["Copy: niso pull acme-api:1.1.0", "Copy: niso upgrade acme-api"]),
+        "the script adds a copy button to each command"
+    );
     let shot = b.shot("package").await;
     keep_for_readme(&shot, "ui-package.png");
 

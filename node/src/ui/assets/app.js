@@ -1,5 +1,5 @@
 // niso registry web UI: enhancements only; every page works without this file.
-// On /peers it refreshes the peer table from /ui/peers.json every two seconds, building
+// Commands get copy buttons. On /peers it refreshes the peer table from /ui/peers.json every two seconds, building
 // cells with textContent so that nothing a peer reports can become markup.
 "use strict";
 
@@ -89,4 +89,33 @@ function livePeers() {
   setInterval(tick, 2000);
 }
 
-document.addEventListener("DOMContentLoaded", livePeers);
+// A "Copy" button beside each command; without a clipboard (plain HTTP off localhost) it
+// selects the command so that Ctrl-C copies it.
+function copyButtons() {
+  for (const code of document.querySelectorAll(".commands code")) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "copy";
+    button.textContent = "Copy";
+    button.setAttribute("aria-label", "Copy: " + code.textContent);
+    button.addEventListener("click", async () => {
+      try {
+        await navigator.clipboard.writeText(code.textContent);
+        button.textContent = "Copied";
+      } catch (e) {
+        const range = document.createRange();
+        range.selectNodeContents(code);
+        const selection = window.getSelection();
+        selection.removeAllRanges();
+        selection.addRange(range);
+        button.textContent = "Selected: press Ctrl-C";
+      }
+    });
+    code.parentElement.after(button);
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  copyButtons();
+  livePeers();
+});
