@@ -19,6 +19,7 @@ pub struct NodeConfig {
     pub gc: GcConfig,
     pub keys: KeysConfig,
     pub p2p: P2pConfig,
+    pub ui: UiConfig,
     /// What this node takes in from peers, continuously. None: nothing.
     pub replicate: Vec<ReplicateRule>,
     /// What this node gives out, and to whom. None: nothing, not even names.
@@ -52,6 +53,7 @@ impl Default for NodeConfig {
             gc: GcConfig::default(),
             keys: KeysConfig::default(),
             p2p: P2pConfig::default(),
+            ui: UiConfig::default(),
             replicate: Vec::new(),
             share: Vec::new(),
             failpoints: Vec::new(),
@@ -199,6 +201,28 @@ impl Default for P2pConfig {
             max_connections: 128,
             sync_interval_secs: 10,
             limits: crate::p2p::frames::StreamLimits::default(),
+        }
+    }
+}
+
+/// `[ui]`: the web UI served at `/` beside the API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UiConfig {
+    /// Serve the web UI; when off, its pages answer 404 like any unknown path.
+    pub enabled: bool,
+    /// A web session unused for this many seconds ends; the next page asks for a key again.
+    pub session_idle_secs: u64,
+    /// Most web sessions held at once; signing in past it ends the least recently used one.
+    pub max_sessions: usize,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            session_idle_secs: 12 * 3600,
+            max_sessions: 10_000,
         }
     }
 }
@@ -429,6 +453,7 @@ packages = ["public-*"]
         assert_eq!(parsed.limits, defaults.limits);
         assert_eq!(parsed.gc, defaults.gc);
         assert_eq!(parsed.keys, defaults.keys);
+        assert_eq!(parsed.ui, defaults.ui);
         assert_eq!(
             P2pConfig {
                 enabled: None,

@@ -23,6 +23,7 @@ pub mod p2p;
 pub mod replication;
 pub mod store;
 pub mod trust;
+pub mod ui;
 pub mod upload_expiry;
 
 pub use config::NodeConfig;

@@ -109,6 +109,8 @@ pub struct NodeState {
     pub fetcher: Fetcher,
     pub(crate) serving: Arc<Serving>,
     pub sync_gate: SyncGate,
+    /// Signed-in browsers of the web UI.
+    pub ui_sessions: crate::ui::Sessions,
     busy_uploads: Mutex<HashSet<String>>,
 }
 
@@ -217,6 +219,7 @@ impl Node {
             serving: Arc::new(Serving::new(crate::blobs::BlobLimits::default())),
             sync_gate: SyncGate::default(),
             failpoints,
+            ui_sessions: crate::ui::Sessions::new(&config.ui),
             config,
             store,
             metrics: Metrics::default(),

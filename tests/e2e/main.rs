@@ -21,3 +21,4 @@ mod progress;
 mod readme;
 mod uploads;
 mod walkthrough;
+mod web_ui;

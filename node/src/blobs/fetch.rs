@@ -61,6 +61,16 @@ pub enum FetchState {
     Failed(FetchError),
 }
 
+/// How far one running fetch has come.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FetchProgress {
+    pub package: String,
+    pub digest: String,
+    pub size: u64,
+    /// Bytes received and verified so far.
+    pub verified: u64,
+}
+
 /// A blob being fetched: what other peers may already be served from it.
 #[derive(Debug)]
 pub struct Partial {
@@ -251,6 +261,33 @@ impl Fetcher {
             .unwrap_or_else(|p| p.into_inner())
             .get(peer)
             .is_some_and(|until| *until > Instant::now())
+    }
+
+    /// Every fetch running now: its package, size and the bytes verified so far.
+    pub fn in_flight(&self) -> Vec<FetchProgress> {
+        let partials: Vec<(Digest, Arc<Partial>)> = self
+            .partials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(d, p)| (*d, p.clone()))
+            .collect();
+        let inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<FetchProgress> = partials
+            .into_iter()
+            .map(|(digest, partial)| FetchProgress {
+                verified: match inflight.get(&digest).map(|rx| rx.borrow().clone()) {
+                    Some(FetchState::Running { verified }) => verified,
+                    Some(FetchState::Done) => partial.size,
+                    Some(FetchState::Failed(_)) | None => 0,
+                },
+                package: partial.package.clone(),
+                digest: digest.to_string(),
+                size: partial.size,
+            })
+            .collect();
+        out.sort_by(|a, b| a.package.cmp(&b.package).then(a.digest.cmp(&b.digest)));
+        out
     }
 
     /// The part of `digest` this node holds while fetching it, if it is fetching it.

@@ -82,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(system::healthz))
         .route("/metrics", get(system::metrics))
         .nest("/v1", api)
+        .merge(crate::ui::router(&state))
         .fallback(not_found)
         // Buffered extractors (JSON) stop at this size; upload bodies stream and are checked
         // against the package limit instead.

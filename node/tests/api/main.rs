@@ -26,4 +26,5 @@ mod scopes;
 mod stalled_peer;
 mod support;
 mod sync_flood;
+mod ui;
 mod uploads;
