@@ -540,6 +540,11 @@ async fn admin_pages_render() {
             .expect(StatusCode::OK),
     );
     assert!(peers.contains("Peer-to-peer is off"));
+    assert!(
+        peers.contains("<title>Peers · niso registry</title>"),
+        "{peers}"
+    );
+    assert_eq!(peers.matches("id=\"fetches\"").count(), 1, "{peers}");
     let json = get(&node, "/ui/peers.json", Some(&cookie))
         .await
         .expect(StatusCode::OK);
