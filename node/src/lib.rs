@@ -15,6 +15,7 @@ pub mod http;
 pub mod identity;
 pub mod ingest;
 pub mod intake;
+pub mod last_gc;
 mod last_used;
 pub mod metrics;
 pub mod mirror;

@@ -111,6 +111,8 @@ pub struct NodeState {
     pub sync_gate: SyncGate,
     /// Signed-in browsers of the web UI.
     pub ui_sessions: crate::ui::Sessions,
+    /// The last GC run since start, for the web UI's node page.
+    pub last_gc: crate::last_gc::LastGc,
     busy_uploads: Mutex<HashSet<String>>,
 }
 
@@ -220,6 +222,7 @@ impl Node {
             sync_gate: SyncGate::default(),
             failpoints,
             ui_sessions: crate::ui::Sessions::new(&config.ui),
+            last_gc: crate::last_gc::LastGc::default(),
             config,
             store,
             metrics: Metrics::default(),

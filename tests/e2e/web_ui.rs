@@ -444,6 +444,7 @@ async fn an_admin_creates_a_key_the_cli_uses_and_revokes_it() {
     let file = user.path().join("acme-tool-1.0.0.niso");
     let refused = user.fails(&["push", file.to_str().unwrap(), "--registry", "ci"], 3);
     assert!(refused.contains("not known"), "{refused}");
+    b.fits_a_phone(&format!("{base}/keys"), "keys").await;
     b.close().await;
 }
 
@@ -503,6 +504,8 @@ async fn peers_update_live_while_a_package_replicates() {
     assert!(b.text("#live-status").await.starts_with("Live: updated"));
     let shot = b.shot("peers").await;
     keep_for_readme(&shot, "ui-peers.png");
+    let replica_peers = format!("{}/peers", replica.url);
+    b.fits_a_phone(&replica_peers, "peers").await;
     drop(origin);
     b.close().await;
 }

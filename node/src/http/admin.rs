@@ -42,6 +42,12 @@ pub async fn gc(
         .await?;
     if !request.dry_run {
         state.metrics.gc_runs.inc();
+        state.last_gc.record(crate::last_gc::GcRun {
+            at_ms: crate::clock::now_ms(),
+            versions: outcome.versions.len() as u64,
+            blobs: outcome.blobs,
+            bytes: outcome.blob_bytes,
+        });
         crate::upload_expiry::sweep(&state).await?;
     }
     tracing::info!(

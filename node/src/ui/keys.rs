@@ -3,7 +3,7 @@
 
 use axum::{
     extract::{Path, State},
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     response::{Html, IntoResponse, Redirect, Response},
 };
 use minijinja::context;
@@ -13,7 +13,7 @@ use niso_protocol::{
 };
 use serde::Deserialize;
 
-use super::{form::PageForm, page_error::PageError, templates::render, viewer::Viewer};
+use super::{form::PageForm, login, page_error::PageError, templates::render, viewer::Viewer};
 use crate::{
     api_keys::{issue_key, key_info},
     http::AppState,
@@ -53,7 +53,14 @@ fn page(
     Ok((status, Html(body)).into_response())
 }
 
-pub async fn list(State(state): State<AppState>, viewer: Viewer) -> Result<Response, PageError> {
+pub async fn list(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    if viewer.session.is_none() {
+        return login::page(&state, &viewer, &headers, StatusCode::UNAUTHORIZED, None);
+    }
     require_admin(&viewer)?;
     page(&state, &viewer, StatusCode::OK, None, None)
 }

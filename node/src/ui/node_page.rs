@@ -1,5 +1,5 @@
-//! `/node`: this node's identity and, for admins, its size, its replicate/share rules in words
-//! and its open uploads (counts of everything would tell others about packages they may not see).
+//! `/node`: this node's identity and, for admins, its size, its replicate/share rules in words,
+//! its open uploads and its last GC (counts of everything would tell others about packages they may not see).
 
 use axum::{
     extract::State,
@@ -92,6 +92,7 @@ pub async fn show(State(state): State<AppState>, viewer: Viewer) -> Result<Respo
             rules,
             open_uploads,
             storage,
+            last_gc => state.last_gc.get().filter(|_| admin),
         },
     )?;
     Ok(Html(body).into_response())

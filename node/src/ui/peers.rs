@@ -6,19 +6,27 @@
 use axum::{
     Json,
     extract::State,
+    http::{HeaderMap, StatusCode},
     response::{Html, IntoResponse, Response},
 };
 use minijinja::context;
 use serde_json::json;
 
-use super::{page_error::PageError, templates::render, viewer::Viewer};
+use super::{login, page_error::PageError, templates::render, viewer::Viewer};
 use crate::{http::AppState, p2p::PeerInfo};
 
 fn peers(state: &AppState) -> Vec<PeerInfo> {
     state.p2p.as_ref().map(|p| p.peers()).unwrap_or_default()
 }
 
-pub async fn show(State(state): State<AppState>, viewer: Viewer) -> Result<Response, PageError> {
+pub async fn show(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    if viewer.session.is_none() {
+        return login::page(&state, &viewer, &headers, StatusCode::UNAUTHORIZED, None);
+    }
     if !viewer.is_admin() {
         return Err(PageError::Forbidden);
     }

@@ -232,7 +232,7 @@ async fn pages_paginate() {
 #[tokio::test]
 async fn without_a_session_and_anonymous_pull_off_pages_show_the_login_form_and_no_names() {
     let node = node_with_packages().await;
-    for path in ["/", "/?q=acme", "/packages/acme-api"] {
+    for path in ["/", "/?q=acme", "/packages/acme-api", "/keys", "/peers"] {
         let r = get(&node, path, None)
             .await
             .expect(StatusCode::UNAUTHORIZED);
@@ -260,9 +260,13 @@ async fn anonymous_pull_shows_packages_without_a_session() {
     get(&node, "/packages/acme-api", None)
         .await
         .expect(StatusCode::OK);
-    get(&node, "/keys", None)
-        .await
-        .expect(StatusCode::FORBIDDEN);
+    // Admin pages ask a visitor without a session to sign in.
+    let keys = body(
+        &get(&node, "/keys", None)
+            .await
+            .expect(StatusCode::UNAUTHORIZED),
+    );
+    assert!(keys.contains("id=\"login-form\""), "{keys}");
 }
 
 #[tokio::test]
@@ -522,6 +526,34 @@ async fn admin_pages_render() {
     assert!(
         page.contains("0 packages, 0 builds"),
         "admins see the catalog's size"
+    );
+    assert!(page.contains("none since this node started"), "{page}");
+    let key = node.admin.clone();
+    node.send_json(
+        Method::POST,
+        "/v1/gc",
+        Some(&key),
+        serde_json::json!({"keep_versions": 1, "dry_run": true}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let page = body(&get(&node, "/node", Some(&cookie)).await);
+    assert!(
+        page.contains("none since this node started"),
+        "a dry run removes nothing: {page}"
+    );
+    node.send_json(
+        Method::POST,
+        "/v1/gc",
+        Some(&key),
+        serde_json::json!({"keep_versions": 1}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let page = body(&get(&node, "/node", Some(&cookie)).await);
+    assert!(
+        page.contains("removed 0 versions and 0 blobs"),
+        "the last GC: {page}"
     );
     // The escaper writes `/` as `&#x2f;`.
     let api = body(
