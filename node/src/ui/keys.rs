@@ -58,10 +58,9 @@ pub async fn list(
     viewer: Viewer,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
-    if viewer.session.is_none() {
-        return login::page(&state, &viewer, &headers, StatusCode::UNAUTHORIZED, None);
+    if let Some(sign_in) = login::admin_gate(&state, &viewer, &headers)? {
+        return Ok(sign_in);
     }
-    require_admin(&viewer)?;
     page(&state, &viewer, StatusCode::OK, None, None)
 }
 

@@ -24,6 +24,22 @@ const LOGIN_PURPOSE: &str = "login";
 /// How long a login form stays usable.
 const LOGIN_FORM_SECS: u64 = 3600;
 
+/// The gate of an admin page: the sign-in page for a visitor without a session, a 403 for a
+/// signed-in key that is not an admin's, and `None` (go on) for an admin.
+pub fn admin_gate(
+    state: &AppState,
+    viewer: &Viewer,
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<Response>, PageError> {
+    if viewer.session.is_none() {
+        return page(state, viewer, headers, StatusCode::UNAUTHORIZED, None).map(Some);
+    }
+    if !viewer.is_admin() {
+        return Err(PageError::Forbidden);
+    }
+    Ok(None)
+}
+
 /// The login page; also what pages show a viewer who may see nothing without a key.
 pub fn page(
     state: &AppState,

@@ -6,7 +6,7 @@
 use axum::{
     Json,
     extract::State,
-    http::{HeaderMap, StatusCode},
+    http::HeaderMap,
     response::{Html, IntoResponse, Response},
 };
 use minijinja::context;
@@ -24,11 +24,8 @@ pub async fn show(
     viewer: Viewer,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
-    if viewer.session.is_none() {
-        return login::page(&state, &viewer, &headers, StatusCode::UNAUTHORIZED, None);
-    }
-    if !viewer.is_admin() {
-        return Err(PageError::Forbidden);
+    if let Some(sign_in) = login::admin_gate(&state, &viewer, &headers)? {
+        return Ok(sign_in);
     }
     let body = render(
         "peers.html",
