@@ -25,11 +25,17 @@ use std::{
 /// How long a node may take to print its listening line.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The `niso` binary, built on first use with the same profile as the tests.
+/// The `niso` binary: `NISO_BIN` if set; else the one cargo built for this run when the caller
+/// is an integration test of niso-cli (the e2e suite: cargo passes its path in
+/// `CARGO_BIN_EXE_niso`, and it has the same features as the tests, so nothing is compiled
+/// twice); else (benches) built on first use with the caller's profile.
 pub fn niso_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         if let Some(path) = std::env::var_os("NISO_BIN") {
+            return PathBuf::from(path);
+        }
+        if let Some(path) = std::env::var_os("CARGO_BIN_EXE_niso") {
             return PathBuf::from(path);
         }
         escargot::CargoBuild::new()
