@@ -95,6 +95,19 @@ impl Deferred {
         at.min(held).min(retry)
     }
 
+    /// How far `peer`'s log is applied here when it was pulled to `pulled` (no further than
+    /// the first page with a group waiting or to re-pull), and how many groups wait.
+    pub fn progress(&self, peer: PeerId, pulled: u64) -> (u64, usize) {
+        let s = self.lock();
+        let holding = s.holding.get(&peer);
+        let held = holding
+            .and_then(|h| h.keys().next().copied())
+            .unwrap_or(u64::MAX);
+        let retry = s.retry.get(&peer).copied().unwrap_or(u64::MAX);
+        let waiting = holding.map_or(0, |h| h.values().sum());
+        (pulled.min(held).min(retry), waiting)
+    }
+
     /// Sends the next round with `peer` back to `page`.
     pub fn retry_from(&self, peer: PeerId, page: u64) {
         let mut s = self.lock();
@@ -132,18 +145,22 @@ impl Deferred {
     }
 
     /// Defers `group` (records of one package from the page starting at `page`), admitted by
-    /// `admit` after the groups of its package deferred before it. `false` when too many
-    /// groups wait: the caller retries the page next round.
-    pub fn defer<F, Fut>(
+    /// `admit` after the groups of its package deferred before it. When `admit` says the group
+    /// is complete, `released` runs once the group no longer holds its page, so a sync it
+    /// starts can move the saved position past it. `false` when too many groups wait: the
+    /// caller retries the page next round.
+    pub fn defer<F, Fut, R>(
         self: &Arc<Self>,
         peer: PeerId,
         page: u64,
         group: Vec<Record>,
         admit: F,
+        released: R,
     ) -> bool
     where
         F: FnOnce(Vec<Record>) -> Fut + Send + 'static,
         Fut: Future<Output = bool> + Send,
+        R: FnOnce() + Send + 'static,
     {
         let Some(first) = group.first() else {
             return true;
@@ -188,6 +205,10 @@ impl Deferred {
             if !complete {
                 let r = s.retry.entry(peer).or_insert(page);
                 *r = (*r).min(page);
+            }
+            drop(s);
+            if complete {
+                released();
             }
         });
         true
@@ -251,13 +272,17 @@ mod tests {
         let (release, released) = oneshot::channel::<bool>();
         let (ended, mut end) = mpsc::channel(4);
         let e1 = ended.clone();
-        assert!(
-            d.defer(p, 10, vec![manifest("big", 1)], move |_| async move {
+        assert!(d.defer(
+            p,
+            10,
+            vec![manifest("big", 1)],
+            move |_| async move {
                 let ok = released.await.unwrap_or(false);
                 e1.send(()).await.unwrap();
                 ok
-            })
-        );
+            },
+            || {}
+        ));
         assert_eq!(
             d.reached(p, 50),
             10,
@@ -287,6 +312,40 @@ mod tests {
         assert_eq!(d.reached(p, 60), 60, "nothing holds the position any more");
     }
 
+    #[tokio::test]
+    async fn progress_counts_waiting_groups_and_stops_at_the_first_held_page() {
+        let d = Arc::new(Deferred::default());
+        let p = peer();
+        assert_eq!(
+            d.progress(p, 40),
+            (40, 0),
+            "nothing waits: applied as pulled"
+        );
+        let (release, released) = oneshot::channel::<bool>();
+        d.defer(
+            p,
+            10,
+            vec![manifest("big", 1)],
+            move |_| async move { released.await.unwrap_or(false) },
+            || {},
+        );
+        d.defer(
+            p,
+            20,
+            vec![manifest("other", 2)],
+            |_| std::future::pending(),
+            || {},
+        );
+        assert_eq!(d.progress(p, 40), (10, 2), "held at the first waiting page");
+        release.send(true).unwrap();
+        let mut waiting = d.watch();
+        tokio::time::timeout(Duration::from_secs(10), waiting.wait_for(|n| *n == 1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.progress(p, 40), (20, 1), "the next waiting page holds it");
+    }
+
     async fn next(order: &mut mpsc::Receiver<u32>) -> Option<u32> {
         tokio::time::timeout(Duration::from_secs(10), order.recv())
             .await
@@ -300,21 +359,39 @@ mod tests {
         let (release, released) = oneshot::channel::<()>();
         let (order_tx, mut order) = mpsc::channel(4);
         let first = order_tx.clone();
-        d.defer(p, 0, vec![manifest("pkg", 1)], move |_| async move {
-            let _ = released.await;
-            first.send(1).await.unwrap();
-            true
-        });
+        d.defer(
+            p,
+            0,
+            vec![manifest("pkg", 1)],
+            move |_| async move {
+                let _ = released.await;
+                first.send(1).await.unwrap();
+                true
+            },
+            || {},
+        );
         let second = order_tx.clone();
-        d.defer(p, 5, vec![manifest("pkg", 2)], move |_| async move {
-            second.send(2).await.unwrap();
-            true
-        });
+        d.defer(
+            p,
+            5,
+            vec![manifest("pkg", 2)],
+            move |_| async move {
+                second.send(2).await.unwrap();
+                true
+            },
+            || {},
+        );
         let other = order_tx.clone();
-        d.defer(p, 5, vec![manifest("other", 3)], move |_| async move {
-            other.send(3).await.unwrap();
-            true
-        });
+        d.defer(
+            p,
+            5,
+            vec![manifest("other", 3)],
+            move |_| async move {
+                other.send(3).await.unwrap();
+                true
+            },
+            || {},
+        );
         assert_eq!(
             next(&mut order).await,
             Some(3),

@@ -29,7 +29,7 @@ use crate::{
     deferred::Deferred,
     intake::{self, BlobError, BlobSource, Outcome, Policy, Provided},
     node::NodeState,
-    p2p::{P2pEvent, sync},
+    p2p::{P2pEvent, PeerInfo, sync},
     store::PeerSync,
 };
 
@@ -40,6 +40,27 @@ pub struct SyncGate {
     running: Mutex<HashSet<PeerId>>,
     again: Mutex<HashSet<PeerId>>,
     deferred: Arc<Deferred>,
+}
+
+/// Every peer this node knows, with how far behind each one's log this node is: the
+/// position pulled to, held back by record groups still waiting for their blobs.
+pub fn peer_report(state: &NodeState) -> Vec<PeerInfo> {
+    let Some(p2p) = &state.p2p else {
+        return Vec::new();
+    };
+    let deferred = &state.sync_gate.deferred;
+    let mut peers = p2p.peers();
+    for info in &mut peers {
+        let Ok(peer) = info.peer_id.parse::<PeerId>() else {
+            continue;
+        };
+        let (applied, waiting) = deferred.progress(peer, info.synced_to.unwrap_or(0));
+        info.blobs_pending = waiting as u64;
+        if let Some(head) = info.log_head {
+            info.records_behind = Some(head.saturating_sub(applied));
+        }
+    }
+    peers
 }
 
 pub async fn run(state: Arc<NodeState>, mut events: mpsc::Receiver<P2pEvent>) {
@@ -242,13 +263,12 @@ pub async fn sync_with(state: &Arc<NodeState>, peer: PeerId) -> Result<Outcome, 
                     &mut PeerBlobs { from: peer },
                 )
                 .await;
-                if outcome.incomplete == 0 {
-                    // Lets the saved position move past the page.
-                    spawn_sync(&state2, peer);
-                }
                 outcome.incomplete == 0
             };
-            if !deferred.defer(peer, start, group, admit) {
+            let state3 = state.clone();
+            // Lets the saved position (and the peers report) move past the page.
+            let released = move || spawn_sync(&state3, peer);
+            if !deferred.defer(peer, start, group, admit, released) {
                 deferred.retry_from(peer, start);
             }
         }
@@ -273,7 +293,7 @@ pub async fn sync_with(state: &Arc<NodeState>, peer: PeerId) -> Result<Outcome, 
         if let Err(e) = state.store.set_peer_sync(peer_s.clone(), saved).await {
             tracing::warn!(error = %e, "could not save sync progress");
         }
-        p2p.note_sync(&peer, cursor.cursor, now_ms());
+        p2p.note_sync(&peer, cursor.cursor, page.head, now_ms());
         if !page.more {
             break;
         }

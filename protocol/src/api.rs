@@ -326,6 +326,17 @@ pub struct PeerInfo {
     pub last_sync_ms: Option<u64>,
     /// This peer's log position we have synced up to.
     pub synced_to: Option<u64>,
+    /// This peer's last log position when it last answered a sync.
+    #[serde(default)]
+    pub log_head: Option<u64>,
+    /// Positions of this peer's log whose records are not all applied here yet: its head
+    /// minus the position up to which they are (records waiting for their blobs count as not
+    /// applied). 0 when caught up; unknown before the first sync.
+    #[serde(default)]
+    pub records_behind: Option<u64>,
+    /// Packages whose records from this peer wait for a blob fetch (one group each).
+    #[serde(default)]
+    pub blobs_pending: u64,
     /// Bad messages or bytes received from it; at 3 it is blocked.
     pub strikes: u32,
     /// Records it relayed that this node refused (authority, conflicts, invalid, ...); the

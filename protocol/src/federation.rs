@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Protocol names.
-pub const SYNC_PROTOCOL: &str = "/niso/sync/1";
+pub const SYNC_PROTOCOL: &str = "/niso/sync/2";
 pub const BLOB_PROTOCOL: &str = "/niso/blob/1";
 pub const KAD_PROTOCOL: &str = "/niso/kad/1";
 pub const IDENTIFY_PROTOCOL: &str = "/niso/id/1";
@@ -43,6 +43,9 @@ pub struct SyncPage {
     /// Changes when the responder's share rules for the requester change; the requester then
     /// starts over from position 0.
     pub share_fingerprint: u64,
+    /// The responder's last log position when it answered (at least `next`): how far the
+    /// requester is behind, counted in the responder's log.
+    pub head: u64,
 }
 
 /// The first frame on a blob stream: verified ranges of one blob.

@@ -94,6 +94,7 @@ impl Hostile {
                         next: 1,
                         more: false,
                         share_fingerprint: 0,
+                        head: 1,
                     };
                     let _ = frames::write_frame(&mut stream, &answer).await;
                 }

@@ -473,7 +473,23 @@ async fn peers_update_live_while_a_package_replicates() {
         &format!("const r = {row}; return r !== null && r.cells[1].textContent === 'connected'"),
     )
     .await;
-    let before = b.eval(&format!("return {row}.cells[3].textContent")).await;
+    // "synced to P of H in its log": H is the origin's log head at its last answer.
+    let head_of = |title: &str| -> u64 {
+        let of = title
+            .split(" of ")
+            .nth(1)
+            .expect("an 'of' in the behind cell's title");
+        of.split(' ').next().unwrap().parse().unwrap()
+    };
+    b.wait_until(
+        "a first sync with the origin",
+        &format!("const r = {row}; return r !== null && r.querySelector('.behind').title !== ''"),
+    )
+    .await;
+    let before = b
+        .eval(&format!("return {row}.querySelector('.behind').title"))
+        .await;
+    let head_before = head_of(before.as_str().unwrap());
 
     publish(
         &user,
@@ -482,13 +498,23 @@ async fn peers_update_live_while_a_package_replicates() {
         "1.0.0",
         "replicated while watched",
     );
-    // The replica has the package once its page can show it; the peers table must catch up
-    // with the origin's log without a reload.
+    // The peers table must follow the origin's log without a reload: its head moves past
+    // the new record, and the replica gets back to zero behind with no blob pending.
     b.wait_until(
-        "the origin's sync position to move",
-        &format!("const r = {row}; return r !== null && r.cells[3].textContent !== {before} && r.cells[4].textContent !== 'never'"),
+        "the origin's head to move and the replica to be zero behind",
+        &format!(
+            "const r = {row}; if (r === null) return false;
+             const cell = r.querySelector('.behind');
+             const head = Number((cell.title.split(' of ')[1] || '').split(' ')[0]);
+             return head > {head_before} && cell.textContent === '0'
+               && r.cells[4].textContent === '0' && r.cells[5].textContent !== 'never'"
+        ),
     )
     .await;
+    let after = b
+        .eval(&format!("return {row}.querySelector('.behind').title"))
+        .await;
+    assert!(head_of(after.as_str().unwrap()) > head_before, "{after}");
     // Nothing left to fetch: the package's bytes are here too.
     b.wait_until(
         "no blob in flight",

@@ -220,6 +220,7 @@ pub async fn peers(ctx: &Context, client: &RegistryClient) -> anyhow::Result<()>
         "STATE".to_owned(),
         "LATENCY".to_owned(),
         "SYNCED".to_owned(),
+        "BEHIND".to_owned(),
         "REFUSED".to_owned(),
         "ADDRESS".to_owned(),
     ]];
@@ -245,6 +246,9 @@ pub async fn peers(ctx: &Context, client: &RegistryClient) -> anyhow::Result<()>
             state.to_owned(),
             latency,
             synced,
+            // Positions of its log not applied here yet (blobs still coming hold them back).
+            p.records_behind
+                .map_or_else(|| "-".to_owned(), |b| b.to_string()),
             // Records it relayed that this node's intake refused (authority, conflicts, ...).
             p.records_refused.to_string(),
             addr,

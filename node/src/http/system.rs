@@ -96,7 +96,5 @@ pub async fn peers(
     Auth(principal): Auth,
 ) -> Result<Json<Vec<PeerInfo>>, ApiError> {
     principal.require_admin()?;
-    Ok(Json(
-        state.p2p.as_ref().map(|p| p.peers()).unwrap_or_default(),
-    ))
+    Ok(Json(crate::replication::peer_report(&state)))
 }

@@ -42,7 +42,7 @@ pub struct StreamLimits {
     /// How long a peer that opened a stream has to send its request. Short, because an
     /// honest peer opens a stream with its request ready; an idle stream is a strike.
     pub request_timeout_ms: u64,
-    /// Inbound `/niso/sync/1` streams (pulls and pokes) one peer may hold at once. A peer
+    /// Inbound `/niso/sync/2` streams (pulls and pokes) one peer may hold at once. A peer
     /// pulls one page at a time, so a few leave room for pokes and an operator's mirror.
     pub sync_per_peer: usize,
     /// Inbound `/niso/blob/1` streams one peer may hold at once. A fetch asks each peer for

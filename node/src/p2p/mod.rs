@@ -53,7 +53,7 @@ pub use niso_protocol::api::PeerInfo;
 pub(crate) struct Shared {
     pub listen_addrs: RwLock<Vec<Multiaddr>>,
     pub peers: RwLock<HashMap<PeerId, PeerInfo>>,
-    /// Bumped on every connection change, so callers can wait for one.
+    /// Bumped on every connection change and sync page, so callers can wait for one.
     pub connections: tokio::sync::watch::Sender<u64>,
 }
 
@@ -222,7 +222,8 @@ impl P2p {
             .collect()
     }
 
-    /// A receiver that changes whenever a peer connects, disconnects, is struck or is blocked.
+    /// A receiver that changes whenever a peer connects, disconnects, is struck or is blocked,
+    /// and when a sync page is taken from it.
     pub fn watch_peers(&self) -> tokio::sync::watch::Receiver<u64> {
         self.shared.connections.subscribe()
     }
@@ -270,12 +271,14 @@ impl P2p {
         peers.get(peer).is_some_and(|i| i.connected)
     }
 
-    /// Records a finished sync with `peer`.
-    pub(crate) fn note_sync(&self, peer: &PeerId, position: u64, at_ms: u64) {
+    /// Records a finished sync page from `peer`: the position pulled to and its log head.
+    pub(crate) fn note_sync(&self, peer: &PeerId, position: u64, head: u64, at_ms: u64) {
         self.update_peer(peer, |info| {
             info.synced_to = Some(position);
+            info.log_head = Some(head);
             info.last_sync_ms = Some(at_ms);
         });
+        self.shared.connections.send_modify(|n| *n += 1);
     }
 
     /// Counts records from `peer` the intake refused.

@@ -162,6 +162,7 @@ async fn handle(
                 next,
                 more,
                 share_fingerprint: state.trust.share_fingerprint(&peer_s),
+                head: state.store.log_position().max(next),
             };
             write_frame(&mut stream, &page).await?;
         }

@@ -16,7 +16,7 @@ use super::{login, page_error::PageError, templates::render, viewer::Viewer};
 use crate::{http::AppState, p2p::PeerInfo};
 
 fn peers(state: &AppState) -> Vec<PeerInfo> {
-    state.p2p.as_ref().map(|p| p.peers()).unwrap_or_default()
+    crate::replication::peer_report(state)
 }
 
 pub async fn show(

@@ -98,6 +98,7 @@ async fn a_hostile_peer_is_refused_penalised_and_blocked() {
                     next: 7,
                     more: false,
                     share_fingerprint: 1,
+                    head: 7,
                 };
                 let _ = frames::write_frame(&mut stream, &page).await;
             } else {

@@ -151,6 +151,17 @@ async fn a_provider_silent_mid_range_loses_it_and_other_records_go_on() {
         "eager: no version before its blob"
     );
 
+    // The peers report shows the origin's log as not all applied: the big package's group
+    // waits for its blob and holds the position back, though later records came through.
+    let origin = a_peer.to_string();
+    let report = origin_report(&c, &origin).await;
+    assert_eq!(report["blobs_pending"], 1, "{report}");
+    assert!(report["records_behind"].as_u64().unwrap() >= 1, "{report}");
+    assert!(
+        report["log_head"].as_u64().unwrap() >= report["records_behind"].as_u64().unwrap(),
+        "{report}"
+    );
+
     // The silent provider loses its segment, and the origin serves the rest.
     tokio::time::timeout(
         BOUND,
@@ -179,6 +190,27 @@ async fn a_provider_silent_mid_range_loses_it_and_other_records_go_on() {
         tokio::time::timeout(BOUND, released).await.unwrap_or(false),
         "the requester never gave up the silent stream"
     );
+    // Once the group is in, the sync it starts brings the report to zero behind (each sync
+    // page bumps the peers watch).
+    let mut changes = c_p2p.watch_peers();
+    let caught_up = async {
+        loop {
+            let report = origin_report(&c, &origin).await;
+            if report["records_behind"] == 0 && report["blobs_pending"] == 0 {
+                return;
+            }
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    assert!(
+        tokio::time::timeout(BOUND, caught_up).await.is_ok(),
+        "still behind: {}",
+        origin_report(&c, &origin).await
+    );
+    let report = origin_report(&c, &origin).await;
+    assert_eq!(report["records_behind"], 0, "{report}");
     let bytes = c
         .get(
             &format!("/v1/packages/big-pkg/blobs/{}", Digest::of(&big)),
@@ -187,4 +219,20 @@ async fn a_provider_silent_mid_range_loses_it_and_other_records_go_on() {
         .await
         .expect(StatusCode::OK);
     assert_eq!(bytes.body, big);
+}
+
+/// `GET /v1/peers` on `node`: the entry of `peer`.
+async fn origin_report(node: &crate::support::TestNode, peer: &str) -> serde_json::Value {
+    let peers = node
+        .get("/v1/peers", Some(&node.admin))
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["peer_id"] == peer)
+        .cloned()
+        .unwrap_or_else(|| panic!("{peer} not in {peers}"))
 }

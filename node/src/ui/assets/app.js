@@ -16,6 +16,7 @@ function cell(row, text, title) {
   td.textContent = text;
   if (title) td.title = title;
   row.appendChild(td);
+  return td;
 }
 
 function bytes(n) {
@@ -56,14 +57,17 @@ function renderPeers(tbody, peers) {
     cell(tr, p.peer_id);
     cell(tr, p.blocked ? "blocked" : p.connected ? "connected" : "known");
     cell(tr, p.latency_ms == null ? "—" : p.latency_ms + " ms");
-    cell(tr, p.synced_to == null ? "—" : String(p.synced_to));
+    const behind = cell(tr, p.records_behind == null ? "—" : String(p.records_behind),
+      p.records_behind == null ? "" : "synced to " + p.synced_to + " of " + p.log_head + " in its log");
+    behind.className = "behind";
+    cell(tr, String(p.blobs_pending));
     cell(tr, p.last_sync_ms ? ago(p.last_sync_ms) : "never",
       p.last_sync_ms ? new Date(p.last_sync_ms).toISOString() : "");
     cell(tr, String(p.strikes));
     cell(tr, String(p.records_refused));
     return tr;
   });
-  if (rows.length === 0) rows.push(emptyRow(7, "No peers known yet."));
+  if (rows.length === 0) rows.push(emptyRow(8, "No peers known yet."));
   tbody.replaceChildren(...rows);
 }
 
