@@ -3,19 +3,9 @@
 
 use anyhow::{Context as _, bail};
 
-/// Decimal units, one decimal place, as `8.2 MB`.
+/// Decimal units, one decimal place, as `8.2 MB`: the web UI's units too.
 pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
-    if bytes < 1000 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1000.0;
-    let mut unit = 0;
-    while value >= 999.95 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
+    niso_protocol::size::human(bytes)
 }
 
 /// `""` or `"s"`, for counts in messages.
@@ -85,15 +75,6 @@ pub fn expiry(spec: &str, now_ms: u64) -> anyhow::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(size(0), "0 B");
-        assert_eq!(size(999), "999 B");
-        assert_eq!(size(8_200_000), "8.2 MB");
-        assert_eq!(size(1_073_741_824), "1.1 GB");
-        assert_eq!(size(999_960), "1.0 MB");
-    }
 
     #[test]
     fn spans() {

@@ -1,6 +1,6 @@
 //! The niso registry's shared vocabulary: package names, architectures, versions, references,
-//! `niso.toml`, the `.niso` archive format, digests, API keys and scopes, signed records, and
-//! the HTTP API's JSON bodies.
+//! `niso.toml`, the `.niso` archive format, digests, API keys and scopes, signed records, the
+//! HTTP API's JSON bodies, and how sizes are shown.
 //!
 //! Architecture invariant: this crate performs no I/O of its own and knows no runtime. It
 //! reads from and writes to the `Read`/`Write` values its callers hand it, and it depends on no
@@ -20,6 +20,7 @@ pub mod package_meta;
 pub mod record;
 pub mod reference;
 pub mod scope;
+pub mod size;
 mod whole_number;
 
 pub use arch::Arch;

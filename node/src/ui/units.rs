@@ -2,36 +2,14 @@
 
 use crate::clock::now_ms;
 
-/// `8.2 MB`: decimal units, as the CLI prints them.
+/// `8.2 MB`: the CLI's units.
 pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
-    if n < 1000 {
-        return format!("{n} B");
-    }
-    #[allow(clippy::cast_precision_loss, reason = "a rounded display value")]
-    let mut v = n as f64 / 1000.0;
-    let mut unit = UNITS[0];
-    for u in &UNITS[1..] {
-        if v < 1000.0 {
-            break;
-        }
-        v /= 1000.0;
-        unit = u;
-    }
-    format!("{v:.1} {unit}")
+    niso_protocol::size::human(n)
 }
 
 /// `8,200,000 bytes`.
 pub fn exact_bytes(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    format!("{out} bytes")
+    niso_protocol::size::exact(n)
 }
 
 /// `3 min ago`, from milliseconds since the epoch.
@@ -64,15 +42,6 @@ pub fn short(s: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_read_like_the_cli() {
-        assert_eq!(bytes(999), "999 B");
-        assert_eq!(bytes(8_200_000), "8.2 MB");
-        assert_eq!(bytes(1_500_000_000), "1.5 GB");
-        assert_eq!(exact_bytes(8_200_000), "8,200,000 bytes");
-        assert_eq!(exact_bytes(12), "12 bytes");
-    }
 
     #[test]
     fn times_are_utc() {

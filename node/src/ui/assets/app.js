@@ -24,7 +24,8 @@ function bytes(n) {
   const units = ["kB", "MB", "GB", "TB", "PB"];
   let v = n / 1000;
   let i = 0;
-  while (v >= 1000 && i < units.length - 1) { v /= 1000; i++; }
+  // As niso_protocol::size::human: 999.95 and up is the next unit's 1.0.
+  while (v >= 999.95 && i < units.length - 1) { v /= 1000; i++; }
   return v.toFixed(1) + " " + units[i];
 }
 
