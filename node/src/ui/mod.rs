@@ -12,6 +12,7 @@ mod page_error;
 mod peers;
 mod reference;
 mod security_headers;
+mod session_cookie;
 pub mod sessions;
 mod templates;
 mod units;
@@ -45,5 +46,9 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/api", get(reference::show))
         .route("/ui/style.css", get(assets::style))
         .route("/ui/app.js", get(assets::script))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            session_cookie::renew,
+        ))
         .layer(middleware::map_response(security_headers::add))
 }

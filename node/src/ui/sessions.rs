@@ -91,6 +91,14 @@ impl Sessions {
         Some(session.clone())
     }
 
+    /// Whether session `id` is live, without counting this as a use.
+    pub fn is_live(&self, id: &str) -> bool {
+        let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        table
+            .get(id)
+            .is_some_and(|s| s.last_seen.elapsed() < self.idle)
+    }
+
     pub fn remove(&self, id: &str) {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         table.remove(id);

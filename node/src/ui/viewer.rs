@@ -6,7 +6,7 @@ use std::convert::Infallible;
 
 use axum::{
     extract::FromRequestParts,
-    http::{HeaderMap, header, request::Parts},
+    http::{HeaderMap, Uri, header, request::Parts},
 };
 use minijinja::{Value, context};
 use niso_protocol::scope::Action;
@@ -33,7 +33,7 @@ impl FromRequestParts<AppState> for Viewer {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Infallible> {
-        let secure = came_over_tls(parts);
+        let secure = came_over_tls(&parts.uri, &parts.headers);
         let signed_in = cookie(&parts.headers, SESSION_COOKIE).and_then(|id| {
             let session = state.ui_sessions.get(&id)?;
             match authenticate(
@@ -122,10 +122,9 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// The node speaks plain HTTP; TLS ends at a proxy in front of it, which says so in
 /// `X-Forwarded-Proto`.
-fn came_over_tls(parts: &Parts) -> bool {
-    parts.uri.scheme_str() == Some("https")
-        || parts
-            .headers
+pub fn came_over_tls(uri: &Uri, headers: &HeaderMap) -> bool {
+    uri.scheme_str() == Some("https")
+        || headers
             .get("x-forwarded-proto")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("https"))

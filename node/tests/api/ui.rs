@@ -333,7 +333,24 @@ async fn sessions_use_strict_cookies_and_end_on_sign_out_or_revocation() {
         "niso_session={}",
         cookie_value(&done, "niso_session").unwrap()
     );
-    let home = body(&get(&node, "/", Some(&cookie)).await.expect(StatusCode::OK));
+    let home = get(&node, "/", Some(&cookie)).await.expect(StatusCode::OK);
+    // Each page renews the cookie's lifetime, as using the session renews it on the node.
+    let renewed = set_cookies(&home);
+    assert_eq!(renewed.len(), 1, "{renewed:?}");
+    assert!(
+        renewed[0].starts_with(&format!("{cookie}; "))
+            && renewed[0].contains(&format!("; Max-Age={};", 12 * 3600))
+            && renewed[0].contains("HttpOnly"),
+        "{renewed:?}"
+    );
+    // A cookie naming no live session is not echoed back.
+    let stranger = get(&node, "/", Some("niso_session=00ff")).await;
+    assert!(
+        cookie_value(&stranger, "niso_session").is_none(),
+        "{:?}",
+        set_cookies(&stranger)
+    );
+    let home = body(&home);
     assert!(home.contains("Sign out"));
 
     // Behind a TLS proxy the cookie is Secure.
