@@ -29,6 +29,9 @@ struct Inner {
     reached: HashMap<PeerId, u64>,
     /// Per peer, page starts with groups waiting, counted.
     holding: HashMap<PeerId, BTreeMap<u64, usize>>,
+    /// Per peer, packages with groups waiting, counted (a page pulled again defers its
+    /// package a second time while the first group still waits).
+    packages: HashMap<PeerId, HashMap<String, usize>>,
     /// Per peer, the page start the next round must re-pull from.
     retry: HashMap<PeerId, u64>,
     /// Per package (canonical name), the end of the last group deferred for it.
@@ -96,15 +99,16 @@ impl Deferred {
     }
 
     /// How far `peer`'s log is applied here when it was pulled to `pulled` (no further than
-    /// the first page with a group waiting or to re-pull), and how many groups wait.
+    /// the first page with a group waiting or to re-pull), and how many packages wait.
     pub fn progress(&self, peer: PeerId, pulled: u64) -> (u64, usize) {
         let s = self.lock();
-        let holding = s.holding.get(&peer);
-        let held = holding
+        let held = s
+            .holding
+            .get(&peer)
             .and_then(|h| h.keys().next().copied())
             .unwrap_or(u64::MAX);
         let retry = s.retry.get(&peer).copied().unwrap_or(u64::MAX);
-        let waiting = holding.map_or(0, |h| h.values().sum());
+        let waiting = s.packages.get(&peer).map_or(0, HashMap::len);
         (pulled.min(held).min(retry), waiting)
     }
 
@@ -175,6 +179,11 @@ impl Deferred {
             s.groups += 1;
             self.waiting.send_replace(s.groups);
             *s.holding.entry(peer).or_default().entry(page).or_default() += 1;
+            *s.packages
+                .entry(peer)
+                .or_default()
+                .entry(name.clone())
+                .or_default() += 1;
             s.names.insert(name.clone(), done_rx.clone())
         };
         let me = self.clone();
@@ -197,6 +206,17 @@ impl Deferred {
                 }
                 if h.is_empty() {
                     s.holding.remove(&peer);
+                }
+            }
+            if let Some(p) = s.packages.get_mut(&peer) {
+                if let Some(n) = p.get_mut(&name) {
+                    *n -= 1;
+                    if *n == 0 {
+                        p.remove(&name);
+                    }
+                }
+                if p.is_empty() {
+                    s.packages.remove(&peer);
                 }
             }
             if s.names.get(&name).is_some_and(|r| r.same_channel(&done_rx)) {
@@ -336,10 +356,21 @@ mod tests {
             |_| std::future::pending(),
             || {},
         );
-        assert_eq!(d.progress(p, 40), (10, 2), "held at the first waiting page");
+        d.defer(
+            p,
+            30,
+            vec![manifest("other", 3)],
+            |_| std::future::pending(),
+            || {},
+        );
+        assert_eq!(
+            d.progress(p, 40),
+            (10, 2),
+            "held at the first waiting page; two packages wait"
+        );
         release.send(true).unwrap();
         let mut waiting = d.watch();
-        tokio::time::timeout(Duration::from_secs(10), waiting.wait_for(|n| *n == 1))
+        tokio::time::timeout(Duration::from_secs(10), waiting.wait_for(|n| *n == 2))
             .await
             .unwrap()
             .unwrap();
