@@ -7,8 +7,10 @@
 //!
 //! A failed commit (a full disk, usually) fails every job of its batch with the commit's
 //! error and nothing of the batch is kept. redb refuses all later transactions after an I/O
-//! error, so the writer reopens the database before its next batch (`database.rs`): once space
-//! is back, writes work again without a restart. `WriteHealth` says meanwhile that they fail.
+//! error, readers included, so the writer reopens the database right after a failed commit
+//! (`database.rs`), and again before its next batch if that did not work: reads go on, and
+//! once space is back writes work again without a restart. `WriteHealth` says meanwhile that
+//! they fail.
 
 use std::{sync::Arc, thread};
 
@@ -170,7 +172,9 @@ fn run(db: &Db, health: &WriteHealth, mut rx: mpsc::Receiver<Job>, failpoints: &
             Ok(()) => health.succeeded(WritePart::Database),
             Err(e) => {
                 health.failed(WritePart::Database, e);
-                reopen = true;
+                // Now, not before the next batch: until then every reader would get the
+                // latched error too. If it cannot reopen yet, the next batch tries again.
+                reopen = db.reopen().is_err();
             }
         }
         if let Err(e) = &commit {
