@@ -117,6 +117,9 @@ pub struct Limits {
     pub max_json_bytes: usize,
     /// Largest bundle `niso registry import` accepts, in bytes.
     pub max_bundle_bytes: u64,
+    /// Memory the database may hold as cached pages, in bytes. redb's own default is 1 GiB,
+    /// which a node serving a large catalog fills: its memory then grew with the catalog.
+    pub db_cache_bytes: u64,
 }
 
 impl Default for Limits {
@@ -130,6 +133,7 @@ impl Default for Limits {
             upload_idle_timeout_secs: 3600,
             max_json_bytes: 1024 * 1024,
             max_bundle_bytes: 1024 * 1024 * 1024 * 1024,
+            db_cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
         }
     }
 }

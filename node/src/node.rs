@@ -203,7 +203,12 @@ impl Node {
         let peer_id = peer_id(&secret.origin());
         let trust = Trust::new(&config.replicate, &config.share)?;
         let failpoints = Failpoints::new(&config.failpoints);
-        let store = Store::open(&data_dir, secret, failpoints.clone())?;
+        let store = Store::open_with_cache(
+            &data_dir,
+            secret,
+            failpoints.clone(),
+            config.limits.db_cache_bytes,
+        )?;
         let mut tasks = Vec::new();
         let (p2p, events) = if config.p2p_enabled() {
             let (p2p, events, events_tx, event_loop, incoming) =

@@ -15,6 +15,7 @@ use super::{
     catalog::{tags_from, versions_from},
     entries::{OwnerEntry, PackageEntry, TagEntry, VersionEntry, decode, encode},
     error::{ChangeError, StoreError, db},
+    search_index,
     tables::{
         BLOB_VERSIONS, LOG, LOG_NAMES, ORIGINS, OWNERS, PACKAGE_LOG, PACKAGES, RECORDS, RETIRED,
         TAGS, TOMBSTONES, VERSIONS, package_range, record_key, split_key, tag_key, version_key,
@@ -353,10 +354,14 @@ fn add_version(
         description: m.description.clone(),
         updated_ms: now_ms(),
     };
-    txn.open_table(PACKAGES)
+    let old = txn
+        .open_table(PACKAGES)
         .map_err(db)?
         .insert(name, encode(&package)?.as_slice())
-        .map_err(db)?;
+        .map_err(db)?
+        .map(|v| decode::<PackageEntry>(v.value()))
+        .transpose()?;
+    search_index::reindex(txn, name, old.as_ref(), Some(&package))?;
     Ok(())
 }
 
@@ -414,8 +419,14 @@ pub fn remove_version(
         .next()
         .is_none();
     if empty {
-        let mut packages = txn.open_table(PACKAGES).map_err(db)?;
-        packages.remove(name).map_err(db)?;
+        let old = txn
+            .open_table(PACKAGES)
+            .map_err(db)?
+            .remove(name)
+            .map_err(db)?
+            .map(|v| decode::<PackageEntry>(v.value()))
+            .transpose()?;
+        search_index::reindex(txn, name, old.as_ref(), None)?;
     }
     Ok(removed)
 }

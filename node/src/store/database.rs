@@ -23,14 +23,17 @@ const DRAIN_POLL: Duration = Duration::from_millis(5);
 
 pub(crate) struct Db {
     path: PathBuf,
+    /// Bytes of pages redb may cache (its default, 1 GiB, made memory grow with the catalog).
+    cache_bytes: usize,
     current: RwLock<Option<Arc<Database>>>,
 }
 
 impl Db {
-    pub(crate) fn open(path: PathBuf) -> Result<Self, StoreError> {
-        let database = Database::create(&path).map_err(db)?;
+    pub(crate) fn open(path: PathBuf, cache_bytes: usize) -> Result<Self, StoreError> {
+        let database = create(&path, cache_bytes)?;
         Ok(Self {
             path,
+            cache_bytes,
             current: RwLock::new(Some(Arc::new(database))),
         })
     }
@@ -77,9 +80,16 @@ impl Db {
     }
 
     fn open_again(&self) -> Result<(), StoreError> {
-        let database = Database::create(&self.path).map_err(db)?;
+        let database = create(&self.path, self.cache_bytes)?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(database));
         tracing::info!(path = %self.path.display(), "database reopened");
         Ok(())
     }
+}
+
+fn create(path: &std::path::Path, cache_bytes: usize) -> Result<Database, StoreError> {
+    Database::builder()
+        .set_cache_size(cache_bytes)
+        .create(path)
+        .map_err(db)
 }

@@ -13,6 +13,7 @@ mod health;
 mod keys;
 mod migrate;
 mod search;
+mod search_index;
 mod tables;
 mod uploads;
 mod writer;
@@ -45,6 +46,10 @@ const PROBE_BYTES: usize = 64 * 1024;
 
 /// Database file name inside the data dir.
 pub const DB_FILE: &str = "niso.redb";
+/// Database pages kept in memory unless `[limits] db_cache_bytes` says otherwise: enough for
+/// the upper levels of every table's tree at 100k versions, so memory stays flat in catalog
+/// size while reads stay in memory where it matters.
+pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct Store {
@@ -73,10 +78,21 @@ impl Store {
         secret: NodeSecret,
         failpoints: Failpoints,
     ) -> Result<Self, StoreError> {
+        Self::open_with_cache(data_dir, secret, failpoints, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Store::open`] with at most `cache_bytes` of database pages cached in memory.
+    pub fn open_with_cache(
+        data_dir: &Path,
+        secret: NodeSecret,
+        failpoints: Failpoints,
+        cache_bytes: u64,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir)?;
         let uploads_dir = data_dir.join("uploads");
         std::fs::create_dir_all(&uploads_dir)?;
-        let db = Arc::new(Db::open(data_dir.join(DB_FILE))?);
+        let cache = usize::try_from(cache_bytes).unwrap_or(usize::MAX);
+        let db = Arc::new(Db::open(data_dir.join(DB_FILE), cache)?);
         create_tables(&*db.get()?)?;
         let health = WriteHealth::default();
         let writer = Writer::spawn(db.clone(), health.clone(), failpoints)?;
@@ -335,6 +351,7 @@ fn create_tables(database: &Database) -> Result<(), StoreError> {
     index_blob_versions(&txn)?;
     migrate::claim_owners(&txn)?;
     migrate::index_package_log(&txn)?;
+    search_index::create(&txn)?;
     txn.commit().map_err(db)?;
     Ok(())
 }
