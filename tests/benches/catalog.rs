@@ -23,7 +23,7 @@ use std::{
 };
 
 use niso_protocol::{Digest, pack::Packer};
-use niso_tests::{Sandbox, Server, http1::Connection, peak_rss_kib};
+use niso_tests::{Sandbox, Server, http1::Connection, peak_rss_kib, rss_breakdown};
 use rand::{RngExt, SeedableRng};
 
 const VERSIONS_PER_PACKAGE: usize = 5;
@@ -219,6 +219,7 @@ fn main() {
         None => println!("  publish: {rate_first:.0} versions/s (target ≥ 500)"),
     }
     let publish_peak = peak_rss_kib(origin.child.id()) / 1024;
+    let publish_now = rss_breakdown(origin.child.id());
 
     let (eager_secs, eager_rss) = catch_up(&user, &origin, &origin_addr, versions, "eager");
     let origin_eager_rss = peak_rss_kib(origin.child.id()) / 1024;
@@ -234,5 +235,9 @@ fn main() {
     );
     println!(
         "  serving node peak RSS: {publish_peak} MiB while publishing, {origin_eager_rss} MiB during eager catch-up, {origin_lazy_rss} MiB during lazy catch-up (target ≤ 64)"
+    );
+    println!(
+        "  serving node now: {} (after publishing: {publish_now})",
+        rss_breakdown(origin.child.id())
     );
 }

@@ -420,6 +420,25 @@ pub fn random_package(sandbox: &Sandbox, name: &str, mib: u64, seed: u64) -> Pat
 }
 
 /// The kernel's record of a process's peak resident set (`VmHWM`), in KiB.
+/// What a process holds now, from `/proc/PID/status`: `RssAnon` (heap and stacks) and
+/// `RssFile` (mapped files), in MiB, as `anon A MiB + files F MiB`.
+pub fn rss_breakdown(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            / 1024
+    };
+    format!(
+        "anon {} MiB + files {} MiB",
+        field("RssAnon:"),
+        field("RssFile:")
+    )
+}
+
 pub fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status

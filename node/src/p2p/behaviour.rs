@@ -5,12 +5,12 @@ use std::time::Duration;
 use libp2p::{
     StreamProtocol, allow_block_list, connection_limits, gossipsub, identify,
     identity::Keypair,
-    kad::{self, store::MemoryStore, store::MemoryStoreConfig},
-    mdns, ping,
+    kad, mdns, ping,
     swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
 };
 use niso_protocol::federation::{IDENTIFY_PROTOCOL, KAD_PROTOCOL};
 
+use super::provider_store::{ProviderLimits, ProviderStore};
 use crate::config::P2pConfig;
 
 #[derive(NetworkBehaviour)]
@@ -18,7 +18,7 @@ pub struct Behaviour {
     pub limits: connection_limits::Behaviour,
     pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub gossipsub: gossipsub::Behaviour,
-    pub kad: kad::Behaviour<MemoryStore>,
+    pub kad: kad::Behaviour<ProviderStore>,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
@@ -58,16 +58,8 @@ impl Behaviour {
 
         let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
         kad_config.set_query_timeout(Duration::from_secs(20));
-        // The default store holds 1024 keys; a registry provides one key per blob.
-        let store = MemoryStore::with_config(
-            peer_id,
-            MemoryStoreConfig {
-                max_records: 1024,
-                max_value_bytes: 64 * 1024,
-                max_providers_per_key: 64,
-                max_provided_keys: 1_000_000,
-            },
-        );
+        // A registry provides one key per blob: a store whose cost per key is the key.
+        let store = ProviderStore::new(peer_id, ProviderLimits::default());
         let mut kad = kad::Behaviour::with_config(peer_id, store, kad_config);
         kad.set_mode(Some(kad::Mode::Server));
 

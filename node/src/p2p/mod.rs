@@ -5,6 +5,7 @@
 mod behaviour;
 mod event_loop;
 pub mod frames;
+mod provider_store;
 pub mod sync;
 pub mod transport;
 
