@@ -20,7 +20,10 @@ use std::{
 };
 
 use libp2p::PeerId;
-use niso_protocol::record::{ManifestBody, Record, RecordBody};
+use niso_protocol::{
+    federation::SyncPage,
+    record::{ManifestBody, Record, RecordBody},
+};
 use tokio::sync::mpsc;
 
 use crate::{
@@ -234,8 +237,14 @@ pub async fn sync_with(state: &Arc<NodeState>, peer: PeerId) -> Result<Outcome, 
     cursor.cursor = deferred.resume(peer, cursor.cursor);
     let mut control = p2p.control();
     let mut total = Outcome::default();
+    // The next page, pulled while this one is judged and written (its position is known as
+    // soon as this one arrives), so a catch-up is not one round trip per page plus the work.
+    let mut prefetched: Option<SyncPage> = None;
     loop {
-        let page = sync::pull(&mut control, peer, cursor.cursor, state.trust.wants()).await?;
+        let page = match prefetched.take() {
+            Some(page) => page,
+            None => sync::pull(&mut control, peer, cursor.cursor, state.trust.wants()).await?,
+        };
         if page.share_fingerprint != cursor.share_fingerprint && cursor.cursor != 0 {
             // The peer's sharing changed: earlier positions may hold records now visible.
             cursor = PeerSync {
@@ -248,44 +257,19 @@ pub async fn sync_with(state: &Arc<NodeState>, peer: PeerId) -> Result<Outcome, 
         }
         cursor.share_fingerprint = page.share_fingerprint;
         let start = cursor.cursor;
-        let (records, unparseable) = decode_page(peer, &page.records);
-        // Records that need no fetch now; each package with a blob to fetch waits as a group,
-        // so a large blob never holds up the records of other packages.
-        let (now, later) = deferred.split(state, records);
-        for group in later {
-            let state2 = state.clone();
-            let admit = move |records: Vec<Record>| async move {
-                let outcome = take_in(
-                    &state2,
-                    peer,
-                    (records, 0),
-                    Policy::Rules,
-                    &mut PeerBlobs { from: peer },
-                )
-                .await;
-                outcome.incomplete == 0
-            };
-            let state3 = state.clone();
-            // Lets the saved position (and the peers report) move past the page.
-            let released = move || spawn_sync(&state3, peer);
-            if !deferred.defer(peer, start, group, admit, released) {
-                deferred.retry_from(peer, start);
+        let after = page.next.max(cursor.cursor);
+        let mut next_control = control.clone();
+        let next_pull = async {
+            if page.more {
+                Some(sync::pull(&mut next_control, peer, after, state.trust.wants()).await)
+            } else {
+                None
             }
-        }
-        let outcome = take_in(
-            state,
-            peer,
-            (now, unparseable),
-            Policy::Rules,
-            &mut StartBlobs { from: peer },
-        )
-        .await;
-        if outcome.incomplete > 0 {
-            // Keep the page for the next round: its missing blobs are being fetched.
-            deferred.retry_from(peer, start);
-        }
+        };
+        let work = take_page(state, peer, &deferred, &page, start);
+        let (next, outcome) = tokio::join!(next_pull, work);
         total.merge(outcome);
-        cursor.cursor = page.next.max(cursor.cursor);
+        cursor.cursor = after;
         let saved = PeerSync {
             cursor: deferred.reached(peer, cursor.cursor),
             ..cursor.clone()
@@ -294,11 +278,60 @@ pub async fn sync_with(state: &Arc<NodeState>, peer: PeerId) -> Result<Outcome, 
             tracing::warn!(error = %e, "could not save sync progress");
         }
         p2p.note_sync(&peer, cursor.cursor, page.head, now_ms());
-        if !page.more {
-            break;
+        match next {
+            None => break,
+            Some(next) => prefetched = Some(next?),
         }
     }
     Ok(total)
+}
+
+/// Judges and admits one sync page from `peer` that started at position `start`: records
+/// needing no fetch at once, each package with a blob to fetch as a deferred group.
+async fn take_page(
+    state: &Arc<NodeState>,
+    peer: PeerId,
+    deferred: &Arc<Deferred>,
+    page: &SyncPage,
+    start: u64,
+) -> Outcome {
+    let (records, unparseable) = decode_page(peer, &page.records);
+    // Records that need no fetch now; each package with a blob to fetch waits as a group,
+    // so a large blob never holds up the records of other packages.
+    let (now, later) = deferred.split(state, records);
+    for group in later {
+        let state2 = state.clone();
+        let admit = move |records: Vec<Record>| async move {
+            let outcome = take_in(
+                &state2,
+                peer,
+                (records, 0),
+                Policy::Rules,
+                &mut PeerBlobs { from: peer },
+            )
+            .await;
+            outcome.incomplete == 0
+        };
+        let state3 = state.clone();
+        // Lets the saved position (and the peers report) move past the page.
+        let released = move || spawn_sync(&state3, peer);
+        if !deferred.defer(peer, start, group, admit, released) {
+            deferred.retry_from(peer, start);
+        }
+    }
+    let outcome = take_in(
+        state,
+        peer,
+        (now, unparseable),
+        Policy::Rules,
+        &mut StartBlobs { from: peer },
+    )
+    .await;
+    if outcome.incomplete > 0 {
+        // Keep the page for the next round: its missing blobs are being fetched.
+        deferred.retry_from(peer, start);
+    }
+    outcome
 }
 
 /// Everything `peer` shares with us, now, whatever the replicate rules say (an operator's
