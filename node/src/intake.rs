@@ -340,8 +340,9 @@ pub async fn admit<S: BlobSource + Send>(
     let mut blob_results: HashMap<Digest, Result<(), BlobFault>> = HashMap::new();
     let mut blobs = 0u64;
     let mut bytes = 0u64;
-    for (index, record) in records.iter().enumerate() {
-        let judged = judge(state, policy, record)?;
+    let checks = check_all(state, &records).await?;
+    for ((index, record), check) in records.iter().enumerate().zip(checks) {
+        let judged = judge(state, policy, record, check)?;
         let (blob_mode, verdict) = match judged {
             Judged::Done(v) => (None, Some(v)),
             Judged::Go(mode) => (Some(mode), None),
@@ -435,17 +436,87 @@ enum Judged {
     Go(BlobMode),
 }
 
-/// Steps 1–4: everything decided without bytes.
-fn judge(state: &NodeState, policy: Policy, record: &Record) -> Result<Judged, StoreError> {
-    // A different record under a held (origin, seq) is equivocation: the pre-check says so.
-    if state.store.holds_exact(record)? {
-        return Ok(Judged::Done(Verdict::Duplicate));
+/// What [`check_all`] found out about one record.
+enum Check {
+    /// This exact record is held already: nothing else to check.
+    Held,
+    Valid,
+    Invalid(String),
+}
+
+/// Below this many records to check, one thread checks them all.
+const PARALLEL_CHECKS: usize = 64;
+
+/// Steps 1–2 for a whole batch: which records are held already, and whether the others'
+/// fields and signatures hold. Signatures are most of a sync page's CPU and independent of
+/// each other, so a large batch is checked on blocking threads, one share per core.
+async fn check_all(state: &Arc<NodeState>, records: &[Record]) -> Result<Vec<Check>, StoreError> {
+    let mut checks = Vec::with_capacity(records.len());
+    let mut fresh = Vec::new();
+    for (i, record) in records.iter().enumerate() {
+        // A different record under a held (origin, seq) is equivocation: the pre-check says so.
+        if state.store.holds_exact(record)? {
+            checks.push(Check::Held);
+        } else {
+            checks.push(Check::Valid);
+            fresh.push(i);
+        }
     }
-    if let Err(e) = verify(state, record) {
-        return Ok(Judged::Done(Verdict::Refused {
-            reason: Reason::Invalid,
-            detail: e.to_string(),
-        }));
+    let verdicts: Vec<Option<String>> = if fresh.len() < PARALLEL_CHECKS {
+        fresh
+            .iter()
+            .map(|&i| verify(state, &records[i]).err().map(|e| e.to_string()))
+            .collect()
+    } else {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        let share = fresh.len().div_ceil(cores);
+        let mut tasks = Vec::new();
+        for part in fresh.chunks(share) {
+            let part: Vec<Record> = part.iter().map(|&i| records[i].clone()).collect();
+            let state = state.clone();
+            tasks.push(tokio::task::spawn_blocking(move || {
+                part.iter()
+                    .map(|r| verify(&state, r).err().map(|e| e.to_string()))
+                    .collect::<Vec<_>>()
+            }));
+        }
+        let mut out = Vec::with_capacity(fresh.len());
+        for task in tasks {
+            // A check that panicked proves nothing: its records count as invalid.
+            match task.await {
+                Ok(part) => out.extend(part),
+                Err(e) => out.extend(std::iter::repeat_n(
+                    Some(format!("signature check failed: {e}")),
+                    share.min(fresh.len() - out.len()),
+                )),
+            }
+        }
+        out
+    };
+    for (&i, verdict) in fresh.iter().zip(verdicts) {
+        if let Some(detail) = verdict {
+            checks[i] = Check::Invalid(detail);
+        }
+    }
+    Ok(checks)
+}
+
+/// Steps 1–4: everything decided without bytes.
+fn judge(
+    state: &NodeState,
+    policy: Policy,
+    record: &Record,
+    check: Check,
+) -> Result<Judged, StoreError> {
+    match check {
+        Check::Held => return Ok(Judged::Done(Verdict::Duplicate)),
+        Check::Invalid(detail) => {
+            return Ok(Judged::Done(Verdict::Refused {
+                reason: Reason::Invalid,
+                detail,
+            }));
+        }
+        Check::Valid => {}
     }
     let package = record.body.package().as_str();
     let mode = match policy {

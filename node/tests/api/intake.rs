@@ -348,3 +348,51 @@ async fn a_replica_cannot_publish_under_a_replicated_name() {
         .await;
     assert_eq!(tag.code(), "not_owner");
 }
+
+#[tokio::test]
+async fn a_large_batch_has_every_signature_checked_and_refuses_exactly_the_forged_ones() {
+    use niso_node::intake::{NoBlobs, Policy, admit};
+    use niso_protocol::record::NodeSecret;
+
+    let node = TestNode::new().await;
+    let state = node.node.state();
+    let secret = NodeSecret::from_bytes(&[42; 32]);
+    // Past the size checked on one thread, so the batch is split across blocking threads;
+    // the forged records sit in every share.
+    let records: Vec<Record> = (1..=200u64)
+        .map(|seq| {
+            let mut r = Record::sign(
+                &secret,
+                seq,
+                1,
+                RecordBody::Manifest(ManifestBody {
+                    name: PackageName::new(format!("batch-{seq}")).unwrap(),
+                    version: Version::new(1, 0, 0),
+                    arch: Arch::any(),
+                    digest: Digest::of(&seq.to_be_bytes()),
+                    size: 1,
+                    description: String::new(),
+                }),
+            );
+            if seq % 20 == 7 {
+                r.signature[0] ^= 1;
+            }
+            r
+        })
+        .collect();
+    let outcome = admit(state, Policy::Rules, records, &mut NoBlobs)
+        .await
+        .unwrap();
+    // No replicate rule trusts this origin: every well-signed record is untrusted, and only
+    // the forged ones are invalid.
+    assert_eq!(outcome.invalid(), 10, "{:?}", outcome.refusal_messages());
+    assert_eq!(outcome.seen, 200);
+    assert!(
+        outcome
+            .refusal_messages()
+            .iter()
+            .all(|m| m.contains("signature")),
+        "{:?}",
+        outcome.refusal_messages()
+    );
+}
