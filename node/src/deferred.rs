@@ -31,7 +31,7 @@ struct Inner {
     holding: HashMap<PeerId, BTreeMap<u64, usize>>,
     /// Per peer, packages with groups waiting, counted (a page pulled again defers its
     /// package a second time while the first group still waits).
-    packages: HashMap<PeerId, HashMap<String, usize>>,
+    packages: HashMap<PeerId, BTreeMap<String, usize>>,
     /// Per peer, the page start the next round must re-pull from.
     retry: HashMap<PeerId, u64>,
     /// Per package (canonical name), the end of the last group deferred for it.
@@ -108,7 +108,7 @@ impl Deferred {
             .and_then(|h| h.keys().next().copied())
             .unwrap_or(u64::MAX);
         let retry = s.retry.get(&peer).copied().unwrap_or(u64::MAX);
-        let waiting = s.packages.get(&peer).map_or(0, HashMap::len);
+        let waiting = s.packages.get(&peer).map_or(0, BTreeMap::len);
         (pulled.min(held).min(retry), waiting)
     }
 
@@ -197,28 +197,8 @@ impl Deferred {
             let mut s = me.lock();
             s.groups -= 1;
             me.waiting.send_replace(s.groups);
-            if let Some(h) = s.holding.get_mut(&peer) {
-                if let Some(n) = h.get_mut(&page) {
-                    *n -= 1;
-                    if *n == 0 {
-                        h.remove(&page);
-                    }
-                }
-                if h.is_empty() {
-                    s.holding.remove(&peer);
-                }
-            }
-            if let Some(p) = s.packages.get_mut(&peer) {
-                if let Some(n) = p.get_mut(&name) {
-                    *n -= 1;
-                    if *n == 0 {
-                        p.remove(&name);
-                    }
-                }
-                if p.is_empty() {
-                    s.packages.remove(&peer);
-                }
-            }
+            count_down(&mut s.holding, peer, &page);
+            count_down(&mut s.packages, peer, &name);
             if s.names.get(&name).is_some_and(|r| r.same_channel(&done_rx)) {
                 s.names.remove(&name);
             }
@@ -232,6 +212,21 @@ impl Deferred {
             }
         });
         true
+    }
+}
+
+/// Takes one off `peer`'s count for `key`, dropping counts and peers that reach zero.
+fn count_down<K: Ord>(counts: &mut HashMap<PeerId, BTreeMap<K, usize>>, peer: PeerId, key: &K) {
+    if let Some(c) = counts.get_mut(&peer) {
+        if let Some(n) = c.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                c.remove(key);
+            }
+        }
+        if c.is_empty() {
+            counts.remove(&peer);
+        }
     }
 }
 
@@ -279,10 +274,7 @@ mod tests {
     }
 
     fn peer() -> PeerId {
-        libp2p::identity::Keypair::ed25519_from_bytes([1; 32])
-            .unwrap()
-            .public()
-            .to_peer_id()
+        crate::identity::test_peer(1)
     }
 
     #[tokio::test]

@@ -99,6 +99,16 @@ pub fn peer_id(origin: &OriginKey) -> String {
         .unwrap_or_else(|_| origin.to_string())
 }
 
+/// A fixed peer id for tests: the ed25519 key of 32 bytes `n`.
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a fixed valid key")]
+pub(crate) fn test_peer(n: u8) -> libp2p::PeerId {
+    libp2p::identity::Keypair::ed25519_from_bytes([n; 32])
+        .unwrap()
+        .public()
+        .to_peer_id()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -422,15 +422,9 @@ mod tests {
     use rand::{RngExt, SeedableRng};
 
     use super::*;
+    use crate::identity::test_peer as peer;
 
     const MIB: u64 = 1024 * 1024;
-
-    fn peer(n: u8) -> PeerId {
-        libp2p::identity::Keypair::ed25519_from_bytes([n; 32])
-            .unwrap()
-            .public()
-            .to_peer_id()
-    }
 
     fn schedule(size: u64) -> Schedule {
         Schedule::new(size, &HashSet::new(), b"me", BlobLimits::default())

@@ -241,13 +241,7 @@ mod tests {
     use niso_protocol::federation::SyncMessage;
 
     use super::*;
-
-    fn peer(n: u8) -> PeerId {
-        libp2p::identity::Keypair::ed25519_from_bytes([n; 32])
-            .unwrap()
-            .public()
-            .to_peer_id()
-    }
+    use crate::identity::test_peer as peer;
 
     #[test]
     fn one_peer_never_takes_every_slot_and_places_come_back() {

@@ -161,13 +161,7 @@ impl RecordStore for ProviderStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn peer(n: u8) -> PeerId {
-        libp2p::identity::Keypair::ed25519_from_bytes([n; 32])
-            .unwrap()
-            .public()
-            .to_peer_id()
-    }
+    use crate::identity::test_peer as peer;
 
     fn key(n: u32) -> RecordKey {
         RecordKey::new(&n.to_be_bytes())
