@@ -3,7 +3,8 @@
 //!
 //! Each job runs in its own transaction committed without an fsync, so a job that returns an
 //! error is rolled back alone; one empty durable commit then makes the whole batch durable.
-//! A job's reply is sent only after that durable commit.
+//! A job's reply is sent only after that durable commit. On a current-thread runtime the
+//! hand-off runs in a blocking task, so a paused clock stands still while the disk works.
 //!
 //! A failed commit (a full disk, usually) fails every job of its batch with the commit's
 //! error and nothing of the batch is kept. redb refuses all later transactions after an I/O
@@ -69,12 +70,32 @@ impl Writer {
         E: From<StoreError> + Send + 'static,
     {
         let (job, reply) = job(f);
+        if on_current_thread() {
+            // Handed off from a blocking task: on a current-thread runtime the clock may be
+            // paused (the simulator's virtual time), and it jumps to the next timer whenever
+            // the runtime idles. A blocking task in flight holds it still, so a commit takes
+            // no simulated time, instead of as long as the host's disk happens to.
+            let tx = self.tx.clone();
+            return tokio::task::spawn_blocking(move || {
+                tx.blocking_send(job).map_err(|_| StoreError::WriterGone)?;
+                reply.blocking_recv().map_err(|_| StoreError::WriterGone)
+            })
+            .await
+            .map_err(|_| E::from(StoreError::WriterGone))?
+            .map_err(E::from)?;
+        }
         self.tx
             .send(job)
             .await
             .map_err(|_| E::from(StoreError::WriterGone))?;
         reply.await.map_err(|_| E::from(StoreError::WriterGone))?
     }
+}
+
+/// Whether the caller runs on a current-thread runtime, the only kind whose clock can be paused.
+fn on_current_thread() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
 }
 
 /// Wraps `f` as a job whose result arrives on the returned channel after the batch commits.
@@ -296,5 +317,30 @@ mod tests {
             "the failed job's write was rolled back"
         );
         assert!(t.get("c").unwrap().is_some());
+    }
+
+    /// The simulator's virtual clock: a commit, however long the disk takes, must not let a
+    /// paused clock jump to the next timer.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_takes_no_time_on_a_paused_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = Arc::new(Db::open(dir.path().join("db"), 1 << 20).unwrap());
+        let writer = Writer::spawn(database, WriteHealth::default(), Failpoints::new(&[])).unwrap();
+        // A pending timer for an idle runtime to jump to.
+        let timer = tokio::spawn(tokio::time::sleep(std::time::Duration::from_secs(5)));
+        let start = tokio::time::Instant::now();
+        writer
+            .write(|txn| {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                txn.open_table(T)
+                    .map_err(db)?
+                    .insert("slow", 1)
+                    .map_err(db)?;
+                Ok::<_, StoreError>(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(start.elapsed(), std::time::Duration::ZERO);
+        timer.abort();
     }
 }
