@@ -2,6 +2,11 @@
 //! that follow, and [`fetch_range`], which asks one peer for one range and verifies every
 //! chunk group before writing it. No node state: callers pass paths and limits.
 //!
+//! On a multi-threaded runtime (a real node) a transfer streams through a thread of its own and
+//! each chunk group is checked as it arrives; on a current-thread runtime (tests, and the
+//! simulator's virtual time, `docs/simulator.md`) a range is read whole, then checked, on the
+//! runtime's thread. Either way nothing unchecked is written.
+//!
 //! Every read and write on a blob stream runs under a deadline (see [`Deadlined`]): the
 //! response header and the first byte within `first_byte`, every later read or write within
 //! `idle` of the one before. A peer that goes silent mid-range therefore costs at most `idle`.
@@ -34,7 +39,7 @@ use niso_protocol::{
     federation::{BLOB_CHUNK_LOG, BLOB_PROTOCOL, BlobRequest, BlobResponse},
 };
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt as _, ReadBuf},
     time::{Instant, Sleep},
 };
 use tokio_util::{compat::FuturesAsyncReadCompatExt, io::SyncIoBridge};
@@ -185,45 +190,76 @@ pub async fn fetch_range(
         }
         BlobResponse::Ok { .. } => {}
     }
-    let reader = SyncIoBridge::new(Deadlined::new(
-        stream.compat(),
-        limits.first_byte,
-        limits.idle,
-        meter,
-    ));
+    let reader = Deadlined::new(stream.compat(), limits.first_byte, limits.idle, meter);
+    if on_current_thread() {
+        // One thread for everything, and perhaps a paused clock: the response is read here,
+        // then checked here, so neither the wait nor the hashing happens off the runtime.
+        let mut encoded = Vec::new();
+        reader
+            .take(encoded_bound(size, chunks))
+            .read_to_end(&mut encoded)
+            .await
+            .map_err(RangeError::from_io)?;
+        return decode_into(std::io::Cursor::new(encoded), digest, size, chunks, target);
+    }
+    let reader = BufReader::with_capacity(256 * 1024, SyncIoBridge::new(reader));
     let target = target.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut file = std::fs::OpenOptions::new()
+    on_own_thread(move || decode_into(reader, digest, size, chunks, &target))
+        .await
+        .map_err(RangeError::Local)?
+}
+
+/// Checks the bao encoding of `chunks` read from `encoded` against `digest`, writing each
+/// chunk group into the target once it verifies.
+fn decode_into(
+    encoded: impl std::io::Read,
+    digest: Digest,
+    size: u64,
+    chunks: (u64, u64),
+    target: &Target,
+) -> Result<(), RangeError> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&target.data)
+        .map_err(RangeError::Local)?;
+    let mut outboard = PreOrderOutboard {
+        tree: BaoTree::new(size, BLOCK),
+        root: blake3::Hash::from_bytes(*digest.as_bytes()),
+        data: std::fs::OpenOptions::new()
+            .read(true)
             .write(true)
-            .open(&target.data)
-            .map_err(RangeError::Local)?;
-        let mut outboard = PreOrderOutboard {
-            tree: BaoTree::new(size, BLOCK),
-            root: blake3::Hash::from_bytes(*digest.as_bytes()),
-            data: std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&target.outboard)
-                .map_err(RangeError::Local)?,
-        };
-        let ranges = ChunkRanges::from(ChunkNum(chunks.0)..ChunkNum(chunks.1));
-        match decode_ranges(
-            BufReader::with_capacity(256 * 1024, reader),
-            &ranges,
-            &mut file,
-            &mut outboard,
-        ) {
-            Ok(()) => Ok(()),
-            Err(DecodeError::LeafHashMismatch(c)) => Err(RangeError::BadChunk(c.to_bytes())),
-            Err(DecodeError::ParentHashMismatch(_)) => Err(RangeError::BadTree),
-            Err(e @ (DecodeError::LeafNotFound(_) | DecodeError::ParentNotFound(_))) => {
-                Err(RangeError::Stream(std::io::Error::other(e)))
-            }
-            Err(DecodeError::Io(e)) => Err(RangeError::from_io(e)),
+            .open(&target.outboard)
+            .map_err(RangeError::Local)?,
+    };
+    let ranges = ChunkRanges::from(ChunkNum(chunks.0)..ChunkNum(chunks.1));
+    match decode_ranges(encoded, &ranges, &mut file, &mut outboard) {
+        Ok(()) => Ok(()),
+        Err(DecodeError::LeafHashMismatch(c)) => Err(RangeError::BadChunk(c.to_bytes())),
+        Err(DecodeError::ParentHashMismatch(_)) => Err(RangeError::BadTree),
+        Err(e @ (DecodeError::LeafNotFound(_) | DecodeError::ParentNotFound(_))) => {
+            Err(RangeError::Stream(std::io::Error::other(e)))
         }
-    })
-    .await
-    .map_err(|e| RangeError::Local(std::io::Error::other(e)))?
+        Err(DecodeError::Io(e)) => Err(RangeError::from_io(e)),
+    }
+}
+
+/// The most bytes the encoding of `chunks` of a blob of `size` can take: the data, one pair
+/// of hashes per chunk group, and the pairs on the path from the root.
+fn encoded_bound(size: u64, chunks: (u64, u64)) -> u64 {
+    let data = chunks
+        .1
+        .saturating_mul(1024)
+        .min(size)
+        .saturating_sub(chunks.0.saturating_mul(1024));
+    let group = BLOCK.bytes() as u64;
+    data + (data / group + 2) * 64 + 64 * 64
+}
+
+/// Whether the caller runs on a current-thread runtime (a test's, or the simulator's virtual
+/// time), where transfers stay on the runtime's thread.
+fn on_current_thread() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
 }
 
 /// Layout of a hash tree file: post-order beside stored blobs, pre-order while fetching.
@@ -271,46 +307,83 @@ pub async fn send_ranges(
                 .saturating_sub(a.saturating_mul(1024))
         })
         .sum();
-    let writer = SyncIoBridge::new(Deadlined::new(stream.compat(), idle, idle, Arc::default()));
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        let data = File::open(&source.data)?;
-        let root = blake3::Hash::from_bytes(*digest.as_bytes());
-        let tree = BaoTree::new(size, BLOCK);
+    let mut writer = Deadlined::new(stream.compat(), idle, idle, Arc::default());
+    if on_current_thread() {
+        // As in `fetch_range`: encoded here, then written, all on the runtime's thread.
+        let mut encoded = Vec::new();
+        encode_into(&mut encoded, digest, &source, &ranges)?;
+        writer.write_all(&encoded).await?;
+        writer.shutdown().await?;
+        return Ok(served);
+    }
+    let writer = SyncIoBridge::new(writer);
+    on_own_thread(move || -> std::io::Result<()> {
         let mut w = BufWriter::with_capacity(256 * 1024, writer);
-        // Not rehashed here: stored blobs were verified when written, partial segments when
-        // they arrived, and the receiver verifies every group against the digest anyway (it
-        // is the receiver's check that keeps a bad sender out).
-        let outboard = File::open(&source.outboard)?;
-        match source.order {
-            Order::Post => encode_ranges(
-                &data,
-                &PostOrderOutboard {
-                    root,
-                    tree,
-                    data: outboard,
-                },
-                &ranges,
-                &mut w,
-            ),
-            Order::Pre => encode_ranges(
-                &data,
-                &PreOrderOutboard {
-                    root,
-                    tree,
-                    data: outboard,
-                },
-                &ranges,
-                &mut w,
-            ),
-        }
-        .map_err(std::io::Error::from)?;
+        encode_into(&mut w, digest, &source, &ranges)?;
         let mut bridge = w.into_inner().map_err(|e| e.into_error())?;
         bridge.flush()?;
         bridge.shutdown()
     })
-    .await
-    .map_err(|e| WireError::Io(std::io::Error::other(e)))??;
+    .await??;
     Ok(served)
+}
+
+/// Writes the bao encoding of `ranges` of `source` to `w`.
+fn encode_into(
+    w: impl Write,
+    digest: Digest,
+    source: &Source,
+    ranges: &ChunkRanges,
+) -> std::io::Result<()> {
+    let data = File::open(&source.data)?;
+    let root = blake3::Hash::from_bytes(*digest.as_bytes());
+    let tree = BaoTree::new(source.size, BLOCK);
+    // Not rehashed here: stored blobs were verified when written, partial segments when they
+    // arrived, and the receiver verifies every group against the digest anyway (it is the
+    // receiver's check that keeps a bad sender out).
+    let outboard = File::open(&source.outboard)?;
+    match source.order {
+        Order::Post => encode_ranges(
+            &data,
+            &PostOrderOutboard {
+                root,
+                tree,
+                data: outboard,
+            },
+            ranges,
+            w,
+        ),
+        Order::Pre => encode_ranges(
+            &data,
+            &PreOrderOutboard {
+                root,
+                tree,
+                data: outboard,
+            },
+            ranges,
+            w,
+        ),
+    }
+    .map_err(std::io::Error::from)
+}
+
+/// Runs `f`, blocking code that reads or writes a stream through a [`SyncIoBridge`], on a
+/// thread of its own, and waits for its result.
+///
+/// Not on tokio's blocking pool: nothing there may wait on the network. A blocking task in
+/// flight holds a paused clock still (see `store::writer`), and the network only moves when
+/// the clock does, so the simulator's virtual time would stop for good.
+async fn on_own_thread<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("niso-blob-io".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })?;
+    rx.await
+        .map_err(|_| std::io::Error::other("blob transfer thread panicked"))
 }
 
 fn to_ranges(raw: &[(u64, u64)]) -> ChunkRanges {
