@@ -70,9 +70,11 @@ pub async fn run(state: Arc<NodeState>, mut events: mpsc::Receiver<P2pEvent>) {
     let Some(p2p) = state.p2p.clone() else { return };
     let mut log = state.store.watch_log();
     let mut announced = state.store.log_position();
-    let mut tick = tokio::time::interval(Duration::from_secs(
-        state.config.p2p.sync_interval_secs.max(1),
-    ));
+    let period = Duration::from_secs(state.config.p2p.sync_interval_secs.max(1));
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + first_round_offset(&state.peer_id, period),
+        period,
+    );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -110,6 +112,18 @@ pub async fn run(state: Arc<NodeState>, mut events: mpsc::Receiver<P2pEvent>) {
             }
         }
     }
+}
+
+/// Where in the first `period` this node's sync rounds start: spread by its identity, so
+/// nodes started together (a site's boot, a simulator) do not all pull at the same instant.
+/// Aligned rounds arrive at each peer as a burst beyond its stream limits, and the pulls it
+/// drops are the same ones round after round.
+fn first_round_offset(peer_id: &str, period: Duration) -> Duration {
+    let hash = blake3::hash(peer_id.as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&hash.as_bytes()[..8]);
+    let millis = period.as_millis().max(1) as u64;
+    Duration::from_millis(u64::from_le_bytes(bytes) % millis)
 }
 
 impl SyncGate {
@@ -192,7 +206,7 @@ fn spawn_sync(state: &Arc<NodeState>, peer: PeerId) {
     tokio::spawn(async move {
         loop {
             if let Err(e) = sync_with(&state, peer).await {
-                tracing::debug!(%peer, error = %e, "sync failed");
+                tracing::debug!(%peer, error = %crate::http::error::chain(&e), "sync failed");
                 if e.is_misbehaviour()
                     && let Some(p2p) = &state.p2p
                 {
@@ -473,4 +487,24 @@ async fn take_in(
         p2p.note_refused(&from, outcome.refused.len() as u64);
     }
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashSet, time::Duration};
+
+    use super::first_round_offset;
+
+    #[test]
+    fn nodes_start_their_sync_rounds_spread_over_the_period() {
+        let period = Duration::from_secs(10);
+        let offsets: Vec<Duration> = (0..64)
+            .map(|i| first_round_offset(&format!("12D3KooWnode{i}"), period))
+            .collect();
+        assert!(offsets.iter().all(|o| *o < period));
+        // The same identity, the same offset: a node's rounds do not drift between restarts.
+        assert_eq!(offsets[3], first_round_offset("12D3KooWnode3", period));
+        let seconds: HashSet<u64> = offsets.iter().map(Duration::as_secs).collect();
+        assert!(seconds.len() >= 8, "64 nodes landed in {seconds:?}");
+    }
 }
