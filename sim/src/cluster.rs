@@ -1,5 +1,6 @@
-//! A cluster of real nodes in one process. Each node runs in its own tokio runtime, so a crash
-//! is exactly "every task of that node stops now"; a restart opens the same data dir again.
+//! A cluster of real nodes in one process. Under the wall clock each node runs in its own tokio
+//! runtime, so a crash is exactly "every task of that node stops now"; a restart opens the same
+//! data dir again. Under virtual time every node shares the run's paused runtime (`clock.rs`).
 
 use std::{
     path::{Path, PathBuf},
@@ -19,11 +20,12 @@ use niso_node::{
     store::Store,
 };
 use niso_protocol::{Digest, record::NodeSecret};
-use rand::{Rng, SeedableRng};
-use tokio::runtime::Runtime;
+use rand::{Rng, RngExt, SeedableRng};
+use tokio::runtime::{Handle, Runtime};
 use tower::ServiceExt;
 
 use crate::{
+    clock::Clock,
     hostile::Hostile,
     network::{Network, address},
     scenario::Scenario,
@@ -40,7 +42,9 @@ pub struct SimNode {
 }
 
 struct Running {
-    runtime: Runtime,
+    /// The node's own runtime, under the wall clock; `None` when it shares the run's.
+    runtime: Option<Runtime>,
+    handle: Handle,
     node: Option<Node>,
     admin: String,
     _hostile: Option<Hostile>,
@@ -48,14 +52,17 @@ struct Running {
 
 pub struct Cluster {
     pub net: Network,
+    clock: Clock,
     pub nodes: Vec<SimNode>,
     pub root: PathBuf,
 }
 
-/// The node that, in test builds, skips signature checks (to show the checks catch it).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
+    /// The node that, in test builds, skips signature checks (to show the checks catch it).
     pub broken_node: Option<usize>,
+    /// The clock to run on; `None` lets the scenario decide (`Clock::for_scenario`).
+    pub clock: Option<Clock>,
 }
 
 fn node_secret(seed: u64, index: usize) -> [u8; 32] {
@@ -110,8 +117,24 @@ impl Cluster {
             config.p2p.listen = vec![address(i).to_string()];
             config.p2p.mdns = false;
             config.p2p.sync_interval_secs = scenario.sync_interval_secs;
-            config.p2p.bootstrap = scenario
-                .bootstrap
+            let mut dial: Vec<usize> = scenario.bootstrap.clone();
+            if i > 0 {
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+                    seed.wrapping_mul(7_919).wrapping_add(i as u64),
+                );
+                for _ in 0..scenario.bootstrap_random.min(i) {
+                    let b = loop {
+                        let b = rng.random_range(0..i);
+                        if !dial.contains(&b) || dial.len() >= i {
+                            break b;
+                        }
+                    };
+                    dial.push(b);
+                }
+            }
+            dial.sort_unstable();
+            dial.dedup();
+            config.p2p.bootstrap = dial
                 .iter()
                 .filter(|&&b| b != i)
                 .map(|&b| format!("{}/p2p/{}", address(b), ids[b]))
@@ -154,6 +177,7 @@ impl Cluster {
         }
         Ok(Self {
             net,
+            clock: options.clock.unwrap_or(Clock::Real),
             nodes,
             root: root.to_owned(),
         })
@@ -169,11 +193,19 @@ impl Cluster {
         if n.running.is_some() {
             return Ok(());
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name(format!("node{i}"))
-            .enable_all()
-            .build()?;
+        let runtime = match self.clock {
+            Clock::Real => Some(
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name(format!("node{i}"))
+                    .enable_all()
+                    .build()?,
+            ),
+            Clock::Virtual => None,
+        };
+        let handle = runtime
+            .as_ref()
+            .map_or_else(Handle::current, |r| r.handle().clone());
         if n.hostile {
             let victims: Vec<String> = self
                 .nodes
@@ -183,7 +215,7 @@ impl Cluster {
                 .collect();
             let honest_origin = self.nodes[0].secret;
             let hostile = Hostile::start(
-                &runtime,
+                &handle,
                 self.net.clone(),
                 i,
                 n.secret,
@@ -194,6 +226,7 @@ impl Cluster {
             .await?;
             self.nodes[i].running = Some(Running {
                 runtime,
+                handle,
                 node: None,
                 admin: String::new(),
                 _hostile: Some(hostile),
@@ -212,13 +245,14 @@ impl Cluster {
             let transport = TransportChoice::Custom(Box::new(move |key| {
                 secure(net.transport(i), key).map_err(|e| Box::new(e) as _)
             }));
-            match runtime.spawn(Node::open_with(cfg, transport)).await? {
+            match handle.spawn(Node::open_with(cfg, transport)).await? {
                 Ok(node) => {
                     let admin = std::fs::read_to_string(config.data_dir.join("admin.key"))?
                         .trim()
                         .to_owned();
                     self.nodes[i].running = Some(Running {
                         runtime,
+                        handle,
                         node: Some(node),
                         admin,
                         _hostile: None,
@@ -232,12 +266,19 @@ impl Cluster {
         bail!("node {i} did not start: {:?}", last)
     }
 
-    /// Kills node `i`: every task stops at once, nothing is flushed.
+    /// Kills node `i`: every task stops at once, nothing is flushed. On a shared runtime
+    /// (virtual time) only the node's long-lived tasks can be stopped; that is why timelines
+    /// that crash nodes run on the wall clock, and this serves the end of a run there.
     pub fn crash(&mut self, i: usize) {
         if let Some(running) = self.nodes[i].running.take() {
             self.net.down(i);
+            if let Some(node) = &running.node {
+                node.shutdown();
+            }
             drop(running.node);
-            running.runtime.shutdown_background();
+            if let Some(runtime) = running.runtime {
+                runtime.shutdown_background();
+            }
         }
     }
 
@@ -275,7 +316,7 @@ impl Cluster {
             let bytes = response.into_body().collect().await?.to_bytes().to_vec();
             Ok::<_, anyhow::Error>((status, bytes))
         };
-        running.runtime.spawn(fut).await?
+        running.handle.spawn(fut).await?
     }
 
     /// Pushes a package file through node `i`'s API, as a client would.

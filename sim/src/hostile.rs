@@ -16,7 +16,7 @@ use niso_protocol::{
     pack::Packer,
     record::{ManifestBody, NodeSecret, Record, RecordBody},
 };
-use tokio::runtime::Runtime;
+use tokio::runtime::Handle;
 
 use crate::network::Network;
 
@@ -43,7 +43,7 @@ fn forged_package(i: u64) -> (String, Vec<u8>) {
 
 impl Hostile {
     pub async fn start(
-        runtime: &Runtime,
+        runtime: &Handle,
         net: Network,
         index: usize,
         secret: [u8; 32],

@@ -4,11 +4,12 @@
 //! Architecture invariant: the simulator drives the real node through its public API and HTTP
 //! router; it never models a node.
 //!
-//! Time is real time: nodes do blocking I/O (their database, hashing) that a paused virtual
-//! clock would skip over. Timings therefore vary with the host; what the seed fixes (node
+//! Time is virtual by default (`clock.rs`): the whole cluster runs on one paused runtime, so
+//! link time, not host speed, bounds the results. What the seed fixes for certain (node
 //! identities, the fault schedule, which changes each node ends up holding, the invariant
 //! verdicts) is reported separately as `exact`.
 
+pub mod clock;
 pub mod cluster;
 pub mod hostile;
 pub mod invariants;

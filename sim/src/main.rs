@@ -4,7 +4,7 @@
 use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use niso_sim::{cluster::Options, plot, run::run, scenario::Scenario};
+use niso_sim::{clock::Clock, cluster::Options, plot, run::simulate, scenario::Scenario};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -21,7 +21,7 @@ struct Cli {
 enum Command {
     /// Run a scenario file and print its report.
     #[command(
-        after_help = "Examples:\n  niso-sim run sim/scenarios/partition-heal.toml --seed 7\n  niso-sim run sim/scenarios/lossy-64.toml --seeds 5 --json\n  niso-sim run sim/scenarios/fanout.toml --plot fanout.svg"
+        after_help = "Examples:\n  niso-sim run sim/scenarios/partition-heal.toml --seed 7\n  niso-sim run sim/scenarios/lossy-64.toml --seeds 5 --json\n  niso-sim run sim/scenarios/fanout.toml --plot fanout.svg\n  niso-sim run sim/scenarios/churn.toml --clock real"
     )]
     Run {
         file: PathBuf,
@@ -37,6 +37,10 @@ enum Command {
         /// Write the convergence curve of each run as SVG (`-SEED` is added for several seeds).
         #[arg(long)]
         plot: Option<PathBuf>,
+        /// `virtual` (simulated time on one paused runtime) or `real` (the wall clock).
+        /// Default: virtual, unless the timeline crashes or restarts a node.
+        #[arg(long)]
+        clock: Option<Clock>,
     },
 }
 
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
         seeds,
         json,
         plot: plot_path,
+        clock,
     } = Cli::parse().command;
     if let Ok(filter) = std::env::var("NISO_LOG") {
         tracing_subscriber::fmt()
@@ -67,17 +72,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("niso-sim: error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let interactive = std::io::stderr().is_terminal() && !json;
     let mut failed = false;
     for s in seed..seed + seeds.max(1) {
@@ -95,7 +89,11 @@ fn main() -> ExitCode {
                 scenario.events.len()
             ));
         };
-        let outcome = runtime.block_on(run(&scenario, s, Options::default(), &mut progress));
+        let options = Options {
+            clock,
+            ..Options::default()
+        };
+        let outcome = simulate(&scenario, s, options, &mut progress);
         bar.finish_and_clear();
         let (report, observer) = match outcome {
             Ok(r) => r,

@@ -10,6 +10,8 @@ use serde::Serialize;
 pub struct Report {
     pub scenario: String,
     pub seed: u64,
+    /// `virtual` or `real` (`clock.rs`).
+    pub clock: String,
     pub exact: Exact,
     pub measured: Measured,
 }
@@ -44,7 +46,10 @@ pub struct ItemStats {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Measured {
+    /// Simulated time the run took.
     pub duration_secs: f64,
+    /// Host time it took; under virtual time, unrelated to the timings.
+    pub wall_secs: f64,
     pub items: Vec<ItemStats>,
     /// All bytes every node sent, per blob byte each receiving node needed.
     pub bytes_per_blob_byte_per_node: Option<f64>,
@@ -67,8 +72,13 @@ impl Report {
         let fmt = |v: Option<f64>| v.map(|s| format!("{s:.2}s")).unwrap_or_else(|| "-".into());
         let _ = writeln!(
             out,
-            "scenario {} (seed {}): {} nodes, {:.1}s",
-            self.scenario, self.seed, self.exact.nodes, self.measured.duration_secs
+            "scenario {} (seed {}, {} clock): {} nodes, {:.1}s simulated in {:.1}s",
+            self.scenario,
+            self.seed,
+            self.clock,
+            self.exact.nodes,
+            self.measured.duration_secs,
+            self.measured.wall_secs
         );
         let _ = writeln!(out, "time until every expected node holds each change:");
         for i in &self.measured.items {

@@ -5,7 +5,7 @@ use std::{
     collections::HashSet,
     io::Write,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -13,6 +13,7 @@ use niso_protocol::pack::Packer;
 use rand::{Rng, SeedableRng};
 
 use crate::{
+    clock::Clock,
     cluster::{Cluster, Options},
     invariants,
     network::LinkSpec,
@@ -124,12 +125,33 @@ fn expected_holders(
         .collect()
 }
 
-pub async fn run(
+/// Runs `scenario` with `seed` on the clock `options` asks for (or the scenario's default), on
+/// a runtime of its own.
+pub fn simulate(
     scenario: &Scenario,
     seed: u64,
     options: Options,
     progress: Progress<'_>,
 ) -> anyhow::Result<(Report, Observer)> {
+    let clock = Clock::for_scenario(scenario, options.clock)?;
+    let runtime = clock.runtime()?;
+    let options = Options {
+        clock: Some(clock),
+        ..options
+    };
+    let outcome = runtime.block_on(run(scenario, seed, options, progress));
+    // Nodes' writer threads and blocking work outlive their tasks briefly; do not wait on them.
+    runtime.shutdown_background();
+    outcome
+}
+
+async fn run(
+    scenario: &Scenario,
+    seed: u64,
+    options: Options,
+    progress: Progress<'_>,
+) -> anyhow::Result<(Report, Observer)> {
+    let wall = std::time::Instant::now();
     let dir = tempfile::tempdir().context("could not create a work directory")?;
     let pkgs = dir.path().join("packages");
     std::fs::create_dir_all(&pkgs)?;
@@ -147,7 +169,8 @@ pub async fn run(
     let mut crashed: HashSet<usize> = HashSet::new();
     // Silenced nodes and when they fell silent.
     let mut silenced: Vec<(usize, f64)> = Vec::new();
-    let start = Instant::now();
+    // Tokio's clock: simulated time under the virtual clock, the wall clock otherwise.
+    let start = tokio::time::Instant::now();
     let now = || start.elapsed().as_secs_f64();
     let last_fault = scenario.last_fault_end();
     let deadline =
@@ -314,6 +337,7 @@ pub async fn run(
     let largest = blob_sizes.iter().max_by_key(|(_, s)| *s).copied();
     let measured = Measured {
         duration_secs: duration,
+        wall_secs: wall.elapsed().as_secs_f64(),
         items: observer
             .items
             .iter()
@@ -352,6 +376,7 @@ pub async fn run(
     let report = Report {
         scenario: scenario.name.clone(),
         seed,
+        clock: options.clock.unwrap_or(Clock::Real).to_string(),
         exact: Exact {
             nodes: scenario.nodes,
             peer_ids: cluster.nodes.iter().map(|n| n.peer_id.clone()).collect(),

@@ -10,10 +10,17 @@ pub struct Scenario {
     pub name: String,
     #[serde(default)]
     pub description: String,
+    /// `real` pins the wall clock; unset, the run decides (`clock.rs`).
+    #[serde(default)]
+    pub clock: Option<crate::clock::Clock>,
     pub nodes: usize,
     /// Nodes every node dials at start.
     #[serde(default = "default_bootstrap")]
     pub bootstrap: Vec<usize>,
+    /// Besides `bootstrap`, each node dials this many nodes before it, chosen by the seed: a
+    /// federation where each site knows a few others, not one where all dial the same hubs.
+    #[serde(default)]
+    pub bootstrap_random: usize,
     /// Per-node uplink capacity; unlimited when absent.
     #[serde(default)]
     pub uplink_mbit: Option<f64>,

@@ -1,0 +1,98 @@
+//! The clock a run keeps: virtual time on one paused runtime (the default), or the wall clock.
+//!
+//! Virtual time: every node, the network and the timeline share one current-thread tokio
+//! runtime whose clock starts paused. It moves only when every task waits, and then jumps to
+//! the next timer, so results are bounded by link time (latency, bandwidth, loss), not by how
+//! fast the host runs hundreds of nodes. Work on blocking threads (database commits, hashing)
+//! holds the clock still while it runs: it costs no simulated time.
+//!
+//! What virtual time cannot do: drop one node's tasks and nothing else. A crash under the
+//! wall clock drops that node's own runtime; on a shared runtime there is no such boundary,
+//! so timelines with `crash` or `restart` run on the wall clock.
+//!
+//! libp2p's own timers (gossipsub's heartbeat, Kademlia and identify timeouts, idle
+//! connections) come from `futures-timer`, which keeps wall-clock time on its own thread:
+//! under virtual time they fire after host time, not simulated time, has passed.
+
+use std::{fmt, str::FromStr};
+
+use tokio::runtime::Runtime;
+
+use crate::scenario::{Action, Scenario};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Clock {
+    /// One paused current-thread runtime for the whole cluster.
+    Virtual,
+    /// Real time; each node runs on a runtime of its own.
+    Real,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClockError {
+    #[error("{0:?} crashes or restarts a node, which needs the wall clock (`--clock real`)")]
+    CrashNeedsWallClock(String),
+    #[error("unknown clock `{0}`, expected `virtual` or `real`")]
+    Unknown(String),
+    #[error("could not build the runtime")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl Clock {
+    /// The clock `scenario` runs on: `requested` if given and possible, else the one its file
+    /// names, else virtual time unless its timeline crashes a node.
+    pub fn for_scenario(
+        scenario: &Scenario,
+        requested: Option<Clock>,
+    ) -> Result<Clock, ClockError> {
+        let crashes = scenario
+            .events
+            .iter()
+            .any(|e| matches!(e.action, Action::Crash { .. } | Action::Restart { .. }));
+        match requested.or(scenario.clock) {
+            Some(Clock::Virtual) if crashes => {
+                Err(ClockError::CrashNeedsWallClock(scenario.name.clone()))
+            }
+            Some(clock) => Ok(clock),
+            None if crashes => Ok(Clock::Real),
+            None => Ok(Clock::Virtual),
+        }
+    }
+
+    /// The runtime the timeline (and, under virtual time, every node) runs on.
+    pub fn runtime(self) -> Result<Runtime, ClockError> {
+        match self {
+            Clock::Virtual => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build(),
+            Clock::Real => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build(),
+        }
+        .map_err(ClockError::Runtime)
+    }
+}
+
+impl FromStr for Clock {
+    type Err = ClockError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "virtual" => Ok(Clock::Virtual),
+            "real" => Ok(Clock::Real),
+            other => Err(ClockError::Unknown(other.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Clock::Virtual => "virtual",
+            Clock::Real => "real",
+        })
+    }
+}
