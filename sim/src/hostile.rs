@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use futures::{AsyncWriteExt, StreamExt};
+use futures::AsyncWriteExt;
 use niso_node::{
     config::P2pConfig,
     p2p::{P2p, TransportChoice, frames, transport::secure},

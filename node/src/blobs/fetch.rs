@@ -612,7 +612,7 @@ async fn run(
                 let now = Instant::now();
                 let peer = run.lease.peer;
                 let reported = schedule.report(id, answer(&result), now);
-                tracing::trace!(%peer, %digest, segment = run.lease.segment, ?reported, ok = result.is_ok(), "segment answered");
+                tracing::trace!(%peer, %digest, segment = run.lease.segment, ?reported, error = result.as_ref().err().map(|e| crate::http::error::chain(e)), "segment answered");
                 match (reported, result) {
                     (Reported::Finished, _) => {
                         if let Err(e) = writeln!(done_file, "{}", run.lease.segment) {
@@ -633,7 +633,7 @@ async fn run(
                         if e.is_corrupt() {
                             p2p.strike(peer, &format!("sent a bad chunk of {digest}: {e}")).await;
                         } else {
-                            tracing::debug!(%peer, %digest, error = %e, "provider dropped from a fetch");
+                            tracing::debug!(%peer, %digest, error = %crate::http::error::chain(&e), "provider dropped from a fetch");
                         }
                     }
                     _ => {}

@@ -11,7 +11,6 @@ use std::{
     },
 };
 
-use futures::StreamExt;
 use libp2p::PeerId;
 use niso_protocol::{
     Digest,
@@ -232,7 +231,7 @@ pub async fn serve<H: Holdings>(
     serving: Arc<Serving>,
     p2p: Option<P2p>,
     stream_limits: &StreamLimits,
-    mut incoming: libp2p_stream::IncomingStreams,
+    mut incoming: crate::p2p::inbound::InboundStreams,
 ) {
     let admission = Admission::new(BLOB_PROTOCOL, stream_limits.blob_per_peer, BLOB_STREAMS);
     let deadline = stream_limits.request_timeout();

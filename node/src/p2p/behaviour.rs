@@ -10,7 +10,10 @@ use libp2p::{
 };
 use niso_protocol::federation::{IDENTIFY_PROTOCOL, KAD_PROTOCOL};
 
-use super::provider_store::{ProviderLimits, ProviderStore};
+use super::{
+    inbound::Inbound,
+    provider_store::{ProviderLimits, ProviderStore},
+};
 use crate::config::P2pConfig;
 
 #[derive(NetworkBehaviour)]
@@ -22,13 +25,30 @@ pub struct Behaviour {
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
+    /// Opens our protocols' outbound streams (`P2p::control`).
     pub stream: libp2p_stream::Behaviour,
+    /// Accepts inbound `/niso/sync/…` streams.
+    pub sync_in: Inbound,
+    /// Accepts inbound `/niso/blob/…` streams.
+    pub blobs_in: Inbound,
+}
+
+/// The accepting behaviours of our own protocols, made before the swarm (their receiving
+/// ends go to the serving loops).
+pub struct Accept {
+    pub sync: Inbound,
+    pub blobs: Inbound,
 }
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Behaviour {
-    pub fn new(key: &Keypair, config: &P2pConfig, mdns_enabled: bool) -> Result<Self, BoxError> {
+    pub fn new(
+        key: &Keypair,
+        config: &P2pConfig,
+        mdns_enabled: bool,
+        accept: Accept,
+    ) -> Result<Self, BoxError> {
         let peer_id = key.public().to_peer_id();
         let limits = connection_limits::ConnectionLimits::default()
             .with_max_pending_incoming(Some(64))
@@ -85,6 +105,8 @@ impl Behaviour {
             ),
             ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(10))),
             stream: libp2p_stream::Behaviour::new(),
+            sync_in: accept.sync,
+            blobs_in: accept.blobs,
         })
     }
 }

@@ -30,6 +30,10 @@ pub const SYNC_SERVING: usize = 32;
 pub const BLOB_STREAMS: usize = 256;
 /// Blob transfers served at once, also taken only after the request.
 pub const BLOB_SERVING: usize = 16;
+/// Inbound streams of one protocol that may wait, negotiated, for the accept loop to take
+/// them (see `inbound`). Room for a burst from many connections at once; the accept loop takes
+/// each without waiting and then applies the limits above.
+pub const INBOUND_BURST: usize = 128;
 /// How long a request waits for a serving slot before it is turned away.
 pub const SERVING_WAIT: Duration = Duration::from_secs(1);
 /// The shortest request deadline honoured: shorter would strike honest peers for latency.

@@ -1,10 +1,12 @@
 //! The node's libp2p side. One task owns the `Swarm` (`event_loop.rs`); everything else talks
 //! to it through the cloneable [`P2p`] handle (commands with `oneshot` replies over a bounded
-//! channel) and opens protocol streams through `libp2p_stream::Control`.
+//! channel) and opens protocol streams through `libp2p_stream::Control`; inbound streams of
+//! our protocols arrive through `inbound`.
 
 mod behaviour;
 mod event_loop;
 pub mod frames;
+pub mod inbound;
 mod provider_store;
 pub mod sync;
 pub mod transport;
@@ -20,6 +22,7 @@ use niso_protocol::{Digest, record::Record};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{config::P2pConfig, trust::Trust};
+use inbound::{Inbound, InboundStreams};
 
 pub use transport::TransportChoice;
 
@@ -69,15 +72,10 @@ impl Default for Shared {
 }
 
 /// Inbound streams of our own protocols, registered before the swarm connects anywhere.
+#[derive(Debug)]
 pub struct Incoming {
-    pub sync: libp2p_stream::IncomingStreams,
-    pub blobs: libp2p_stream::IncomingStreams,
-}
-
-impl std::fmt::Debug for Incoming {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Incoming")
-    }
+    pub sync: InboundStreams,
+    pub blobs: InboundStreams,
 }
 
 /// Strikes after which a peer is blocked.
@@ -140,7 +138,16 @@ impl P2p {
         let key = Keypair::ed25519_from_bytes(secret).map_err(|e| P2pError::Build(Box::new(e)))?;
         let peer_id = key.public().to_peer_id();
         let mdns = config.mdns && matches!(transport, TransportChoice::Tcp);
-        let mut swarm = transport::build(key, config, mdns, transport)?;
+        // Our protocols are accepted from the first connection on, so no early stream is
+        // refused.
+        let (sync_in, sync) = Inbound::new(sync::PROTOCOL, frames::INBOUND_BURST);
+        let (blobs_in, blobs) = Inbound::new(crate::blobs::wire::PROTOCOL, frames::INBOUND_BURST);
+        let accept = behaviour::Accept {
+            sync: sync_in,
+            blobs: blobs_in,
+        };
+        let incoming = Incoming { sync, blobs };
+        let mut swarm = transport::build(key, config, mdns, transport, accept)?;
         for addr in &config.listen {
             let ma: Multiaddr = addr.parse().map_err(|_| P2pError::BadAddr(addr.clone()))?;
             swarm.listen_on(ma).map_err(|e| P2pError::Listen {
@@ -148,16 +155,7 @@ impl P2p {
                 source: Box::new(e),
             })?;
         }
-        let mut control = swarm.behaviour().stream.new_control();
-        // Accept our protocols before the first connection, so no early stream is refused.
-        let incoming = Incoming {
-            sync: control
-                .accept(sync::PROTOCOL)
-                .map_err(|e| P2pError::Build(Box::new(e)))?,
-            blobs: control
-                .accept(crate::blobs::wire::PROTOCOL)
-                .map_err(|e| P2pError::Build(Box::new(e)))?,
-        };
+        let control = swarm.behaviour().stream.new_control();
         let (tx, rx) = mpsc::channel(QUEUE);
         let (events_tx, events_rx) = mpsc::channel(QUEUE);
         let shared = Arc::new(Shared::default());

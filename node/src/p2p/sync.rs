@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use futures::{AsyncWriteExt, StreamExt};
+use futures::AsyncWriteExt;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use libp2p::{PeerId, StreamProtocol};
 use niso_protocol::{
@@ -82,7 +82,7 @@ impl Wants {
 /// their sync.
 pub async fn serve(
     state: Arc<NodeState>,
-    mut incoming: libp2p_stream::IncomingStreams,
+    mut incoming: crate::p2p::inbound::InboundStreams,
     events: tokio::sync::mpsc::Sender<P2pEvent>,
 ) {
     let limits = &state.config.p2p.limits;

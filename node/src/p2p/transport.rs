@@ -19,7 +19,7 @@ use libp2p::{
 
 use super::{
     P2pError,
-    behaviour::{Behaviour, BoxError},
+    behaviour::{Accept, Behaviour, BoxError},
 };
 use crate::config::P2pConfig;
 
@@ -71,6 +71,7 @@ pub(super) fn build(
     config: &P2pConfig,
     mdns: bool,
     transport: TransportChoice,
+    accept: Accept,
 ) -> Result<Swarm<Behaviour>, P2pError> {
     let err = |e: Box<dyn std::error::Error + Send + Sync>| P2pError::Build(e);
     let idle = Duration::from_secs(120);
@@ -87,7 +88,7 @@ pub(super) fn build(
                     yamux::Config::default,
                 )
                 .map_err(|e| err(Box::new(e)))?
-                .with_behaviour(|k| Behaviour::new(k, config, mdns))
+                .with_behaviour(|k| Behaviour::new(k, config, mdns, accept))
                 .map_err(|e| err(Box::new(e)))?
                 .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
                 .build()
@@ -99,7 +100,7 @@ pub(super) fn build(
                     .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
             })
             .map_err(|e| err(Box::new(e)))?
-            .with_behaviour(|k| Behaviour::new(k, config, false))
+            .with_behaviour(|k| Behaviour::new(k, config, false, accept))
             .map_err(|e| err(Box::new(e)))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
             .build(),
@@ -107,7 +108,7 @@ pub(super) fn build(
             .with_tokio()
             .with_other_transport(make)
             .map_err(|e| err(Box::new(e)))?
-            .with_behaviour(|k| Behaviour::new(k, config, false))
+            .with_behaviour(|k| Behaviour::new(k, config, false, accept))
             .map_err(|e| err(Box::new(e)))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
             .build(),

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use bao_tree::{
     ChunkNum, ChunkRanges, io::outboard::PreOrderMemOutboard, io::sync::encode_ranges_validated,
 };
-use futures::{AsyncWriteExt, StreamExt};
+use futures::AsyncWriteExt;
 use niso_node::{
     blobs::wire,
     config::{BlobMode, P2pConfig, ReplicateRule},

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use bao_tree::{
     ChunkNum, ChunkRanges, io::outboard::PreOrderMemOutboard, io::sync::encode_ranges_validated,
 };
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures::{AsyncReadExt, AsyncWriteExt};
 use niso_node::{
     blobs::{BlobLimits, wire},
     config::{BlobMode, P2pConfig, ReplicateRule},

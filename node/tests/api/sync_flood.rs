@@ -1,6 +1,7 @@
 //! A stranger that floods a node's sync protocol with idle streams, or sends it bad requests:
 //! an honest peer's sync still goes through while the stranger holds its streams, and the
-//! stranger is struck until blocked. A stream closed before its request costs nothing.
+//! stranger is struck until blocked. A stream closed before its request costs nothing. And
+//! streams that several peers open at once all reach the node, none refused by a full queue.
 
 use std::time::Duration;
 
@@ -275,4 +276,62 @@ async fn malformed_and_oversized_requests_draw_strikes_until_blocked() {
     let stranger = listed(&a, &s.peer_id).await;
     assert_eq!(stranger.strikes, 3, "/v1/peers shows {stranger:?}");
     assert!(stranger.blocked && !stranger.connected);
+}
+
+/// Peers opening streams at the same moment: each is answered. The node once handed inbound
+/// streams over a queue of one, and reset the rest of a burst; a requester took the reset as
+/// a failure and, after three, dropped an honest peer from its fetch.
+#[tokio::test]
+async fn streams_opened_at_once_by_several_peers_are_all_answered() {
+    const PEERS: u8 = 3;
+    const EACH: usize = 6;
+    let a = origin().await;
+    let a_node = &a.node;
+    let a_peer = a_node.state().p2p.as_ref().unwrap().peer_id;
+    let mut strangers = Vec::new();
+    for i in 0..PEERS {
+        strangers.push(stranger(0x60 + i, a_node).await);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let target = wire::Target {
+        data: dir.path().join("data"),
+        outboard: dir.path().join("obao"),
+    };
+    let limits = a_node.state().fetcher.limits().clone();
+    let asks = strangers.iter().flat_map(|s| {
+        (0..EACH).map(|i| {
+            let (mut control, target, limits) = (s.control(), target.clone(), limits.clone());
+            let want = wire::RangeWant {
+                digest: niso_protocol::Digest::of(format!("nobody holds {i}").as_bytes()),
+                size: 4096,
+                chunks: (0, 4),
+                last_resort: false,
+            };
+            async move {
+                wire::fetch_range(
+                    &mut control,
+                    a_peer,
+                    want,
+                    &target,
+                    &limits,
+                    Default::default(),
+                )
+                .await
+            }
+        })
+    });
+    let answers = tokio::time::timeout(CONVERGE, futures::future::join_all(asks))
+        .await
+        .expect("the node answered every stream in time");
+    let refused: Vec<String> = answers
+        .iter()
+        .filter(|r| !matches!(r, Err(wire::RangeError::Missing)))
+        .map(|r| format!("{r:?}"))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "{} of {} streams were not answered \"not here\": {refused:?}",
+        refused.len(),
+        answers.len()
+    );
 }
