@@ -30,10 +30,13 @@
 //!
 //! **Who is asked.** The peers that announced the record ("announcers", usually the origin)
 //! and up to `helpers` other connected peers, recruited every `tick`. Helpers are asked for
-//! anything; the announcer only for segments some helper lacked, first those every live
-//! helper lacked (those requests carry `last_resort`), so what helpers hold never costs it.
-//! Helpers leave those last-resort segments to a live announcer. When helpers are dropped,
-//! the announcer takes what they held.
+//! anything they did not lack within `recheck`; the announcer only for segments some helper
+//! lacked, first those every live helper lacked (its last answer about the segment was that
+//! it lacks it; those requests carry `last_resort`), so what helpers hold never costs it.
+//! Helpers are asked again after `recheck`, since they fill up as the fetch goes on; idle
+//! announcers are offered a segment before idle helpers, or helpers re-asking would take
+//! every last-resort segment first. When helpers are dropped, the announcer takes what they
+//! held.
 //!
 //! **Ending.** A fetch ends when every segment is verified, the whole blob hashes to its
 //! digest and passes the archive checks, and it takes its name in the blob store. With no
@@ -45,7 +48,8 @@
 //!
 //! **Serving.** At most `per_blob` transfers of one blob at once (`slot_wait` for a slot,
 //! then `NotFound`). A holder of a complete blob remembers for `resend_after` which ranges
-//! it sent and answers `NotFound` to another request for them, so they come from the peer
+//! it sent whole (a transfer that broke off does not count: nobody may hold the range) and
+//! answers `NotFound` to another request for them, so they come from the peer
 //! that got them; a `last_resort` request for such a range is served only when it is not in
 //! flight, did not arrive somewhere in the last `resend_hold` (after its first transfer
 //! only), a slot is free and no request for a new range waits. A partial blob serves its

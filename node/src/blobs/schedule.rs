@@ -78,14 +78,9 @@ pub enum Reported {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Seg {
-    /// In the pool; `misses` counts the helpers' answers that they lacked it.
-    Waiting {
-        misses: u32,
-    },
-    Leased {
-        lease: u64,
-        misses: u32,
-    },
+    /// In the pool.
+    Waiting,
+    Leased,
     Done,
 }
 
@@ -93,8 +88,8 @@ enum Seg {
 struct Peer {
     role: Role,
     lease: Option<u64>,
-    /// Segments the peer lacked, and when it said so.
-    lacked: HashMap<u64, Instant>,
+    /// Segments the peer lacked: when it last said so, and how many times in a row.
+    lacked: HashMap<u64, (Instant, u32)>,
     failures: u32,
     dropped: bool,
     not_before: Instant,
@@ -132,7 +127,7 @@ impl Schedule {
                 if done.contains(&i) {
                     Seg::Done
                 } else {
-                    Seg::Waiting { misses: 0 }
+                    Seg::Waiting
                 }
             })
             .collect();
@@ -197,17 +192,18 @@ impl Schedule {
     }
 
     /// Peers that may be offered a segment now: not dropped, holding no lease, not waiting
-    /// out a retry delay.
+    /// out a retry delay. Announcers come first: they are asked only for what helpers lacked,
+    /// and helpers re-asking for it after `recheck` would otherwise take it first every time.
     pub fn idle(&self, now: Instant) -> Vec<PeerId> {
         let s = self.lock();
-        let mut idle: Vec<PeerId> = s
+        let mut idle: Vec<(bool, PeerId)> = s
             .peers
             .iter()
             .filter(|(_, p)| !p.dropped && p.lease.is_none() && p.not_before <= now)
-            .map(|(id, _)| *id)
+            .map(|(id, p)| (p.role == Role::Helper, *id))
             .collect();
         idle.sort();
-        idle
+        idle.into_iter().map(|(_, id)| id).collect()
     }
 
     /// The next segment for `peer`, leased to it, or `None`: nothing it should be asked now.
@@ -234,10 +230,26 @@ impl Schedule {
             .values()
             .any(|p| !p.dropped && p.role == Role::Announcer);
         let recheck = self.limits.recheck;
-        let fresh = |i: &u64| p.lacked.get(i).is_none_or(|at| now - *at >= recheck);
-        let misses = |i: &u64| match s.segs[*i as usize] {
-            Seg::Waiting { misses } => misses,
-            _ => 0,
+        // A helper is asked again for a segment `recheck` after it lacked it, twice that after
+        // it lacked it twice, up to 8 times: one that fills up is asked soon, and one that
+        // never shares (or never gets it) is not asked five times a second forever. An
+        // announcer holds the blob: its "not now" is about its slots, so it waits `recheck`.
+        let fresh = |i: &u64| {
+            p.lacked.get(i).is_none_or(|(at, n)| {
+                let n = if p.role == Role::Helper { *n } else { 1 };
+                now - *at >= recheck * (1 << n.clamp(1, 4) >> 1)
+            })
+        };
+        // Live helpers whose last word on segment `i` was that they lack it. A helper is
+        // asked again after `recheck` (helpers fill up as the fetch goes on), and an answer
+        // replaces its word; until then its miss stands, however busy the others are.
+        let misses = |i: &u64| {
+            let n = s
+                .peers
+                .values()
+                .filter(|h| !h.dropped && h.role == Role::Helper && h.lacked.contains_key(i))
+                .count();
+            u32::try_from(n).unwrap_or(u32::MAX)
         };
         let pos = match p.role {
             // Segments every helper lacked first, then those some helper lacked: what helpers
@@ -247,12 +259,8 @@ impl Schedule {
                 .iter()
                 .position(|i| fresh(i) && misses(i) >= helpers)
                 .or_else(|| s.pool.iter().position(|i| fresh(i) && misses(i) >= 1))?,
-            // Helpers leave an announcer the segments every helper lacked, or it can starve
-            // while helpers keep re-asking each other.
-            Role::Helper if announcers => s
-                .pool
-                .iter()
-                .position(|i| fresh(i) && misses(i) < helpers)?,
+            // A helper is not asked again for what it lacked until its recheck delay passed:
+            // meanwhile, once every helper lacked a segment, only the announcer is asked.
             Role::Helper => s.pool.iter().position(fresh)?,
         };
         let index = s.pool.remove(pos)?;
@@ -277,7 +285,7 @@ impl Schedule {
             last_resort,
             deadline: now + self.limits.lease(end - start),
         };
-        s.segs[index as usize] = Seg::Leased { lease: id, misses };
+        s.segs[index as usize] = Seg::Leased;
         if let Some(p) = s.peers.get_mut(&peer) {
             p.lease = Some(id);
         }
@@ -292,9 +300,9 @@ impl Schedule {
         let Some(lease) = s.leases.remove(&id) else {
             return Reported::Stale;
         };
-        let Seg::Leased { misses, .. } = s.segs[lease.segment as usize] else {
+        if s.segs[lease.segment as usize] != Seg::Leased {
             return Reported::Stale;
-        };
+        }
         let failures = self.limits.failures;
         let Some(p) = s.peers.get_mut(&lease.peer) else {
             return Reported::Stale;
@@ -308,19 +316,14 @@ impl Schedule {
                 return Reported::Finished;
             }
             Answer::Missing => {
-                p.lacked.insert(lease.segment, now);
-                // Only helpers' misses count: they decide when the announcer is the last resort.
-                let misses = if p.role == Role::Helper {
-                    misses.saturating_add(1)
-                } else {
-                    misses
-                };
-                s.segs[lease.segment as usize] = Seg::Waiting { misses };
+                let n = p.lacked.get(&lease.segment).map_or(0, |(_, n)| *n);
+                p.lacked.insert(lease.segment, (now, n.saturating_add(1)));
+                s.segs[lease.segment as usize] = Seg::Waiting;
                 Reported::GaveBack
             }
             Answer::Failed => {
                 p.failures += 1;
-                s.segs[lease.segment as usize] = Seg::Waiting { misses };
+                s.segs[lease.segment as usize] = Seg::Waiting;
                 if p.failures >= failures {
                     p.dropped = true;
                     Reported::Dropped
@@ -332,11 +335,11 @@ impl Schedule {
             }
             Answer::Stalled | Answer::Corrupt => {
                 p.dropped = true;
-                s.segs[lease.segment as usize] = Seg::Waiting { misses };
+                s.segs[lease.segment as usize] = Seg::Waiting;
                 Reported::Dropped
             }
             Answer::Local => {
-                s.segs[lease.segment as usize] = Seg::Waiting { misses };
+                s.segs[lease.segment as usize] = Seg::Waiting;
                 Reported::GaveBack
             }
         };
@@ -523,6 +526,7 @@ mod tests {
         s.add_peer(h1, Role::Helper);
         s.add_peer(h2, Role::Helper);
         let now = Instant::now();
+        assert_eq!(s.next(origin, now), None, "nobody lacked anything yet");
         let l1 = s.next(h1, now).unwrap();
         assert_eq!(s.report(l1.id, Answer::Missing, now), Reported::GaveBack);
         let l2 = s.next(h2, now).unwrap();
@@ -530,29 +534,90 @@ mod tests {
         let one_miss = s.next(origin, now).unwrap();
         assert_eq!(one_miss.segment, l1.segment);
         assert!(!one_miss.last_resort, "h2 may still have it");
-        s.report(one_miss.id, Answer::Missing, now);
-        // h1 does not get back what it lacked until the recheck delay passes.
-        let l3 = s.next(h1, now).unwrap();
-        assert_ne!(l3.segment, l1.segment);
-        s.report(l3.id, Answer::Verified, now);
+        s.report(one_miss.id, Answer::Failed, now);
         s.report(l2.id, Answer::Verified, now);
+        // h2 lacks it too: every helper's last word on it is that it lacks it.
+        let mut l3 = s.next(h2, now).unwrap();
+        while l3.segment != l1.segment {
+            s.report(l3.id, Answer::Verified, now);
+            l3 = s.next(h2, now).unwrap();
+        }
+        s.report(l3.id, Answer::Missing, now);
+        for h in [h1, h2] {
+            assert!(
+                s.next(h, now).is_none_or(|l| {
+                    s.report(l.id, Answer::Failed, now);
+                    l.segment != l1.segment
+                }),
+                "a helper is not asked again for what it lacked"
+            );
+        }
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let now = Instant::now();
+        assert!(s.idle(now).contains(&origin));
+        let last = s.next(origin, now).unwrap();
+        assert_eq!(last.segment, l1.segment, "the announcer takes it");
+        assert!(last.last_resort);
+        s.report(last.id, Answer::Missing, now);
+        // After `recheck` helpers are asked again (they may have fetched it meanwhile), and
+        // one that now holds it sends it.
         tokio::time::advance(s.limits.recheck).await;
         let now = Instant::now();
-        // h2 lacks it too: now every helper lacked it, and the announcer is the last resort.
-        let mut l4 = s.next(h2, now).unwrap();
-        while l4.segment != l1.segment {
-            s.report(l4.id, Answer::Verified, now);
-            l4 = s.next(h2, now).unwrap();
+        let idle = s.idle(now);
+        assert_eq!(idle[0], origin, "the announcer is offered first");
+        let mut again = s.next(h1, now).unwrap();
+        while again.segment != l1.segment {
+            s.report(again.id, Answer::Verified, now);
+            again = s.next(h1, now).unwrap();
         }
-        s.report(l4.id, Answer::Missing, now);
-        let h1_gets = s.next(h1, now);
-        assert!(
-            h1_gets.as_ref().is_none_or(|l| l.segment != l1.segment),
-            "helpers leave the last resort to the announcer"
+        assert!(!again.last_resort);
+        assert_eq!(
+            s.report(again.id, Answer::Verified, now),
+            Reported::Finished
         );
-        let last = s.next(origin, now).unwrap();
-        assert_eq!(last.segment, l1.segment);
-        assert!(last.last_resort);
+    }
+
+    /// A helper that keeps lacking a segment is asked for it less and less often (up to 8 ×
+    /// `recheck` apart), while the announcer, which holds the blob, is asked again after
+    /// `recheck` each time.
+    #[tokio::test(start_paused = true)]
+    async fn a_helper_that_keeps_lacking_a_segment_is_asked_less_often() {
+        let s = schedule(256 * 1024);
+        let (origin, h) = (peer(1), peer(2));
+        s.add_peer(origin, Role::Announcer);
+        s.add_peer(h, Role::Helper);
+        let recheck = s.limits.recheck;
+        let mut asked_helper = Vec::new();
+        let mut asked_origin = 0;
+        let start = Instant::now();
+        while Instant::now() - start < recheck * 40 {
+            let now = Instant::now();
+            for p in s.idle(now) {
+                if let Some(l) = s.next(p, now) {
+                    if p == h {
+                        asked_helper.push(now - start);
+                    } else {
+                        asked_origin += 1;
+                    }
+                    s.report(l.id, Answer::Missing, now);
+                }
+            }
+            tokio::time::advance(recheck / 4).await;
+        }
+        let gaps: Vec<Duration> = asked_helper.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(
+            &gaps[..4],
+            &[recheck, recheck * 2, recheck * 4, recheck * 8],
+            "the helper's recheck doubles: {gaps:?}"
+        );
+        assert!(
+            gaps[4..].iter().all(|g| *g == recheck * 8),
+            "and stays at 8 ×: {gaps:?}"
+        );
+        assert!(
+            asked_origin >= 30,
+            "the announcer is asked every recheck: {asked_origin} times"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -91,10 +91,20 @@ enum Ask {
 }
 
 /// A transfer slot; on drop it frees the slot and records when the range finished going out.
+/// A transfer that did not go out whole (the requester gave up, the stream broke) does not
+/// count as sent: nobody may hold the range, so it must not be turned away as sent lately.
 struct Slot {
     _permit: OwnedSemaphorePermit,
     range: Option<(Digest, u64)>,
     serving: Arc<std::sync::Mutex<HashMap<Digest, BlobServing>>>,
+    sent_whole: bool,
+}
+
+impl Slot {
+    /// The range went out whole.
+    fn sent(&mut self) {
+        self.sent_whole = true;
+    }
 }
 
 impl Drop for Slot {
@@ -103,9 +113,18 @@ impl Drop for Slot {
             return;
         };
         let mut map = self.serving.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(sent) = map.get_mut(&digest).and_then(|b| b.sent.get_mut(&first)) {
+        let Some(b) = map.get_mut(&digest) else {
+            return;
+        };
+        if let Some(sent) = b.sent.get_mut(&first) {
             sent.in_flight = sent.in_flight.saturating_sub(1);
             sent.at = Instant::now();
+            if !self.sent_whole {
+                sent.times = sent.times.saturating_sub(1);
+            }
+            if sent.times == 0 && sent.in_flight == 0 {
+                b.sent.remove(&first);
+            }
         }
     }
 }
@@ -189,6 +208,7 @@ impl Serving {
             _permit: permit,
             range,
             serving: self.blobs.clone(),
+            sent_whole: false,
         })
     }
 
@@ -289,7 +309,7 @@ async fn handle<H: Holdings>(
         Some(Held::Partial(_)) => Ask::Partial,
         None => return wire::send_not_found(&mut stream).await,
     };
-    let Some(_slot) = serving.enter(digest, ask).await else {
+    let Some(mut slot) = serving.enter(digest, ask).await else {
         return wire::send_not_found(&mut stream).await;
     };
     let source = match held {
@@ -317,6 +337,7 @@ async fn handle<H: Holdings>(
         serving.limits.idle,
     )
     .await?;
+    slot.sent();
     holdings.served(sent);
     Ok(())
 }
@@ -368,6 +389,34 @@ mod tests {
         Ask::Complete { first, last_resort }
     }
 
+    /// The transfer in `slot` went out whole, and ended.
+    fn went_out(slot: Option<Slot>) {
+        slot.expect("a slot").sent();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_range_that_did_not_go_out_whole_is_not_turned_away() {
+        let serving = Serving::new(BlobLimits::default());
+        let d = Digest::of(b"blob");
+        let broken = serving.enter(d, complete(0, false)).await;
+        assert!(broken.is_some());
+        assert!(
+            serving.enter(d, complete(0, false)).await.is_none(),
+            "in flight: not sent twice at once"
+        );
+        drop(broken);
+        let again = serving.enter(d, complete(0, false)).await;
+        assert!(
+            again.is_some(),
+            "the stream broke, nobody holds it: sent again"
+        );
+        went_out(again);
+        assert!(
+            serving.enter(d, complete(0, false)).await.is_none(),
+            "this time it went out: ask the peer that got it"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_complete_blob_goes_out_once_and_then_only_as_a_last_resort() {
         let serving = Serving::new(BlobLimits::default());
@@ -384,22 +433,22 @@ mod tests {
         );
         let other = serving.enter(d, complete(16, false)).await;
         assert!(other.is_some(), "another range is new");
-        drop(first);
+        went_out(first);
         assert!(
             serving.enter(d, complete(0, true)).await.is_none(),
             "just arrived: its first recipient will be asked soon"
         );
         tokio::time::advance(serving.limits.resend_hold).await;
-        drop(other);
+        went_out(other);
         let again = serving.enter(d, complete(0, true)).await;
         assert!(again.is_some(), "a last resort once the range settled");
-        drop(again);
+        went_out(again);
         let third = serving.enter(d, complete(0, true)).await;
         assert!(
             third.is_some(),
             "after two transfers peers are not passing it on: no hold"
         );
-        drop(third);
+        went_out(third);
         tokio::time::advance(serving.limits.resend_after).await;
         assert!(
             serving.enter(d, complete(0, false)).await.is_some(),
@@ -411,8 +460,7 @@ mod tests {
     async fn new_ranges_go_before_resends_and_busy_slots_turn_requests_away() {
         let serving = Arc::new(Serving::new(BlobLimits::default()));
         let d = Digest::of(b"blob");
-        let sent = serving.enter(d, complete(0, false)).await;
-        drop(sent);
+        went_out(serving.enter(d, complete(0, false)).await);
         tokio::time::advance(serving.limits.resend_hold).await;
         let a = serving.enter(d, complete(16, false)).await;
         let b = serving.enter(d, complete(32, false)).await;
