@@ -21,7 +21,8 @@ pub struct BlobLimits {
     /// The slowest transfer rate a lease allows, in bytes per second: a segment's lease is
     /// `first_byte + len / min_rate`, so a provider that trickles loses it too.
     pub min_rate: u64,
-    /// After lacking a segment, a peer is not asked for it again for this long.
+    /// After lacking a segment, a peer is not asked for it again for this long (a helper:
+    /// twice as long after each further miss of that segment, up to 8 times).
     pub recheck: Duration,
     /// A peer that went silent in one fetch is not recruited as a helper by any fetch for
     /// this long (an announcer is still asked: it may be the only holder).

@@ -33,7 +33,8 @@
 //! anything they did not lack within `recheck`; the announcer only for segments some helper
 //! lacked, first those every live helper lacked (its last answer about the segment was that
 //! it lacks it; those requests carry `last_resort`), so what helpers hold never costs it.
-//! Helpers are asked again after `recheck`, since they fill up as the fetch goes on; idle
+//! Helpers are asked again after `recheck`, since they fill up as the fetch goes on (twice
+//! that after each further miss of the same segment, up to 8 times); idle
 //! announcers are offered a segment before idle helpers, or helpers re-asking would take
 //! every last-resort segment first. When helpers are dropped, the announcer takes what they
 //! held.

@@ -88,7 +88,7 @@ enum Seg {
 struct Peer {
     role: Role,
     lease: Option<u64>,
-    /// Segments the peer lacked: when it last said so, and how many times in a row.
+    /// Segments the peer lacked: when it last said so, and how many times so far.
     lacked: HashMap<u64, (Instant, u32)>,
     failures: u32,
     dropped: bool,
@@ -233,7 +233,9 @@ impl Schedule {
         // A helper is asked again for a segment `recheck` after it lacked it, twice that after
         // it lacked it twice, up to 8 times: one that fills up is asked soon, and one that
         // never shares (or never gets it) is not asked five times a second forever. An
-        // announcer holds the blob: its "not now" is about its slots, so it waits `recheck`.
+        // announcer holds the blob: its "not now" is about its slots or a range it sent
+        // lately (ask again soon, as a last resort once helpers lack it), so it waits
+        // `recheck`.
         let fresh = |i: &u64| {
             p.lacked.get(i).is_none_or(|(at, n)| {
                 let n = if p.role == Role::Helper { *n } else { 1 };
