@@ -22,6 +22,7 @@ pub mod mirror;
 mod node;
 pub mod p2p;
 pub mod replication;
+mod runtime_flavor;
 pub mod store;
 pub mod trust;
 pub mod ui;

@@ -242,14 +242,17 @@ impl Schedule {
                 now - *at >= recheck * (1 << n.clamp(1, 4) >> 1)
             })
         };
-        // Live helpers whose last word on segment `i` was that they lack it. A helper is
-        // asked again after `recheck` (helpers fill up as the fetch goes on), and an answer
-        // replaces its word; until then its miss stands, however busy the others are.
+        // Live helpers other than `peer` whose last word on segment `i` was that they lack
+        // it. A helper is asked again after `recheck` (helpers fill up as the fetch goes on),
+        // and an answer replaces its word; until then its miss stands, however busy the
+        // others are. A helper's own earlier miss is not counted: it is being asked again.
         let misses = |i: &u64| {
             let n = s
                 .peers
-                .values()
-                .filter(|h| !h.dropped && h.role == Role::Helper && h.lacked.contains_key(i))
+                .iter()
+                .filter(|(id, h)| {
+                    **id != peer && !h.dropped && h.role == Role::Helper && h.lacked.contains_key(i)
+                })
                 .count();
             u32::try_from(n).unwrap_or(u32::MAX)
         };
@@ -577,6 +580,32 @@ mod tests {
             s.report(again.id, Answer::Verified, now),
             Reported::Finished
         );
+    }
+
+    /// With no announcer, a helper is the last resort only once every other helper lacked the
+    /// segment: its own earlier miss does not count, it is the one asked again.
+    #[tokio::test(start_paused = true)]
+    async fn a_helper_is_the_last_resort_only_once_every_other_helper_lacked_it() {
+        let s = schedule(256 * 1024);
+        let (h1, h2, h3) = (peer(1), peer(2), peer(3));
+        for h in [h1, h2, h3] {
+            s.add_peer(h, Role::Helper);
+        }
+        let now = Instant::now();
+        let first = s.next(h1, now).unwrap();
+        assert!(!first.last_resort);
+        s.report(first.id, Answer::Missing, now);
+        let second = s.next(h2, now).unwrap();
+        assert!(!second.last_resort, "h1 lacked it, h3 was not asked");
+        s.report(second.id, Answer::Missing, now);
+        tokio::time::advance(s.limits.recheck).await;
+        let now = Instant::now();
+        let again = s.next(h1, now).unwrap();
+        assert_eq!(again.segment, first.segment);
+        assert!(!again.last_resort, "h3 has not said yet: {again:?}");
+        s.report(again.id, Answer::Missing, now);
+        let third = s.next(h3, now).unwrap();
+        assert!(third.last_resort, "h1 and h2 both lacked it");
     }
 
     /// A helper that keeps lacking a segment is asked for it less and less often (up to 8 ×

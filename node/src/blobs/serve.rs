@@ -95,9 +95,19 @@ enum Ask {
 /// count as sent: nobody may hold the range, so it must not be turned away as sent lately.
 struct Slot {
     _permit: OwnedSemaphorePermit,
-    range: Option<(Digest, u64)>,
+    range: Option<Taken>,
     serving: Arc<std::sync::Mutex<HashMap<Digest, BlobServing>>>,
     sent_whole: bool,
+}
+
+/// The range a [`Slot`] sends, and what its [`Sent::at`] was before this transfer started, so
+/// a transfer that breaks off leaves the range's clock where it was.
+#[derive(Debug, Clone, Copy)]
+struct Taken {
+    digest: Digest,
+    first: u64,
+    started: Instant,
+    before: Option<Instant>,
 }
 
 impl Slot {
@@ -109,21 +119,26 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let Some((digest, first)) = self.range else {
+        let Some(taken) = self.range else {
             return;
         };
         let mut map = self.serving.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(b) = map.get_mut(&digest) else {
+        let Some(b) = map.get_mut(&taken.digest) else {
             return;
         };
-        if let Some(sent) = b.sent.get_mut(&first) {
+        if let Some(sent) = b.sent.get_mut(&taken.first) {
             sent.in_flight = sent.in_flight.saturating_sub(1);
-            sent.at = Instant::now();
-            if !self.sent_whole {
+            if self.sent_whole {
+                sent.at = Instant::now();
+            } else {
                 sent.times = sent.times.saturating_sub(1);
+                // Unless a later transfer started meanwhile (its start stands).
+                if sent.at == taken.started {
+                    sent.at = taken.before.unwrap_or(taken.started);
+                }
             }
             if sent.times == 0 && sent.in_flight == 0 {
-                b.sent.remove(&first);
+                b.sent.remove(&taken.first);
             }
         }
     }
@@ -193,6 +208,7 @@ impl Serving {
                 {
                     return None;
                 }
+                let before = b.sent.get(&first).map(|s| s.at);
                 let sent = b.sent.entry(first).or_insert(Sent {
                     at: now,
                     in_flight: 0,
@@ -201,7 +217,12 @@ impl Serving {
                 sent.at = now;
                 sent.in_flight += 1;
                 sent.times += 1;
-                range = Some((digest, first));
+                range = Some(Taken {
+                    digest,
+                    first,
+                    started: now,
+                    before,
+                });
             }
         }
         Some(Slot {
@@ -414,6 +435,24 @@ mod tests {
         assert!(
             serving.enter(d, complete(0, false)).await.is_none(),
             "this time it went out: ask the peer that got it"
+        );
+    }
+
+    /// A last-resort transfer that breaks off leaves the range's clock at its last whole
+    /// transfer: the requester, still lacking it, is not made to wait a hold again.
+    #[tokio::test(start_paused = true)]
+    async fn a_broken_resend_does_not_restart_the_hold() {
+        let serving = Serving::new(BlobLimits::default());
+        let d = Digest::of(b"blob");
+        went_out(serving.enter(d, complete(0, false)).await);
+        tokio::time::advance(serving.limits.resend_hold).await;
+        let resend = serving.enter(d, complete(0, true)).await;
+        assert!(resend.is_some(), "settled: a last resort is served");
+        tokio::time::advance(serving.limits.resend_hold / 2).await;
+        drop(resend);
+        assert!(
+            serving.enter(d, complete(0, true)).await.is_some(),
+            "the resend broke off: the range is as settled as before it"
         );
     }
 

@@ -45,7 +45,10 @@ use tokio::{
 use tokio_util::{compat::FuturesAsyncReadCompatExt, io::SyncIoBridge};
 
 use super::BlobLimits;
-use crate::p2p::frames::{WireError, read_frame_within, write_frame};
+use crate::{
+    p2p::frames::{WireError, read_frame_within, write_frame},
+    runtime_flavor::on_current_thread,
+};
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new(BLOB_PROTOCOL);
 pub const BLOCK: BlockSize = BlockSize::from_chunk_log(BLOB_CHUNK_LOG);
@@ -253,13 +256,6 @@ fn encoded_bound(size: u64, chunks: (u64, u64)) -> u64 {
         .saturating_sub(chunks.0.saturating_mul(1024));
     let group = BLOCK.bytes() as u64;
     data + (data / group + 2) * 64 + 64 * 64
-}
-
-/// Whether the caller runs on a current-thread runtime (a test's, or the simulator's virtual
-/// time), where transfers stay on the runtime's thread.
-fn on_current_thread() -> bool {
-    tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
 }
 
 /// Layout of a hash tree file: post-order beside stored blobs, pre-order while fetching.

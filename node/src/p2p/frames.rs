@@ -34,6 +34,9 @@ pub const BLOB_SERVING: usize = 16;
 /// them (see `inbound`). Room for a burst from many connections at once; the accept loop takes
 /// each without waiting and then applies the limits above.
 pub const INBOUND_BURST: usize = 128;
+/// How many of those [`INBOUND_BURST`] places one peer may take, over all its connections, so
+/// a peer that opens streams faster than we take them cannot crowd out everyone else's.
+pub const INBOUND_BURST_PER_PEER: usize = 32;
 /// How long a request waits for a serving slot before it is turned away.
 pub const SERVING_WAIT: Duration = Duration::from_secs(1);
 /// The shortest request deadline honoured: shorter would strike honest peers for latency.

@@ -7,10 +7,14 @@
 //! after three dropped an honest, merely busy peer from a fetch; sync pulls were lost the same
 //! way. Outbound streams still go through `libp2p_stream::Control`; inbound ones come here.
 //! The queue is a burst buffer, not a limit: the accept loop drains it without waiting and
-//! applies the per-peer and global limits of `frames::Admission`.
+//! applies the per-peer and global limits of `frames::Admission`. One peer may hold only part
+//! of it at once, over all its connections, so a flood from one peer is refused here while
+//! other peers' streams still find room.
 
 use std::{
+    collections::HashMap,
     convert::Infallible,
+    sync::{Arc, Mutex, PoisonError},
     task::{Context, Poll},
 };
 
@@ -29,26 +33,74 @@ use tokio::sync::mpsc;
 pub struct Inbound {
     protocol: StreamProtocol,
     queue: mpsc::Sender<(PeerId, Stream)>,
+    queued: Queued,
 }
 
 /// The receiving end: streams of one protocol with the peer that opened each.
 #[derive(Debug)]
 pub struct InboundStreams {
     rx: mpsc::Receiver<(PeerId, Stream)>,
+    queued: Queued,
 }
 
 impl InboundStreams {
     /// The next stream, or `None` once the swarm is gone.
     pub async fn next(&mut self) -> Option<(PeerId, Stream)> {
-        self.rx.recv().await
+        let (peer, stream) = self.rx.recv().await?;
+        self.queued.taken(peer);
+        Some((peer, stream))
+    }
+}
+
+/// How many streams each peer has in the queue, shared by every connection's handler (which
+/// adds) and the receiving end (which takes away).
+#[derive(Clone, Debug)]
+struct Queued {
+    per_peer: usize,
+    counts: Arc<Mutex<HashMap<PeerId, usize>>>,
+}
+
+impl Queued {
+    /// Takes a place for one more stream of `peer`, or says it already holds its share.
+    fn reserve(&self, peer: PeerId) -> bool {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = counts.entry(peer).or_insert(0);
+        if *n >= self.per_peer {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// Gives back a place: the stream was taken, or never made it into the queue.
+    fn taken(&self, peer: PeerId) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = counts.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&peer);
+            }
+        }
     }
 }
 
 impl Inbound {
-    /// Accepts `protocol`, queueing up to `burst` streams the accept loop has not taken yet.
-    pub fn new(protocol: StreamProtocol, burst: usize) -> (Self, InboundStreams) {
+    /// Accepts `protocol`, queueing up to `burst` streams the accept loop has not taken yet,
+    /// at most `per_peer` of them from one peer.
+    pub fn new(protocol: StreamProtocol, burst: usize, per_peer: usize) -> (Self, InboundStreams) {
         let (queue, rx) = mpsc::channel(burst.max(1));
-        (Self { protocol, queue }, InboundStreams { rx })
+        let queued = Queued {
+            per_peer: per_peer.max(1),
+            counts: Arc::default(),
+        };
+        (
+            Self {
+                protocol,
+                queue,
+                queued: queued.clone(),
+            },
+            InboundStreams { rx, queued },
+        )
     }
 
     fn handler(&self, peer: PeerId) -> Handler {
@@ -56,6 +108,7 @@ impl Inbound {
             peer,
             protocol: self.protocol.clone(),
             queue: self.queue.clone(),
+            queued: self.queued.clone(),
         }
     }
 }
@@ -106,6 +159,7 @@ pub struct Handler {
     peer: PeerId,
     protocol: StreamProtocol,
     queue: mpsc::Sender<(PeerId, Stream)>,
+    queued: Queued,
 }
 
 impl ConnectionHandler for Handler {
@@ -142,14 +196,49 @@ impl ConnectionHandler for Handler {
         else {
             return;
         };
+        // Dropping the stream resets it: the peer sees a refused stream, as it would past the
+        // per-peer limit.
+        if !self.queued.reserve(self.peer) {
+            tracing::warn!(peer = %self.peer, protocol = %self.protocol, limit = self.queued.per_peer, "peer opens streams faster than they are taken, dropping a stream");
+            return;
+        }
         match self.queue.try_send((self.peer, stream)) {
             Ok(()) => {}
-            // Dropping the stream resets it: the peer sees a refused stream, as it would
-            // past the per-peer limit.
             Err(mpsc::error::TrySendError::Full(_)) => {
+                self.queued.taken(self.peer);
                 tracing::debug!(peer = %self.peer, protocol = %self.protocol, "inbound stream queue full, dropping a stream");
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.queued.taken(self.peer);
+                tracing::trace!(peer = %self.peer, protocol = %self.protocol, "node is shutting down, dropping an inbound stream");
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_peer_holds_at_most_its_share_of_the_queue() {
+        let queued = Queued {
+            per_peer: 2,
+            counts: Arc::default(),
+        };
+        let (flooder, other) = (PeerId::random(), PeerId::random());
+        assert!(queued.reserve(flooder));
+        assert!(queued.reserve(flooder));
+        assert!(!queued.reserve(flooder), "a third place is refused");
+        assert!(queued.reserve(other), "another peer still finds room");
+        queued.taken(flooder);
+        assert!(queued.reserve(flooder), "a place comes back once taken");
+        queued.taken(flooder);
+        queued.taken(flooder);
+        queued.taken(other);
+        assert!(
+            queued.counts.lock().unwrap().is_empty(),
+            "peers with nothing queued are forgotten"
+        );
     }
 }

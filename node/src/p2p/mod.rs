@@ -140,8 +140,16 @@ impl P2p {
         let mdns = config.mdns && matches!(transport, TransportChoice::Tcp);
         // Our protocols are accepted from the first connection on, so no early stream is
         // refused.
-        let (sync_in, sync) = Inbound::new(sync::PROTOCOL, frames::INBOUND_BURST);
-        let (blobs_in, blobs) = Inbound::new(crate::blobs::wire::PROTOCOL, frames::INBOUND_BURST);
+        let (sync_in, sync) = Inbound::new(
+            sync::PROTOCOL,
+            frames::INBOUND_BURST,
+            frames::INBOUND_BURST_PER_PEER,
+        );
+        let (blobs_in, blobs) = Inbound::new(
+            crate::blobs::wire::PROTOCOL,
+            frames::INBOUND_BURST,
+            frames::INBOUND_BURST_PER_PEER,
+        );
         let accept = behaviour::Accept {
             sync: sync_in,
             blobs: blobs_in,
@@ -188,6 +196,9 @@ impl P2p {
         ))
     }
 
+    /// Opens outbound streams. Never `accept` our own protocols on it: `inbound` accepts
+    /// them, and a second acceptor would compete with it for the same streams (and hand its
+    /// share through libp2p_stream's queue of one, which resets bursts).
     pub fn control(&self) -> libp2p_stream::Control {
         self.control.clone()
     }

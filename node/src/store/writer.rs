@@ -23,7 +23,7 @@ use super::{
     error::{StoreError, db},
     health::{WriteHealth, WritePart},
 };
-use crate::failpoint::Failpoints;
+use crate::{failpoint::Failpoints, runtime_flavor::on_current_thread};
 
 /// How many queued jobs one transaction takes at most.
 const MAX_BATCH: usize = 256;
@@ -90,12 +90,6 @@ impl Writer {
             .map_err(|_| E::from(StoreError::WriterGone))?;
         reply.await.map_err(|_| E::from(StoreError::WriterGone))?
     }
-}
-
-/// Whether the caller runs on a current-thread runtime, the only kind whose clock can be paused.
-fn on_current_thread() -> bool {
-    tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
 }
 
 /// Wraps `f` as a job whose result arrives on the returned channel after the batch commits.

@@ -335,3 +335,38 @@ async fn streams_opened_at_once_by_several_peers_are_all_answered() {
         answers.len()
     );
 }
+
+/// The same burst on the sync protocol: pulls that several peers send at once, each peer up to
+/// its stream limit, all get their page.
+#[tokio::test]
+async fn pulls_sent_at_once_by_several_peers_are_all_answered() {
+    const PEERS: u8 = 3;
+    let a = origin().await;
+    let a_node = &a.node;
+    let a_peer = a_node.state().p2p.as_ref().unwrap().peer_id;
+    let each = a_node.state().config.p2p.limits.sync_per_peer;
+    let mut strangers = Vec::new();
+    for i in 0..PEERS {
+        strangers.push(stranger(0x70 + i, a_node).await);
+    }
+    let pulls = strangers.iter().flat_map(|s| {
+        (0..each).map(|_| {
+            let mut control = s.control();
+            async move { sync::pull(&mut control, a_peer, 0, Vec::new()).await }
+        })
+    });
+    let answers = tokio::time::timeout(CONVERGE, futures::future::join_all(pulls))
+        .await
+        .expect("the node answered every pull in time");
+    assert_eq!(answers.len(), PEERS as usize * each);
+    let failed: Vec<String> = answers
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|e| format!("{e:?}")))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} pulls failed: {failed:?}",
+        failed.len(),
+        answers.len()
+    );
+}
