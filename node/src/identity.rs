@@ -2,8 +2,10 @@
 //! and, as a libp2p peer id, names the node.
 
 use std::{
+    collections::HashMap,
     io::Write,
     path::{Path, PathBuf},
+    sync::{Mutex, OnceLock, PoisonError},
 };
 
 use niso_protocol::record::{NodeSecret, OriginKey};
@@ -88,15 +90,38 @@ pub(crate) fn write_secret_file(path: &Path, contents: &[u8]) -> std::io::Result
     Ok(())
 }
 
+/// Origin keys whose peer ids are remembered; past this the memo starts over, so records
+/// signed by many keys (a hostile peer's) cannot grow it.
+const PEER_ID_MEMO: usize = 4096;
+
 /// The libp2p peer id for an origin key.
+///
+/// Remembered: a catch-up judges and serves every record by its origin's peer id, and the
+/// conversion (decompressing a curve point, then base58) cost more than the rest of serving a
+/// sync page. A catalog has few origins.
 pub fn peer_id(origin: &OriginKey) -> String {
-    libp2p_identity::ed25519::PublicKey::try_from_bytes(&origin.0)
+    static MEMO: OnceLock<Mutex<HashMap<[u8; 32], String>>> = OnceLock::new();
+    let memo = MEMO.get_or_init(Mutex::default);
+    if let Some(id) = memo
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&origin.0)
+    {
+        return id.clone();
+    }
+    let id = libp2p_identity::ed25519::PublicKey::try_from_bytes(&origin.0)
         .map(|pk| {
             libp2p_identity::PublicKey::from(pk)
                 .to_peer_id()
                 .to_string()
         })
-        .unwrap_or_else(|_| origin.to_string())
+        .unwrap_or_else(|_| origin.to_string());
+    let mut memo = memo.lock().unwrap_or_else(PoisonError::into_inner);
+    if memo.len() >= PEER_ID_MEMO {
+        memo.clear();
+    }
+    memo.insert(origin.0, id.clone());
+    id
 }
 
 /// A fixed peer id for tests: the ed25519 key of 32 bytes `n`.
@@ -126,5 +151,23 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(peer_id(&a.origin()).starts_with("12D3KooW"));
+    }
+
+    #[test]
+    fn remembered_peer_ids_are_the_keys_own() {
+        for n in 1..=3u8 {
+            let key = libp2p::identity::Keypair::ed25519_from_bytes([n; 32]).unwrap();
+            let origin = OriginKey(key.public().try_into_ed25519().unwrap().to_bytes());
+            let first = peer_id(&origin);
+            assert_eq!(peer_id(&origin), first, "the remembered id is the same");
+            assert_eq!(first, test_peer(n).to_string());
+        }
+        // Not a curve point: named by its hex, remembered or not.
+        let bad = (0..=u8::MAX)
+            .map(|b| OriginKey([b; 32]))
+            .find(|k| libp2p_identity::ed25519::PublicKey::try_from_bytes(&k.0).is_err())
+            .unwrap();
+        assert_eq!(peer_id(&bad), bad.to_string());
+        assert_eq!(peer_id(&bad), bad.to_string());
     }
 }

@@ -26,7 +26,7 @@ use niso_protocol::{
     Digest,
     api::MirrorReport,
     archive::read_meta,
-    record::{ManifestBody, Record, RecordBody},
+    record::{ManifestBody, OriginKeys, Record, RecordBody},
 };
 
 use crate::{
@@ -463,9 +463,14 @@ async fn check_all(state: &Arc<NodeState>, records: &[Record]) -> Result<Vec<Che
         }
     }
     let verdicts: Vec<Option<String>> = if fresh.len() < PARALLEL_CHECKS {
+        let mut keys = OriginKeys::default();
         fresh
             .iter()
-            .map(|&i| verify(state, &records[i]).err().map(|e| e.to_string()))
+            .map(|&i| {
+                verify(state, &records[i], &mut keys)
+                    .err()
+                    .map(|e| e.to_string())
+            })
             .collect()
     } else {
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
@@ -475,8 +480,9 @@ async fn check_all(state: &Arc<NodeState>, records: &[Record]) -> Result<Vec<Che
             let part: Vec<Record> = part.iter().map(|&i| records[i].clone()).collect();
             let state = state.clone();
             tasks.push(tokio::task::spawn_blocking(move || {
+                let mut keys = OriginKeys::default();
                 part.iter()
-                    .map(|r| verify(&state, r).err().map(|e| e.to_string()))
+                    .map(|r| verify(&state, r, &mut keys).err().map(|e| e.to_string()))
                     .collect::<Vec<_>>()
             }));
         }
@@ -549,13 +555,17 @@ fn judge(
 }
 
 /// Checks a record's fields and signature, unless a deliberately broken test node skips it.
-fn verify(state: &NodeState, record: &Record) -> Result<(), niso_protocol::record::RecordError> {
+fn verify(
+    state: &NodeState,
+    record: &Record,
+    keys: &mut OriginKeys,
+) -> Result<(), niso_protocol::record::RecordError> {
     #[cfg(feature = "fault-injection")]
     if state.config.faults.skip_signature_checks {
         return Ok(());
     }
     let _ = state;
-    record.verify()
+    record.verify_with(keys)
 }
 
 /// Why a manifest's bytes were not taken: worth retrying later, or a refusal.

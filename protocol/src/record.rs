@@ -33,6 +33,37 @@ impl fmt::Debug for OriginKey {
     }
 }
 
+/// Origin keys parsed for signature checks, for one batch of records. Holds at most
+/// [`OriginKeys::MAX`]; past that it starts over, so a batch signed by many keys costs no more
+/// than checking each alone.
+#[derive(Default)]
+pub struct OriginKeys {
+    keys: std::collections::HashMap<OriginKey, VerifyingKey>,
+}
+
+impl OriginKeys {
+    pub const MAX: usize = 256;
+
+    fn get(&mut self, origin: OriginKey) -> Result<VerifyingKey, RecordError> {
+        if let Some(key) = self.keys.get(&origin) {
+            return Ok(*key);
+        }
+        let key =
+            VerifyingKey::from_bytes(&origin.0).map_err(|_| RecordError::BadOrigin(origin))?;
+        if self.keys.len() >= Self::MAX {
+            self.keys.clear();
+        }
+        self.keys.insert(origin, key);
+        Ok(key)
+    }
+}
+
+impl fmt::Debug for OriginKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OriginKeys({} keys)", self.keys.len())
+    }
+}
+
 /// A node's signing secret. Its `Debug` form hides the key.
 #[derive(Clone)]
 pub struct NodeSecret(SigningKey);
@@ -182,6 +213,12 @@ impl Record {
     /// Checks every field and the signature. A record that passes is exactly what its origin
     /// signed; whether to *accept* it is a trust decision made elsewhere.
     pub fn verify(&self) -> Result<(), RecordError> {
+        self.verify_with(&mut OriginKeys::default())
+    }
+
+    /// [`Record::verify`], taking the origin's key from `keys` (parsed once per origin, which
+    /// is a curve point decompression: a batch of records has few origins).
+    pub fn verify_with(&self, keys: &mut OriginKeys) -> Result<(), RecordError> {
         if self.seq == 0 {
             return Err(RecordError::ZeroSeq);
         }
@@ -190,8 +227,7 @@ impl Record {
         if message.len() + 64 > MAX_RECORD_LEN {
             return Err(RecordError::TooLarge);
         }
-        let key = VerifyingKey::from_bytes(&self.origin.0)
-            .map_err(|_| RecordError::BadOrigin(self.origin))?;
+        let key = keys.get(self.origin)?;
         let signature = Signature::from_bytes(&self.signature);
         key.verify_strict(&message, &signature)
             .map_err(|_| RecordError::BadSignature(self.origin))
@@ -455,6 +491,39 @@ mod tests {
             assert_eq!(from_json, rec);
             from_json.verify().unwrap();
         }
+    }
+
+    /// Keys parsed once serve the whole batch, and a remembered key never vouches for a
+    /// record it did not sign: each record is checked against its own origin.
+    #[test]
+    fn a_batch_checks_each_record_against_its_own_origin() {
+        let mut keys = OriginKeys::default();
+        let one = Record::sign(&secret(1), 1, 10, manifest());
+        let two = Record::sign(&secret(2), 1, 10, manifest());
+        one.verify_with(&mut keys).unwrap();
+        two.verify_with(&mut keys).unwrap();
+        let mut forged = two.clone();
+        forged.origin = one.origin;
+        assert_eq!(
+            forged.verify_with(&mut keys),
+            Err(RecordError::BadSignature(one.origin))
+        );
+        let mut off_curve = one.clone();
+        off_curve.origin = OriginKey([0xff; 32]);
+        assert!(matches!(
+            off_curve.verify_with(&mut keys),
+            Err(RecordError::BadOrigin(_) | RecordError::BadSignature(_))
+        ));
+        for i in 0..=OriginKeys::MAX as u8 {
+            Record::sign(&secret(i), 1, 10, tag(None))
+                .verify_with(&mut keys)
+                .unwrap();
+        }
+        assert!(
+            keys.keys.len() <= OriginKeys::MAX,
+            "the cache stays bounded"
+        );
+        one.verify_with(&mut keys).unwrap();
     }
 
     #[test]

@@ -373,6 +373,20 @@ fn done_path(data: &Path) -> PathBuf {
     data.with_extension("done")
 }
 
+/// Appends a verified segment to the `.done` file, opening it on first use.
+fn note_done(file: &mut Option<std::fs::File>, data: &Path, segment: u64) -> std::io::Result<()> {
+    let file = match file {
+        Some(f) => f,
+        None => file.insert(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(done_path(data))?,
+        ),
+    };
+    writeln!(file, "{segment}")
+}
+
 /// Segments verified in an earlier run (each line of the `.done` file is one index).
 fn load_done(data: &Path) -> HashSet<u64> {
     std::fs::read_to_string(done_path(data))
@@ -498,15 +512,18 @@ async fn run(
     let data = dir.join(digest.hex());
     let target = Target {
         data: data.clone(),
-        outboard: data.with_extension("obao"),
+        outboard: wire::has_tree(size).then(|| data.with_extension("obao")),
     };
-    for (path, len) in [
-        (&target.data, size),
-        (
-            &target.outboard,
-            bao_tree::BaoTree::new(size, wire::BLOCK).outboard_size(),
-        ),
-    ] {
+    let files = [
+        Some((&target.data, size)),
+        target.outboard.as_ref().map(|path| {
+            (
+                path,
+                bao_tree::BaoTree::new(size, wire::BLOCK).outboard_size(),
+            )
+        }),
+    ];
+    for (path, len) in files.into_iter().flatten() {
         let f = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -533,10 +550,9 @@ async fn run(
                 schedule: schedule.clone(),
             }),
         );
-    let mut done_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(done_path(&data))?;
+    // Opened when a segment is verified that does not end the fetch: a blob of one segment
+    // has nothing to resume.
+    let mut done_file: Option<std::fs::File> = None;
     let _ = progress.send(FetchState::Running {
         verified: schedule.verified_prefix(),
     });
@@ -615,7 +631,9 @@ async fn run(
                 tracing::trace!(%peer, %digest, segment = run.lease.segment, ?reported, error = result.as_ref().err().map(|e| crate::http::error::chain(e)), "segment answered");
                 match (reported, result) {
                     (Reported::Finished, _) => {
-                        if let Err(e) = writeln!(done_file, "{}", run.lease.segment) {
+                        if !schedule.complete()
+                            && let Err(e) = note_done(&mut done_file, &data, run.lease.segment)
+                        {
                             tracing::warn!(%digest, error = %e, "could not record a verified segment");
                         }
                         let _ = progress.send(FetchState::Running {

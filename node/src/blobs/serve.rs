@@ -50,8 +50,15 @@ use crate::{
 #[derive(Debug)]
 pub struct Serving {
     blobs: Arc<std::sync::Mutex<HashMap<Digest, BlobServing>>>,
+    /// When blobs nobody asked for lately were last forgotten. Not on every request: a
+    /// catch-up asks for thousands of blobs a second, and every one is remembered for
+    /// `resend_after`, so a sweep per request made serving quadratic.
+    swept: std::sync::Mutex<Instant>,
     limits: BlobLimits,
 }
+
+/// How often [`Serving`] forgets blobs nobody asked for within `resend_after`.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug)]
 struct BlobServing {
@@ -148,6 +155,7 @@ impl Serving {
     pub fn new(limits: BlobLimits) -> Self {
         Self {
             blobs: Arc::default(),
+            swept: std::sync::Mutex::new(Instant::now()),
             limits,
         }
     }
@@ -164,7 +172,11 @@ impl Serving {
         let (slots, fresh_waiting, fresh) = {
             let mut map = self.lock();
             let now = Instant::now();
-            map.retain(|_, b| b.slots.available_permits() < per_blob || now - b.touched < forget);
+            if self.sweep_due(now) {
+                map.retain(|_, b| {
+                    b.slots.available_permits() < per_blob || now - b.touched < forget
+                });
+            }
             let b = map.entry(digest).or_insert_with(|| BlobServing {
                 slots: Arc::new(Semaphore::new(per_blob)),
                 fresh_waiting: Arc::default(),
@@ -231,6 +243,22 @@ impl Serving {
             serving: self.blobs.clone(),
             sent_whole: false,
         })
+    }
+
+    /// Whether a sweep is due; if so, it counts as done now.
+    fn sweep_due(&self, now: Instant) -> bool {
+        let mut swept = self.swept.lock().unwrap_or_else(|p| p.into_inner());
+        if now - *swept < SWEEP_EVERY {
+            return false;
+        }
+        *swept = now;
+        true
+    }
+
+    /// Blobs remembered now (idle ones linger until the next sweep).
+    #[cfg(test)]
+    fn remembered(&self) -> usize {
+        self.lock().len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, BlobServing>> {
@@ -335,6 +363,12 @@ async fn handle<H: Holdings>(
     };
     let source = match held {
         Some(Held::Partial(source)) => source,
+        Some(Held::Complete { data, size }) if !wire::has_tree(size) => Source {
+            data,
+            outboard: None,
+            order: Order::Post,
+            size,
+        },
         Some(Held::Complete { data, size }) => {
             // Computing a tree reads the whole blob: never on the runtime's threads.
             let h = holdings.clone();
@@ -343,7 +377,7 @@ async fn handle<H: Holdings>(
                 .map_err(|e| WireError::Io(std::io::Error::other(e)))??;
             Source {
                 data,
-                outboard,
+                outboard: Some(outboard),
                 order: Order::Post,
                 size,
             }
@@ -436,6 +470,30 @@ mod tests {
             serving.enter(d, complete(0, false)).await.is_none(),
             "this time it went out: ask the peer that got it"
         );
+    }
+
+    /// Blobs nobody asked for within `resend_after` are forgotten by a sweep that runs once
+    /// per `SWEEP_EVERY`, not on every request; busy ones are kept.
+    #[tokio::test(start_paused = true)]
+    async fn idle_blobs_are_forgotten_by_a_periodic_sweep() {
+        let serving = Serving::new(BlobLimits::default());
+        for i in 0..100u32 {
+            went_out(
+                serving
+                    .enter(Digest::of(&i.to_le_bytes()), complete(0, false))
+                    .await,
+            );
+        }
+        let busy = serving.enter(Digest::of(b"busy"), complete(0, false)).await;
+        assert_eq!(serving.remembered(), 101);
+        tokio::time::advance(serving.limits.resend_after).await;
+        went_out(serving.enter(Digest::of(b"new"), complete(0, false)).await);
+        assert_eq!(
+            serving.remembered(),
+            2,
+            "the idle ones went, the busy one and the new one stay"
+        );
+        drop(busy);
     }
 
     /// A last-resort transfer that breaks off leaves the range's clock at its last whole

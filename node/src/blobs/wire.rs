@@ -141,12 +141,25 @@ impl Meter {
     }
 }
 
-/// Where a range lands: the partial data file and its pre-order hash tree.
+/// Where a range lands: the partial data file and its pre-order hash tree (`None` for a blob
+/// whose tree is its root alone, see [`has_tree`]).
 #[derive(Debug, Clone)]
 pub struct Target {
     pub data: PathBuf,
-    pub outboard: PathBuf,
+    pub outboard: Option<PathBuf>,
 }
+
+/// Whether a blob of `size` has hashes besides its root. One of at most one chunk group (16
+/// KiB) has none: nothing to keep in a file, and its digest checks it whole. Most packages of
+/// a catalog are that small, and a catch-up fetches thousands a second: a file per tree was
+/// an inode created and removed per package.
+pub fn has_tree(size: u64) -> bool {
+    BaoTree::new(size, BLOCK).outboard_size() > 0
+}
+
+/// Encodings up to this size are read or written whole in memory on the runtime's thread:
+/// a thread of their own costs more than checking them.
+const INLINE_BYTES: u64 = 64 * 1024;
 
 /// Fetches a chunk range of a blob from `peer`, verifying every chunk group before it is
 /// written into the target at its offset; the tree's hashes go into the target's outboard
@@ -194,9 +207,10 @@ pub async fn fetch_range(
         BlobResponse::Ok { .. } => {}
     }
     let reader = Deadlined::new(stream.compat(), limits.first_byte, limits.idle, meter);
-    if on_current_thread() {
-        // One thread for everything, and perhaps a paused clock: the response is read here,
-        // then checked here, so neither the wait nor the hashing happens off the runtime.
+    if on_current_thread() || encoded_bound(size, chunks) <= INLINE_BYTES {
+        // One thread for everything, and perhaps a paused clock (or a range too small to be
+        // worth a thread): the response is read here, then checked here, so neither the wait
+        // nor the hashing happens off the runtime.
         let mut encoded = Vec::new();
         reader
             .take(encoded_bound(size, chunks))
@@ -225,17 +239,40 @@ fn decode_into(
         .write(true)
         .open(&target.data)
         .map_err(RangeError::Local)?;
-    let mut outboard = PreOrderOutboard {
-        tree: BaoTree::new(size, BLOCK),
-        root: blake3::Hash::from_bytes(*digest.as_bytes()),
-        data: std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&target.outboard)
-            .map_err(RangeError::Local)?,
-    };
+    let tree = BaoTree::new(size, BLOCK);
+    let root = blake3::Hash::from_bytes(*digest.as_bytes());
     let ranges = ChunkRanges::from(ChunkNum(chunks.0)..ChunkNum(chunks.1));
-    match decode_ranges(encoded, &ranges, &mut file, &mut outboard) {
+    let decoded = match &target.outboard {
+        Some(path) => {
+            let data = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(RangeError::Local)?;
+            decode_ranges(
+                encoded,
+                &ranges,
+                &mut file,
+                &mut PreOrderOutboard { tree, root, data },
+            )
+        }
+        None if !has_tree(size) => decode_ranges(
+            encoded,
+            &ranges,
+            &mut file,
+            &mut PreOrderOutboard {
+                tree,
+                root,
+                data: Vec::new(),
+            },
+        ),
+        None => {
+            return Err(RangeError::Local(std::io::Error::other(
+                "a blob with a hash tree needs a file for it",
+            )));
+        }
+    };
+    match decoded {
         Ok(()) => Ok(()),
         Err(DecodeError::LeafHashMismatch(c)) => Err(RangeError::BadChunk(c.to_bytes())),
         Err(DecodeError::ParentHashMismatch(_)) => Err(RangeError::BadTree),
@@ -265,11 +302,12 @@ pub enum Order {
     Pre,
 }
 
-/// What a holder sends: the data file, its hash tree, and the tree's layout.
+/// What a holder sends: the data file, its hash tree (`None` when the blob has none besides
+/// its root, see [`has_tree`]), and the tree's layout.
 #[derive(Debug, Clone)]
 pub struct Source {
     pub data: PathBuf,
-    pub outboard: PathBuf,
+    pub outboard: Option<PathBuf>,
     pub order: Order,
     pub size: u64,
 }
@@ -304,7 +342,7 @@ pub async fn send_ranges(
         })
         .sum();
     let mut writer = Deadlined::new(stream.compat(), idle, idle, Arc::default());
-    if on_current_thread() {
+    if on_current_thread() || served <= INLINE_BYTES {
         // As in `fetch_range`: encoded here, then written, all on the runtime's thread.
         let mut encoded = Vec::new();
         encode_into(&mut encoded, digest, &source, &ranges)?;
@@ -337,7 +375,21 @@ fn encode_into(
     // Not rehashed here: stored blobs were verified when written, partial segments when they
     // arrived, and the receiver verifies every group against the digest anyway (it is the
     // receiver's check that keeps a bad sender out).
-    let outboard = File::open(&source.outboard)?;
+    let Some(outboard) = &source.outboard else {
+        // The root alone: the encoding is the data, checked whole against the digest.
+        let empty = PreOrderOutboard {
+            root,
+            tree,
+            data: Vec::new(),
+        };
+        if has_tree(source.size) {
+            return Err(std::io::Error::other(
+                "a blob with a hash tree needs its file",
+            ));
+        }
+        return encode_ranges(&data, &empty, ranges, w).map_err(std::io::Error::from);
+    };
+    let outboard = File::open(outboard)?;
     match source.order {
         Order::Post => encode_ranges(
             &data,

@@ -295,7 +295,7 @@ async fn streams_opened_at_once_by_several_peers_are_all_answered() {
     let dir = tempfile::tempdir().unwrap();
     let target = wire::Target {
         data: dir.path().join("data"),
-        outboard: dir.path().join("obao"),
+        outboard: Some(dir.path().join("obao")),
     };
     let limits = a_node.state().fetcher.limits().clone();
     let asks = strangers.iter().flat_map(|s| {
