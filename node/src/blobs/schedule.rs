@@ -242,17 +242,20 @@ impl Schedule {
                 now - *at >= recheck * (1 << n.clamp(1, 4) >> 1)
             })
         };
-        // Live helpers other than `peer` whose last word on segment `i` was that they lack
-        // it. A helper is asked again after `recheck` (helpers fill up as the fetch goes on),
-        // and an answer replaces its word; until then its miss stands, however busy the
-        // others are. A helper's own earlier miss is not counted: it is being asked again.
+        // Live helpers whose last word on segment `i` was that they lack it. A helper is
+        // asked again after `recheck` (helpers fill up as the fetch goes on), and an answer
+        // replaces its word; until then its miss stands, however busy the others are.
+        //
+        // A helper asked again counts its own earlier miss, so with no announcer it is the
+        // last resort once all but one of the others lacked the segment. Deliberate: not
+        // counting it (waiting for every other helper's word) made the 256 MiB fan-out slower
+        // and the origin send more (34.8 s and 1.54 x against 33.9 s and 1.48 x, virtual
+        // time, seed 1): helpers waited on peers that could not have the segment yet.
         let misses = |i: &u64| {
             let n = s
                 .peers
-                .iter()
-                .filter(|(id, h)| {
-                    **id != peer && !h.dropped && h.role == Role::Helper && h.lacked.contains_key(i)
-                })
+                .values()
+                .filter(|h| !h.dropped && h.role == Role::Helper && h.lacked.contains_key(i))
                 .count();
             u32::try_from(n).unwrap_or(u32::MAX)
         };
@@ -582,10 +585,10 @@ mod tests {
         );
     }
 
-    /// With no announcer, a helper is the last resort only once every other helper lacked the
-    /// segment: its own earlier miss does not count, it is the one asked again.
+    /// With no announcer, a helper asked again for a segment it lacked counts its own earlier
+    /// miss: once it and another of three helpers lacked it, it asks as the last resort.
     #[tokio::test(start_paused = true)]
-    async fn a_helper_is_the_last_resort_only_once_every_other_helper_lacked_it() {
+    async fn a_helper_asked_again_counts_its_own_miss_toward_the_last_resort() {
         let s = schedule(256 * 1024);
         let (h1, h2, h3) = (peer(1), peer(2), peer(3));
         for h in [h1, h2, h3] {
@@ -596,16 +599,13 @@ mod tests {
         assert!(!first.last_resort);
         s.report(first.id, Answer::Missing, now);
         let second = s.next(h2, now).unwrap();
-        assert!(!second.last_resort, "h1 lacked it, h3 was not asked");
+        assert!(!second.last_resort, "one miss of three: not yet");
         s.report(second.id, Answer::Missing, now);
         tokio::time::advance(s.limits.recheck).await;
         let now = Instant::now();
         let again = s.next(h1, now).unwrap();
         assert_eq!(again.segment, first.segment);
-        assert!(!again.last_resort, "h3 has not said yet: {again:?}");
-        s.report(again.id, Answer::Missing, now);
-        let third = s.next(h3, now).unwrap();
-        assert!(third.last_resort, "h1 and h2 both lacked it");
+        assert!(again.last_resort, "h1 and h2 lacked it: {again:?}");
     }
 
     /// A helper that keeps lacking a segment is asked for it less and less often (up to 8 ×
