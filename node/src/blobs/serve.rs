@@ -473,10 +473,12 @@ mod tests {
     }
 
     /// Blobs nobody asked for within `resend_after` are forgotten by a sweep that runs once
-    /// per `SWEEP_EVERY`, not on every request; busy ones are kept.
+    /// per `SWEEP_EVERY`, not on every request (an idle blob lingers until then); busy ones
+    /// are kept.
     #[tokio::test(start_paused = true)]
     async fn idle_blobs_are_forgotten_by_a_periodic_sweep() {
         let serving = Serving::new(BlobLimits::default());
+        let forget = serving.limits.resend_after;
         for i in 0..100u32 {
             went_out(
                 serving
@@ -486,12 +488,20 @@ mod tests {
         }
         let busy = serving.enter(Digest::of(b"busy"), complete(0, false)).await;
         assert_eq!(serving.remembered(), 101);
-        tokio::time::advance(serving.limits.resend_after).await;
-        went_out(serving.enter(Digest::of(b"new"), complete(0, false)).await);
+        // A sweep just before the hundred turn idle for `resend_after`: they stay.
+        tokio::time::advance(forget - SWEEP_EVERY / 2).await;
+        went_out(serving.enter(Digest::of(b"a"), complete(0, false)).await);
+        assert_eq!(serving.remembered(), 102);
+        // Idle long enough now, but the last sweep was under `SWEEP_EVERY` ago: they linger.
+        tokio::time::advance(SWEEP_EVERY * 3 / 4).await;
+        went_out(serving.enter(Digest::of(b"b"), complete(0, false)).await);
+        assert_eq!(serving.remembered(), 103, "no sweep on every request");
+        tokio::time::advance(SWEEP_EVERY / 2).await;
+        went_out(serving.enter(Digest::of(b"c"), complete(0, false)).await);
         assert_eq!(
             serving.remembered(),
-            2,
-            "the idle ones went, the busy one and the new one stay"
+            4,
+            "the idle hundred went; the busy one and the three new ones stay"
         );
         drop(busy);
     }
