@@ -17,84 +17,24 @@
     reason = "benchmark program"
 )]
 
-use std::{
-    sync::atomic::{AtomicUsize, Ordering},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use niso_protocol::{Digest, pack::Packer};
-use niso_tests::{Sandbox, Server, http1::Connection, peak_rss_kib, rss_breakdown};
+use niso_tests::{
+    Sandbox, Server,
+    catalog::{self, VERSIONS_PER_PACKAGE},
+    http1::Connection,
+    peak_rss_kib, rss_breakdown,
+};
 use rand::{RngExt, SeedableRng};
 
-const VERSIONS_PER_PACKAGE: usize = 5;
 const CLIENTS: usize = 8;
 const SAMPLES: usize = 300;
 const SEED: u64 = 0xca7a_1009;
 
-/// The `i`-th version of the catalog: package name, version, archive bytes.
-fn archive(i: usize) -> (String, String, Vec<u8>) {
-    let name = format!("pkg-{:06}", i / VERSIONS_PER_PACKAGE);
-    let version = format!("1.0.{}", i % VERSIONS_PER_PACKAGE);
-    let meta = format!(
-        "name = \"{name}\"\nversion = \"{version}\"\narch = \"any\"\ndescription = \"catalog package {i}\"\n"
-    );
-    let data = format!("contents of {name} {version}\n");
-    let mut packer = Packer::new(Vec::new(), meta.as_bytes()).unwrap();
-    packer
-        .add_file("data.txt", false, data.len() as u64, data.as_bytes())
-        .unwrap();
-    (name, version, packer.finish().unwrap())
-}
-
 /// Publishes versions `from..to` with `CLIENTS` connections; returns versions per second.
 fn publish(url: &str, key: &str, from: usize, to: usize) -> f64 {
-    let next = AtomicUsize::new(from);
     let start = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..CLIENTS {
-            s.spawn(|| {
-                let mut http = Connection::open(url, Some(key));
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= to {
-                        break;
-                    }
-                    let (name, _, bytes) = archive(i);
-                    let digest = Digest::of(&bytes).to_string();
-                    let opened = http.request(
-                        "POST",
-                        &format!("/v1/packages/{name}/uploads?digest={digest}"),
-                        &[],
-                        &[],
-                    );
-                    assert_eq!(
-                        opened.status,
-                        201,
-                        "{}",
-                        String::from_utf8_lossy(&opened.body)
-                    );
-                    let id = opened.json()["id"].as_str().unwrap().to_owned();
-                    let sent = http.request(
-                        "PATCH",
-                        &format!("/v1/uploads/{id}"),
-                        &[
-                            ("Upload-Offset", "0"),
-                            ("Content-Type", "application/octet-stream"),
-                        ],
-                        &bytes,
-                    );
-                    assert!(sent.status < 300, "{}", String::from_utf8_lossy(&sent.body));
-                    let done = http.request(
-                        "PUT",
-                        &format!("/v1/uploads/{id}?digest={digest}"),
-                        &[],
-                        &[],
-                    );
-                    assert_eq!(done.status, 201, "{}", String::from_utf8_lossy(&done.body));
-                }
-            });
-        }
-    });
+    catalog::publish(url, key, from, to, CLIENTS);
     (to - from) as f64 / start.elapsed().as_secs_f64()
 }
 

@@ -9,6 +9,7 @@
 mod airgap;
 mod archives;
 mod bad_network;
+mod catalog;
 mod cli;
 mod crash;
 mod federation;

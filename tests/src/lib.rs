@@ -7,6 +7,7 @@
     reason = "test harness: failures are test failures"
 )]
 
+pub mod catalog;
 pub mod fake_registry;
 pub mod http1;
 pub mod proxy;

@@ -88,6 +88,7 @@ pub async fn serve(
             drop(stream);
             continue;
         };
+        tune(&stream);
         let router = router.clone();
         let activity = Activity::default();
         let tracked = activity.clone();
@@ -140,6 +141,15 @@ pub async fn serve(
         tracing::warn!("requests still in flight at shutdown were cut");
     }
     Ok(())
+}
+
+/// Socket options for an accepted connection. hyper writes a streamed response's head and its
+/// first body chunk separately; with Nagle on, the chunk waits for the client's delayed ACK of
+/// the head (40 ms on Linux), which made every small blob download 40 ms slower.
+fn tune(stream: &tokio::net::TcpStream) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "could not disable Nagle on a connection");
+    }
 }
 
 /// Errors that concern only the connection being accepted (it was reset before we got to
@@ -446,6 +456,20 @@ impl HttpBody for IdleBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_send_without_waiting_for_acks() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (stream, _) = listener.accept().await.expect("accept");
+        assert!(
+            !stream.nodelay().expect("read the option"),
+            "Nagle is on by default"
+        );
+        tune(&stream);
+        assert!(stream.nodelay().expect("read the option"));
+    }
 
     #[test]
     fn slots_hold_both_limits_and_come_back_on_drop() {
