@@ -10,6 +10,7 @@
 pub mod catalog;
 pub mod fake_registry;
 pub mod http1;
+pub mod lan;
 pub mod proxy;
 
 pub use fake_registry::FakeRegistry;
@@ -221,7 +222,9 @@ impl Server {
     /// Runs `cmd` (anything that ends up running `niso registry serve`) and waits for the
     /// node's listening line on its stdout.
     pub fn spawn(mut cmd: Command, data_dir: &Path) -> Self {
-        if std::env::var_os("NISO_LOG").is_none() {
+        if std::env::var_os("NISO_LOG").is_none()
+            && !cmd.get_envs().any(|(k, v)| k == "NISO_LOG" && v.is_some())
+        {
             cmd.env("NISO_LOG", "info");
         }
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
