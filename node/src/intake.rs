@@ -26,7 +26,7 @@ use niso_protocol::{
     Digest,
     api::MirrorReport,
     archive::read_meta,
-    record::{ManifestBody, OriginKeys, Record, RecordBody},
+    record::{ManifestBody, Record, RecordBody},
 };
 
 use crate::{
@@ -34,6 +34,7 @@ use crate::{
     identity::peer_id,
     ingest::{Verified, store_blob, verify_file},
     node::NodeState,
+    signatures::{Prechecked, verify_many},
     store::{Applied, ChangeError, Pin, StoreError},
 };
 
@@ -334,13 +335,24 @@ pub async fn admit<S: BlobSource + Send>(
     records: Vec<Record>,
     source: &mut S,
 ) -> Result<Outcome, StoreError> {
+    admit_prechecked(state, policy, records, &Prechecked::default(), source).await
+}
+
+/// [`admit`], skipping the signature check of records that `prechecked` found valid.
+pub async fn admit_prechecked<S: BlobSource + Send>(
+    state: &Arc<NodeState>,
+    policy: Policy,
+    records: Vec<Record>,
+    prechecked: &Prechecked,
+    source: &mut S,
+) -> Result<Outcome, StoreError> {
     let mut verdicts: Vec<Option<Verdict>> = vec![None; records.len()];
     let mut ready: Vec<Ready> = Vec::new();
     // One attempt per blob per batch: two manifests never make two fetches of one digest.
     let mut blob_results: HashMap<Digest, Result<(), BlobFault>> = HashMap::new();
     let mut blobs = 0u64;
     let mut bytes = 0u64;
-    let checks = check_all(state, &records).await?;
+    let checks = check_all(state, &records, prechecked).await?;
     for ((index, record), check) in records.iter().enumerate().zip(checks) {
         let judged = judge(state, policy, record, check)?;
         let (blob_mode, verdict) = match judged {
@@ -444,13 +456,13 @@ enum Check {
     Invalid(String),
 }
 
-/// Below this many records to check, one thread checks them all.
-const PARALLEL_CHECKS: usize = 64;
-
 /// Steps 1–2 for a whole batch: which records are held already, and whether the others'
-/// fields and signatures hold. Signatures are most of a sync page's CPU and independent of
-/// each other, so a large batch is checked on blocking threads, one share per core.
-async fn check_all(state: &Arc<NodeState>, records: &[Record]) -> Result<Vec<Check>, StoreError> {
+/// fields and signatures hold (unless `prechecked` found them valid already).
+async fn check_all(
+    state: &Arc<NodeState>,
+    records: &[Record],
+    prechecked: &Prechecked,
+) -> Result<Vec<Check>, StoreError> {
     let mut checks = Vec::with_capacity(records.len());
     let mut fresh = Vec::new();
     for (i, record) in records.iter().enumerate() {
@@ -459,46 +471,12 @@ async fn check_all(state: &Arc<NodeState>, records: &[Record]) -> Result<Vec<Che
             checks.push(Check::Held);
         } else {
             checks.push(Check::Valid);
-            fresh.push(i);
-        }
-    }
-    let verdicts: Vec<Option<String>> = if fresh.len() < PARALLEL_CHECKS {
-        let mut keys = OriginKeys::default();
-        fresh
-            .iter()
-            .map(|&i| {
-                verify(state, &records[i], &mut keys)
-                    .err()
-                    .map(|e| e.to_string())
-            })
-            .collect()
-    } else {
-        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-        let share = fresh.len().div_ceil(cores);
-        let mut tasks = Vec::new();
-        for part in fresh.chunks(share) {
-            let part: Vec<Record> = part.iter().map(|&i| records[i].clone()).collect();
-            let state = state.clone();
-            tasks.push(tokio::task::spawn_blocking(move || {
-                let mut keys = OriginKeys::default();
-                part.iter()
-                    .map(|r| verify(&state, r, &mut keys).err().map(|e| e.to_string()))
-                    .collect::<Vec<_>>()
-            }));
-        }
-        let mut out = Vec::with_capacity(fresh.len());
-        for task in tasks {
-            // A check that panicked proves nothing: its records count as invalid.
-            match task.await {
-                Ok(part) => out.extend(part),
-                Err(e) => out.extend(std::iter::repeat_n(
-                    Some(format!("signature check failed: {e}")),
-                    share.min(fresh.len() - out.len()),
-                )),
+            if !prechecked.vouches_for(record) {
+                fresh.push(i);
             }
         }
-        out
-    };
+    }
+    let verdicts = verify_many(state, fresh.iter().map(|&i| records[i].clone()).collect()).await;
     for (&i, verdict) in fresh.iter().zip(verdicts) {
         if let Some(detail) = verdict {
             checks[i] = Check::Invalid(detail);
@@ -552,20 +530,6 @@ fn judge(
             detail: e.to_string(),
         })),
     }
-}
-
-/// Checks a record's fields and signature, unless a deliberately broken test node skips it.
-fn verify(
-    state: &NodeState,
-    record: &Record,
-    keys: &mut OriginKeys,
-) -> Result<(), niso_protocol::record::RecordError> {
-    #[cfg(feature = "fault-injection")]
-    if state.config.faults.skip_signature_checks {
-        return Ok(());
-    }
-    let _ = state;
-    record.verify_with(keys)
 }
 
 /// Why a manifest's bytes were not taken: worth retrying later, or a refusal.

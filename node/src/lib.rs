@@ -23,6 +23,7 @@ mod node;
 pub mod p2p;
 pub mod replication;
 mod runtime_flavor;
+pub mod signatures;
 pub mod store;
 pub mod trust;
 pub mod ui;

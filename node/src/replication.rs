@@ -33,6 +33,7 @@ use crate::{
     intake::{self, BlobError, BlobSource, Outcome, Policy, Provided},
     node::NodeState,
     p2p::{P2pEvent, PeerInfo, sync},
+    signatures::Prechecked,
     store::PeerSync,
 };
 
@@ -90,6 +91,7 @@ pub async fn run(state: Arc<NodeState>, mut events: mpsc::Receiver<P2pEvent>) {
                             from,
                             (vec![*record], 0),
                             Policy::Rules,
+                            &Prechecked::default(),
                             &mut PeerBlobs { from },
                         )
                         .await;
@@ -251,14 +253,16 @@ pub async fn sync_with(state: &Arc<NodeState>, peer: PeerId) -> Result<Outcome, 
     cursor.cursor = deferred.resume(peer, cursor.cursor);
     let mut control = p2p.control();
     let mut total = Outcome::default();
-    // The next page, pulled while this one is judged and written (its position is known as
-    // soon as this one arrives), so a catch-up is not one round trip per page plus the work.
-    let mut prefetched: Option<SyncPage> = None;
+    // The next page, pulled and its signatures checked while this one is judged and written
+    // (its position is known as soon as this one arrives), so a catch-up is not one round trip
+    // per page plus the work, and checking overlaps with writing.
+    let mut prefetched: Option<Pulled> = None;
     loop {
-        let page = match prefetched.take() {
-            Some(page) => page,
-            None => sync::pull(&mut control, peer, cursor.cursor, state.trust.wants()).await?,
+        let pulled = match prefetched.take() {
+            Some(pulled) => pulled,
+            None => Pulled::pull(state, &mut control, peer, cursor.cursor).await?,
         };
+        let page = &pulled.page;
         if page.share_fingerprint != cursor.share_fingerprint && cursor.cursor != 0 {
             // The peer's sharing changed: earlier positions may hold records now visible.
             cursor = PeerSync {
@@ -273,14 +277,16 @@ pub async fn sync_with(state: &Arc<NodeState>, peer: PeerId) -> Result<Outcome, 
         let start = cursor.cursor;
         let after = page.next.max(cursor.cursor);
         let mut next_control = control.clone();
+        let more = page.more;
+        let head = page.head;
         let next_pull = async {
-            if page.more {
-                Some(sync::pull(&mut next_control, peer, after, state.trust.wants()).await)
+            if more {
+                Some(Pulled::pull(state, &mut next_control, peer, after).await)
             } else {
                 None
             }
         };
-        let work = take_page(state, peer, &deferred, &page, start);
+        let work = take_page(state, peer, &deferred, pulled, start);
         let (next, outcome) = tokio::join!(next_pull, work);
         total.merge(outcome);
         cursor.cursor = after;
@@ -291,7 +297,7 @@ pub async fn sync_with(state: &Arc<NodeState>, peer: PeerId) -> Result<Outcome, 
         if let Err(e) = state.store.set_peer_sync(peer_s.clone(), saved).await {
             tracing::warn!(error = %e, "could not save sync progress");
         }
-        p2p.note_sync(&peer, cursor.cursor, page.head, now_ms());
+        p2p.note_sync(&peer, cursor.cursor, head, now_ms());
         match next {
             None => break,
             Some(next) => prefetched = Some(next?),
@@ -300,16 +306,48 @@ pub async fn sync_with(state: &Arc<NodeState>, peer: PeerId) -> Result<Outcome, 
     Ok(total)
 }
 
+/// A sync page as pulled, its records decoded and their signatures checked.
+struct Pulled {
+    page: SyncPage,
+    records: Vec<Record>,
+    unparseable: usize,
+    prechecked: Prechecked,
+}
+
+impl Pulled {
+    async fn pull(
+        state: &Arc<NodeState>,
+        control: &mut libp2p_stream::Control,
+        peer: PeerId,
+        after: u64,
+    ) -> Result<Self, sync::SyncError> {
+        let mut page = sync::pull(control, peer, after, state.trust.wants()).await?;
+        let (records, unparseable) = decode_page(peer, &std::mem::take(&mut page.records));
+        let prechecked = Prechecked::check(state, &records).await;
+        Ok(Self {
+            page,
+            records,
+            unparseable,
+            prechecked,
+        })
+    }
+}
+
 /// Judges and admits one sync page from `peer` that started at position `start`: records
 /// needing no fetch at once, each package with a blob to fetch as a deferred group.
 async fn take_page(
     state: &Arc<NodeState>,
     peer: PeerId,
     deferred: &Arc<Deferred>,
-    page: &SyncPage,
+    pulled: Pulled,
     start: u64,
 ) -> Outcome {
-    let (records, unparseable) = decode_page(peer, &page.records);
+    let Pulled {
+        records,
+        unparseable,
+        prechecked,
+        ..
+    } = pulled;
     // Records that need no fetch now; each package with a blob to fetch waits as a group,
     // so a large blob never holds up the records of other packages.
     let (now, later) = deferred.split(state, records);
@@ -321,6 +359,7 @@ async fn take_page(
                 peer,
                 (records, 0),
                 Policy::Rules,
+                &Prechecked::default(),
                 &mut PeerBlobs { from: peer },
             )
             .await;
@@ -338,6 +377,7 @@ async fn take_page(
         peer,
         (now, unparseable),
         Policy::Rules,
+        &prechecked,
         &mut StartBlobs { from: peer },
     )
     .await;
@@ -376,6 +416,7 @@ pub async fn mirror_from_peer(
                 peer,
                 records,
                 Policy::Operator,
+                &Prechecked::default(),
                 &mut PeerBlobs { from: peer },
             )
             .await,
@@ -389,7 +430,7 @@ pub async fn mirror_from_peer(
 }
 
 /// Parses a page's records; returns them and how many entries were not records at all.
-/// Signatures are checked once, by the intake.
+/// Signatures are checked by the intake, or ahead of it (`Prechecked`).
 fn decode_page(peer: PeerId, raw: &[Vec<u8>]) -> (Vec<Record>, usize) {
     let mut out = Vec::with_capacity(raw.len());
     let mut bad = 0;
@@ -458,9 +499,10 @@ async fn take_in(
     from: PeerId,
     (records, unparseable): (Vec<Record>, usize),
     policy: Policy,
+    prechecked: &Prechecked,
     blobs: &mut (impl BlobSource + Send),
 ) -> Outcome {
-    let outcome = match intake::admit(state, policy, records, blobs).await {
+    let outcome = match intake::admit_prechecked(state, policy, records, prechecked, blobs).await {
         Ok(o) => o,
         Err(e) => {
             tracing::warn!(%from, error = %e, "could not store replicated records");

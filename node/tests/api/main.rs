@@ -21,6 +21,7 @@ mod metrics;
 mod mirror_limits;
 mod openapi;
 mod p2p_listen;
+mod prechecked;
 mod records;
 mod scopes;
 mod stalled_peer;
