@@ -311,7 +311,8 @@ struct Pulled {
     page: SyncPage,
     records: Vec<Record>,
     unparseable: usize,
-    prechecked: Prechecked,
+    /// Shared with the page's deferred groups, admitted once their blobs are here.
+    prechecked: Arc<Prechecked>,
 }
 
 impl Pulled {
@@ -323,7 +324,7 @@ impl Pulled {
     ) -> Result<Self, sync::SyncError> {
         let mut page = sync::pull(control, peer, after, state.trust.wants()).await?;
         let (records, unparseable) = decode_page(peer, &std::mem::take(&mut page.records));
-        let prechecked = Prechecked::check(state, &records).await;
+        let prechecked = Arc::new(Prechecked::check(state, &records).await);
         Ok(Self {
             page,
             records,
@@ -353,13 +354,14 @@ async fn take_page(
     let (now, later) = deferred.split(state, records);
     for group in later {
         let state2 = state.clone();
+        let prechecked = prechecked.clone();
         let admit = move |records: Vec<Record>| async move {
             let outcome = take_in(
                 &state2,
                 peer,
                 (records, 0),
                 Policy::Rules,
-                &Prechecked::default(),
+                &prechecked,
                 &mut PeerBlobs { from: peer },
             )
             .await;
