@@ -23,7 +23,7 @@ use niso_tests::{
     Sandbox, Server,
     catalog::{self, VERSIONS_PER_PACKAGE},
     http1::Connection,
-    peak_rss_kib, rss_breakdown,
+    peak_rss_kib, replica, rss_breakdown, sharing_node,
 };
 use rand::{RngExt, SeedableRng};
 
@@ -88,23 +88,10 @@ fn catch_up(
     versions: usize,
     blobs: &str,
 ) -> (f64, u64) {
-    let cfg = user.path().join(format!("replica-{blobs}.toml"));
-    std::fs::write(
-        &cfg,
-        format!(
-            "[p2p]\nbootstrap = [\"{origin_addr}\"]\n\n[[replicate]]\nfrom = \"*\"\npackages = [\"*\"]\nblobs = \"{blobs}\"\n"
-        ),
-    )
-    .unwrap();
     // The serving node's peak from here on, not from the publishing before.
     std::fs::write(format!("/proc/{}/clear_refs", origin.child.id()), "5").unwrap();
     let start = Instant::now();
-    let replica = Server::start(
-        user,
-        &user.path().join(format!("replica-{blobs}")),
-        &["--config", cfg.to_str().unwrap()],
-        &[("NISO_LOG", "warn")],
-    );
+    let replica = replica(user, &format!("replica-{blobs}"), origin_addr, blobs);
     let key = replica.admin_key();
     let deadline = start + Duration::from_secs(3600);
     while node_versions(&replica.url, &key) < versions as u64 {
@@ -128,14 +115,7 @@ fn main() {
         versions / VERSIONS_PER_PACKAGE
     );
     let user = Sandbox::new();
-    let cfg = user.path().join("origin.toml");
-    std::fs::write(&cfg, "[[share]]\nto = \"*\"\npackages = [\"*\"]\n").unwrap();
-    let origin = Server::start(
-        &user,
-        &user.path().join("origin"),
-        &["--config", cfg.to_str().unwrap()],
-        &[("NISO_LOG", "warn")],
-    );
+    let origin = sharing_node(&user, "origin");
     let key = origin.admin_key();
     let info = Connection::open(&origin.url, Some(&key))
         .get("/v1/node")

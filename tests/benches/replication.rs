@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use niso_tests::{Sandbox, Server, follow_records, http_get, random_package};
+use niso_tests::{Sandbox, Server, follow_records, http_get, random_package, sharing_node};
 
 const PEERS: usize = 4;
 
@@ -45,14 +45,7 @@ fn main() {
     let size = std::fs::metadata(&file).unwrap().len();
 
     // Peer-to-peer: each peer trusts everything and knows the origin and the earlier peers.
-    let origin_cfg = user.path().join("origin.toml");
-    std::fs::write(&origin_cfg, "[[share]]\nto = \"*\"\npackages = [\"*\"]\n").unwrap();
-    let origin = Server::start(
-        &user,
-        &user.path().join("origin"),
-        &["--config", origin_cfg.to_str().unwrap()],
-        &[("NISO_LOG", "warn")],
-    );
+    let origin = sharing_node(&user, "origin");
     user.ok(&[
         "registry",
         "add",

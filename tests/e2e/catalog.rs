@@ -7,10 +7,11 @@ use std::{collections::HashMap, time::Duration};
 
 use niso_protocol::{Digest, record::Record};
 use niso_tests::{
-    Sandbox, Server,
+    Sandbox,
     catalog::{self, VERSIONS_PER_PACKAGE, archive},
     follow_records,
     http1::Connection,
+    replica, sharing_node,
 };
 
 const VERSIONS: usize = 10_000;
@@ -20,14 +21,7 @@ const CATCH_UP: Duration = Duration::from_secs(600);
 #[test]
 fn a_fresh_peer_catches_up_on_ten_thousand_versions_and_each_verifies() {
     let user = Sandbox::new();
-    let origin_cfg = user.path().join("origin.toml");
-    std::fs::write(&origin_cfg, "[[share]]\nto = \"*\"\npackages = [\"*\"]\n").unwrap();
-    let origin = Server::start(
-        &user,
-        &user.path().join("origin"),
-        &["--config", origin_cfg.to_str().unwrap()],
-        &[("NISO_LOG", "warn")],
-    );
+    let origin = sharing_node(&user, "origin");
     let origin_key = origin.admin_key();
     let info = Connection::open(&origin.url, Some(&origin_key))
         .get("/v1/node")
@@ -36,20 +30,7 @@ fn a_fresh_peer_catches_up_on_ten_thousand_versions_and_each_verifies() {
     let origin_id = info["origin"].as_str().unwrap().to_owned();
     catalog::publish(&origin.url, &origin_key, 0, VERSIONS, CLIENTS);
 
-    let replica_cfg = user.path().join("replica.toml");
-    std::fs::write(
-        &replica_cfg,
-        format!(
-            "[p2p]\nbootstrap = [\"{origin_addr}\"]\n\n[[replicate]]\nfrom = \"*\"\npackages = [\"*\"]\nblobs = \"eager\"\n"
-        ),
-    )
-    .unwrap();
-    let replica = Server::start(
-        &user,
-        &user.path().join("replica"),
-        &["--config", replica_cfg.to_str().unwrap()],
-        &[("NISO_LOG", "warn")],
-    );
+    let replica = replica(&user, "replica", &origin_addr, "eager");
     let key = replica.admin_key();
     // An eager replica applies a manifest only once its blob is here and verified, so its
     // log holding every manifest is the signal that catch-up ended.

@@ -312,6 +312,38 @@ impl Drop for Server {
     }
 }
 
+/// A node in `user`'s sandbox (data under `name`) that shares every package with every peer,
+/// logging warnings only.
+pub fn sharing_node(user: &Sandbox, name: &str) -> Server {
+    let cfg = user.path().join(format!("{name}.toml"));
+    std::fs::write(&cfg, "[[share]]\nto = \"*\"\npackages = [\"*\"]\n").unwrap();
+    Server::start(
+        user,
+        &user.path().join(name),
+        &["--config", cfg.to_str().unwrap()],
+        &[("NISO_LOG", "warn")],
+    )
+}
+
+/// A fresh node (data under `name`) that bootstraps from `origin_addr` and replicates every
+/// package from everyone with `blobs` (`eager` or `lazy`), logging warnings only.
+pub fn replica(user: &Sandbox, name: &str, origin_addr: &str, blobs: &str) -> Server {
+    let cfg = user.path().join(format!("{name}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "[p2p]\nbootstrap = [\"{origin_addr}\"]\n\n[[replicate]]\nfrom = \"*\"\npackages = [\"*\"]\nblobs = \"{blobs}\"\n"
+        ),
+    )
+    .unwrap();
+    Server::start(
+        user,
+        &user.path().join(name),
+        &["--config", cfg.to_str().unwrap()],
+        &[("NISO_LOG", "warn")],
+    )
+}
+
 /// Writes a package directory with `niso.toml` and one executable, ready for `niso pack`.
 pub fn package_dir(
     root: &Path,
