@@ -457,7 +457,7 @@ enum Check {
 }
 
 /// Steps 1–2 for a whole batch: which records are held already, and whether the others'
-/// fields and signatures hold (unless `prechecked` found them valid already).
+/// fields and signatures hold (unless `prechecked` has the verdict already).
 async fn check_all(
     state: &Arc<NodeState>,
     records: &[Record],
@@ -470,9 +470,13 @@ async fn check_all(
         if state.store.holds_exact(record)? {
             checks.push(Check::Held);
         } else {
-            checks.push(Check::Valid);
-            if !prechecked.vouches_for(record) {
-                fresh.push(i);
+            match prechecked.verdict(record) {
+                Some(Ok(())) => checks.push(Check::Valid),
+                Some(Err(detail)) => checks.push(Check::Invalid(detail.clone())),
+                None => {
+                    checks.push(Check::Valid);
+                    fresh.push(i);
+                }
             }
         }
     }

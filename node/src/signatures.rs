@@ -2,7 +2,7 @@
 //! batch is large; and ahead of the intake ([`Prechecked`]) for a sync page that waits behind
 //! the one being written, so checking page N + 1 overlaps with writing page N.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{collections::HashMap, sync::Arc};
 
 use niso_protocol::{
     Digest,
@@ -73,12 +73,12 @@ pub fn verify(
     record.verify_with(keys)
 }
 
-/// Records whose fields and signature were found valid ahead of the intake, by id. An id is
-/// blake3 of the record's wire bytes, signature included, so it vouches for those exact bytes
-/// and nothing else; a record that failed is simply not here, and the intake checks it again
-/// (and refuses it with the reason).
+/// Signature checks done ahead of the intake, by record id. An id is blake3 of the record's
+/// wire bytes, signature included, so a verdict holds for those exact bytes and nothing else;
+/// the intake checks any record not here itself. Failures are kept too, so a page of forgeries
+/// costs one check per record, not two.
 #[derive(Debug, Default)]
-pub struct Prechecked(HashSet<Digest>);
+pub struct Prechecked(HashMap<Digest, Result<(), String>>);
 
 impl Prechecked {
     /// Checks `records` that this node does not hold yet (one already held is a duplicate,
@@ -94,13 +94,17 @@ impl Prechecked {
         Self(
             ids.into_iter()
                 .zip(verdicts)
-                .filter_map(|(id, fault)| fault.is_none().then_some(id))
+                .map(|(id, fault)| (id, fault.map_or(Ok(()), Err)))
                 .collect(),
         )
     }
 
-    /// Whether `record`, these very bytes, was found valid.
-    pub fn vouches_for(&self, record: &Record) -> bool {
-        !self.0.is_empty() && self.0.contains(&record.id())
+    /// The verdict on `record`, these very bytes, if it was checked: `Ok` where its fields and
+    /// signature hold, else why not.
+    pub fn verdict(&self, record: &Record) -> Option<&Result<(), String>> {
+        if self.0.is_empty() {
+            return None;
+        }
+        self.0.get(&record.id())
     }
 }

@@ -1,6 +1,7 @@
 //! Signatures checked ahead of the intake (a sync page checked while the page before it is
-//! written) vouch for exactly the valid records they saw: not a forged one, not a copy with
-//! other bytes, not a record this node already holds.
+//! written) hold for exactly the bytes they saw: a valid record is vouched for, a forgery
+//! refuted with the reason, and a copy with other bytes, or a record this node already holds,
+//! is left to the intake.
 
 use niso_node::signatures::Prechecked;
 use niso_protocol::{
@@ -25,7 +26,7 @@ fn manifest(i: u64) -> RecordBody {
 }
 
 #[tokio::test]
-async fn a_precheck_vouches_only_for_the_valid_records_it_saw() {
+async fn a_precheck_holds_only_for_the_bytes_it_saw() {
     let node = TestNode::new().await;
     let state = node.node.state();
     let secret = NodeSecret::from_bytes(&[7; 32]);
@@ -38,25 +39,33 @@ async fn a_precheck_vouches_only_for_the_valid_records_it_saw() {
     }
     let pre = Prechecked::check(state, &records).await;
     for (i, r) in records.iter().enumerate() {
-        assert_eq!(pre.vouches_for(r), ![3, 77, 150].contains(&i), "record {i}");
+        let verdict = pre
+            .verdict(r)
+            .unwrap_or_else(|| panic!("record {i} was not checked"));
+        if [3, 77, 150].contains(&i) {
+            let why = verdict.as_ref().expect_err("a forgery is refuted");
+            assert!(why.contains("signature"), "record {i}: {why}");
+        } else {
+            assert!(verdict.is_ok(), "record {i}: {verdict:?}");
+        }
     }
 
     let good = records[0].clone();
     let mut resigned = good.clone();
     resigned.signature[63] ^= 1;
     assert!(
-        !pre.vouches_for(&resigned),
+        pre.verdict(&resigned).is_none(),
         "the same body under other signature bytes"
     );
     let mut edited = good.clone();
     edited.timestamp_ms += 1;
     assert!(
-        !pre.vouches_for(&edited),
+        pre.verdict(&edited).is_none(),
         "other bytes under the checked signature"
     );
     let stranger = Record::sign(&NodeSecret::from_bytes(&[9; 32]), 1, 1, manifest(1));
-    assert!(!pre.vouches_for(&stranger), "a record it never saw");
-    assert!(!Prechecked::default().vouches_for(&good));
+    assert!(pre.verdict(&stranger).is_none(), "a record it never saw");
+    assert!(Prechecked::default().verdict(&good).is_none());
 }
 
 #[tokio::test]
@@ -75,7 +84,7 @@ async fn a_record_already_held_is_left_to_the_intake() {
     held.verify().unwrap();
     let pre = Prechecked::check(node.node.state(), std::slice::from_ref(&held)).await;
     assert!(
-        !pre.vouches_for(&held),
+        pre.verdict(&held).is_none(),
         "a held record is a duplicate: no signature check is spent on it"
     );
 }
