@@ -338,7 +338,7 @@ pub async fn admit<S: BlobSource + Send>(
     admit_prechecked(state, policy, records, &Prechecked::default(), source).await
 }
 
-/// [`admit`], skipping the signature check of records that `prechecked` found valid.
+/// [`admit`], taking the signature verdict from `prechecked` for the records it checked.
 pub async fn admit_prechecked<S: BlobSource + Send>(
     state: &Arc<NodeState>,
     policy: Policy,

@@ -60,11 +60,7 @@ pub async fn verify_many(state: &Arc<NodeState>, records: Vec<Record>) -> Vec<Op
 }
 
 /// Checks a record's fields and signature, unless a deliberately broken test node skips it.
-pub fn verify(
-    state: &NodeState,
-    record: &Record,
-    keys: &mut OriginKeys,
-) -> Result<(), RecordError> {
+fn verify(state: &NodeState, record: &Record, keys: &mut OriginKeys) -> Result<(), RecordError> {
     #[cfg(feature = "fault-injection")]
     if state.config.faults.skip_signature_checks {
         return Ok(());

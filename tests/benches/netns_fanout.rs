@@ -32,12 +32,10 @@ fn env_or(name: &str, default: u64) -> u64 {
 }
 
 fn connected_peers(node: &Server, key: &str) -> usize {
-    let peers = Connection::open(&node.url, Some(key))
+    Connection::open(&node.url, Some(key))
         .get("/v1/peers")
-        .json();
-    peers
+        .json()
         .as_array()
-        .or_else(|| peers["peers"].as_array())
         .unwrap()
         .iter()
         .filter(|p| p["connected"] == true)
@@ -79,12 +77,15 @@ fn main() {
     // Every node connected to every other before the push, so the figure is the transfer's.
     let deadline = Instant::now() + READY;
     for (node, key) in servers.iter().zip(&keys) {
-        while connected_peers(node, key) < nodes - 1 {
+        loop {
+            let connected = connected_peers(node, key);
+            if connected >= nodes - 1 {
+                break;
+            }
             assert!(
                 Instant::now() < deadline,
-                "{} is connected to {} of {} peers after {READY:?}",
+                "{} is connected to {connected} of {} peers after {READY:?}",
                 node.url,
-                connected_peers(node, key),
                 nodes - 1
             );
             std::thread::sleep(Duration::from_millis(200));

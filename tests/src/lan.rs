@@ -24,24 +24,23 @@ fn run(program: &str, args: &[&str]) -> Output {
     })
 }
 
-fn ip(args: &[&str]) {
-    let out = run("ip", args);
+/// Runs `program` and fails the caller unless it succeeds.
+fn succeed(program: &str, args: &[&str]) {
+    let out = run(program, args);
     assert!(
         out.status.success(),
-        "ip {} failed: {} (this needs root to create network namespaces)",
+        "{program} {} failed: {} (this needs root to create network namespaces)",
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
 }
 
+fn ip(args: &[&str]) {
+    succeed("ip", args);
+}
+
 fn tc(args: &[&str]) {
-    let out = run("tc", args);
-    assert!(
-        out.status.success(),
-        "tc {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeed("tc", args);
 }
 
 impl Lan {
