@@ -2,14 +2,7 @@
 //! The serving rules ([`Serving`]) are pure state over time; what this node holds comes from
 //! a [`Holdings`] (the node's store and running fetches), so the rules are tested alone.
 
-use std::{
-    collections::HashMap,
-    path::PathBuf,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-};
+use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use libp2p::PeerId;
 use niso_protocol::{
@@ -36,7 +29,7 @@ use crate::{
     },
 };
 
-/// Serving state per blob: transfer slots, and which ranges of a complete blob went out lately.
+/// Serving state: transfer slots per blob, and which ranges of complete blobs went out lately.
 ///
 /// A node serves at most `per_blob` transfers of one blob at a time; further requests wait
 /// up to `slot_wait` and are then told "not here", so requesters turn to other peers. Few
@@ -47,34 +40,49 @@ use crate::{
 /// [`Sent::settled`]), a slot is free and no request for a range not sent yet is waiting: the
 /// holder's uplink goes to new ranges first, so a popular blob leaves its origin about once
 /// and spreads between peers.
+///
+/// Memory: a catch-up serves thousands of small blobs a second, and each range sent is
+/// remembered for `resend_after`, so what is remembered per range is a small fixed record
+/// ([`Sent`]); a blob's slots exist only while a transfer of it runs or waits.
 #[derive(Debug)]
 pub struct Serving {
-    blobs: Arc<std::sync::Mutex<HashMap<Digest, BlobServing>>>,
-    /// When blobs nobody asked for lately were last forgotten. Not on every request: a
-    /// catch-up asks for thousands of blobs a second, and every one is remembered for
-    /// `resend_after`, so a sweep per request made serving quadratic.
+    state: Arc<std::sync::Mutex<State>>,
+    /// When idle slots and old ranges were last forgotten. Not on every request: that made
+    /// serving a catch-up quadratic.
     swept: std::sync::Mutex<Instant>,
     limits: BlobLimits,
 }
 
-/// How often [`Serving`] forgets blobs nobody asked for within `resend_after`.
+/// How often [`Serving`] forgets idle slots and ranges not sent within `resend_after`.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
+#[derive(Debug, Default)]
+struct State {
+    /// Blobs with a transfer going out or waiting for a slot (idle ones until the next sweep).
+    busy: HashMap<Digest, Busy>,
+    /// Ranges of complete blobs sent lately, by blob and first chunk.
+    sent: HashMap<(Digest, u64), Sent>,
+}
+
 #[derive(Debug)]
-struct BlobServing {
+struct Busy {
+    /// Held by every transfer and waiting request: the blob is idle when only the map holds it.
     slots: Arc<Semaphore>,
     /// Requests for ranges not sent lately that wait for a slot.
-    fresh_waiting: Arc<AtomicUsize>,
-    /// Ranges sent lately, by first chunk.
-    sent: HashMap<u64, Sent>,
-    touched: Instant,
+    fresh_waiting: usize,
+}
+
+impl Busy {
+    fn idle(&self) -> bool {
+        Arc::strong_count(&self.slots) == 1
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Sent {
     /// When the last transfer of the range started or ended.
     at: Instant,
-    in_flight: usize,
+    in_flight: u32,
     /// Transfers of the range so far.
     times: u32,
 }
@@ -103,7 +111,7 @@ enum Ask {
 struct Slot {
     _permit: OwnedSemaphorePermit,
     range: Option<Taken>,
-    serving: Arc<std::sync::Mutex<HashMap<Digest, BlobServing>>>,
+    state: Arc<std::sync::Mutex<State>>,
     sent_whole: bool,
 }
 
@@ -129,32 +137,35 @@ impl Drop for Slot {
         let Some(taken) = self.range else {
             return;
         };
-        let mut map = self.serving.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(b) = map.get_mut(&taken.digest) else {
+        let mut state = lock(&self.state);
+        let key = (taken.digest, taken.first);
+        let Some(sent) = state.sent.get_mut(&key) else {
             return;
         };
-        if let Some(sent) = b.sent.get_mut(&taken.first) {
-            sent.in_flight = sent.in_flight.saturating_sub(1);
-            if self.sent_whole {
-                sent.at = Instant::now();
-            } else {
-                sent.times = sent.times.saturating_sub(1);
-                // Unless a later transfer started meanwhile (its start stands).
-                if sent.at == taken.started {
-                    sent.at = taken.before.unwrap_or(taken.started);
-                }
-            }
-            if sent.times == 0 && sent.in_flight == 0 {
-                b.sent.remove(&taken.first);
+        sent.in_flight = sent.in_flight.saturating_sub(1);
+        if self.sent_whole {
+            sent.at = Instant::now();
+        } else {
+            sent.times = sent.times.saturating_sub(1);
+            // Unless a later transfer started meanwhile (its start stands).
+            if sent.at == taken.started {
+                sent.at = taken.before.unwrap_or(taken.started);
             }
         }
+        if sent.times == 0 && sent.in_flight == 0 {
+            state.sent.remove(&key);
+        }
     }
+}
+
+fn lock(state: &std::sync::Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Serving {
     pub fn new(limits: BlobLimits) -> Self {
         Self {
-            blobs: Arc::default(),
+            state: Arc::default(),
             swept: std::sync::Mutex::new(Instant::now()),
             limits,
         }
@@ -169,78 +180,93 @@ impl Serving {
             self.limits.resend_hold,
             self.limits.resend_after,
         );
-        let (slots, fresh_waiting, fresh) = {
-            let mut map = self.lock();
+        // Counted as waiting (and the slots cloned, which keeps the blob busy) under the lock,
+        // so a sweep never drops slots that a request is about to use.
+        let (slots, fresh) = {
+            let mut state = self.lock();
             let now = Instant::now();
             if self.sweep_due(now) {
-                map.retain(|_, b| {
-                    b.slots.available_permits() < per_blob || now - b.touched < forget
-                });
+                state.busy.retain(|_, b| !b.idle());
+                state
+                    .sent
+                    .retain(|_, s| s.in_flight > 0 || now - s.at < forget);
             }
-            let b = map.entry(digest).or_insert_with(|| BlobServing {
-                slots: Arc::new(Semaphore::new(per_blob)),
-                fresh_waiting: Arc::default(),
-                sent: HashMap::new(),
-                touched: now,
-            });
-            b.touched = now;
-            b.sent.retain(|_, s| s.in_flight > 0 || now - s.at < forget);
             let fresh = match ask {
                 Ask::Partial => true,
-                Ask::Complete { first, last_resort } => match b.sent.get(&first) {
+                Ask::Complete { first, last_resort } => match state.sent.get(&(digest, first)) {
+                    Some(s) if s.in_flight == 0 && now - s.at >= forget => true,
                     None => true,
                     Some(sent) if last_resort && sent.settled(now, hold) => false,
                     Some(_) => return None,
                 },
             };
-            (b.slots.clone(), b.fresh_waiting.clone(), fresh)
-        };
-        let permit = if fresh {
-            fresh_waiting.fetch_add(1, Ordering::SeqCst);
-            let permit = tokio::time::timeout(self.limits.slot_wait, slots.acquire_owned()).await;
-            fresh_waiting.fetch_sub(1, Ordering::SeqCst);
-            permit.ok()?.ok()?
-        } else {
-            // A resend is not waited for, and yields to new ranges: the requester asks about
-            // its other segments meanwhile, some of which may be new here.
-            if fresh_waiting.load(Ordering::SeqCst) > 0 {
+            let b = state.busy.entry(digest).or_insert_with(|| Busy {
+                slots: Arc::new(Semaphore::new(per_blob)),
+                fresh_waiting: 0,
+            });
+            if fresh {
+                b.fresh_waiting += 1;
+            } else if b.fresh_waiting > 0 {
+                // A resend is not waited for, and yields to new ranges: the requester asks
+                // about its other segments meanwhile, some of which may be new here.
                 return None;
             }
+            (b.slots.clone(), fresh)
+        };
+        let permit = if fresh {
+            let permit =
+                tokio::time::timeout(self.limits.slot_wait, slots.clone().acquire_owned()).await;
+            if let Some(b) = self.lock().busy.get_mut(&digest) {
+                b.fresh_waiting = b.fresh_waiting.saturating_sub(1);
+            }
+            permit.ok()?.ok()?
+        } else {
             slots.try_acquire_owned().ok()?
         };
         let mut range = None;
         if let Ask::Complete { first, last_resort } = ask {
-            let mut map = self.lock();
+            let mut state = self.lock();
             let now = Instant::now();
-            if let Some(b) = map.get_mut(&digest) {
-                // Another request for the same range may have had a slot meanwhile.
-                if fresh
-                    && let Some(s) = b.sent.get(&first)
-                    && (!last_resort || !s.settled(now, hold))
-                {
-                    return None;
-                }
-                let before = b.sent.get(&first).map(|s| s.at);
-                let sent = b.sent.entry(first).or_insert(Sent {
+            let key = (digest, first);
+            let old = state
+                .sent
+                .get(&key)
+                .filter(|s| s.in_flight > 0 || now - s.at < forget)
+                .copied();
+            // Another request for the same range may have had a slot meanwhile.
+            if fresh
+                && let Some(s) = old
+                && (!last_resort || !s.settled(now, hold))
+            {
+                return None;
+            }
+            let sent = state.sent.entry(key).or_insert(Sent {
+                at: now,
+                in_flight: 0,
+                times: 0,
+            });
+            if old.is_none() {
+                // Forgotten (or never sent): counts start afresh.
+                *sent = Sent {
                     at: now,
                     in_flight: 0,
                     times: 0,
-                });
-                sent.at = now;
-                sent.in_flight += 1;
-                sent.times += 1;
-                range = Some(Taken {
-                    digest,
-                    first,
-                    started: now,
-                    before,
-                });
+                };
             }
+            sent.at = now;
+            sent.in_flight += 1;
+            sent.times += 1;
+            range = Some(Taken {
+                digest,
+                first,
+                started: now,
+                before: old.map(|s| s.at),
+            });
         }
         Some(Slot {
             _permit: permit,
             range,
-            serving: self.blobs.clone(),
+            state: self.state.clone(),
             sent_whole: false,
         })
     }
@@ -255,14 +281,20 @@ impl Serving {
         true
     }
 
-    /// Blobs remembered now (idle ones linger until the next sweep).
+    /// Ranges remembered as sent now (old ones linger until the next sweep).
     #[cfg(test)]
     fn remembered(&self) -> usize {
-        self.lock().len()
+        self.lock().sent.len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, BlobServing>> {
-        self.blobs.lock().unwrap_or_else(|p| p.into_inner())
+    /// Blobs whose slots are kept now (idle ones linger until the next sweep).
+    #[cfg(test)]
+    fn busy(&self) -> usize {
+        self.lock().busy.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        lock(&self.state)
     }
 }
 
@@ -472,9 +504,9 @@ mod tests {
         );
     }
 
-    /// Blobs nobody asked for within `resend_after` are forgotten by a sweep that runs once
-    /// per `SWEEP_EVERY`, not on every request (an idle blob lingers until then); busy ones
-    /// are kept.
+    /// Ranges not sent within `resend_after` are forgotten by a sweep that runs once per
+    /// `SWEEP_EVERY`, not on every request (an old range lingers until then); ranges in
+    /// flight are kept. The same sweep drops the slots of blobs no transfer uses.
     #[tokio::test(start_paused = true)]
     async fn idle_blobs_are_forgotten_by_a_periodic_sweep() {
         let serving = Serving::new(BlobLimits::default());
@@ -502,6 +534,12 @@ mod tests {
             serving.remembered(),
             4,
             "the idle hundred went; the busy one and the three new ones stay"
+        );
+        assert_eq!(
+            serving.busy(),
+            2,
+            "slots are kept for the blob in flight, and for `c` until the next sweep; \
+             not for every blob sent lately"
         );
         drop(busy);
     }
