@@ -4,6 +4,7 @@
 use std::{
     io::{self, BufReader, Read},
     path::{Path, PathBuf},
+    sync::{Condvar, Mutex, OnceLock},
 };
 
 use niso_protocol::{
@@ -30,10 +31,15 @@ pub enum VerifyError {
 }
 
 /// Hashes every byte of `path` and checks it as an archive, reading the file once.
+///
+/// Blocks while two checks per core are running (see [`Gate`]): call it on a blocking thread.
 pub fn verify_file(path: &Path, limits: &ArchiveLimits) -> Result<Verified, VerifyError> {
+    let _pass = gate().enter();
     let file = std::fs::File::open(path)?;
+    // A small package needs no large buffer; a large one reads in big steps.
+    let buffer = file.metadata()?.len().clamp(8 << 10, 256 << 10);
     let mut tee = HashingReader {
-        inner: BufReader::with_capacity(1 << 20, file),
+        inner: BufReader::with_capacity(usize::try_from(buffer).unwrap_or(256 << 10), file),
         hasher: blake3::Hasher::new(),
         count: 0,
     };
@@ -71,4 +77,100 @@ pub async fn store_blob(store: &Store, file: PathBuf, digest: Digest) -> Result<
         .await
         .map_err(|e| StoreError::Io(io::Error::other(e)))??;
     Ok(pin)
+}
+
+/// Bounds the archive checks running at once in this process to two per core. A check is
+/// mostly CPU (some file reads) and holds a zstd window (2 MiB for what `niso pack` writes)
+/// plus read buffers, so more at once buys no speed, only a higher peak of memory, which the
+/// allocator then keeps: eight concurrent pushes held about 20 MiB in checks alone.
+struct Gate {
+    state: Mutex<GateState>,
+    freed: Condvar,
+    max: usize,
+}
+
+#[derive(Default)]
+struct GateState {
+    running: usize,
+    waiting: usize,
+}
+
+/// A running check's place in the [`Gate`]; leaving frees it for the next.
+struct Pass<'a>(&'a Gate);
+
+fn gate() -> &'static Gate {
+    static GATE: OnceLock<Gate> = OnceLock::new();
+    GATE.get_or_init(|| Gate::new(2 * std::thread::available_parallelism().map_or(2, |n| n.get())))
+}
+
+impl Gate {
+    fn new(max: usize) -> Self {
+        Self {
+            state: Mutex::default(),
+            freed: Condvar::new(),
+            max: max.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for a place.
+    fn enter(&self) -> Pass<'_> {
+        let mut state = self.lock();
+        state.waiting += 1;
+        while state.running >= self.max {
+            state = self.freed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.waiting -= 1;
+        state.running += 1;
+        Pass(self)
+    }
+}
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        self.0.lock().running -= 1;
+        self.0.freed.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{
+            Arc,
+            atomic::{AtomicBool, Ordering},
+        },
+        time::{Duration, Instant},
+    };
+
+    use super::*;
+
+    #[test]
+    fn a_check_waits_while_the_gate_is_full_and_runs_once_a_place_is_free() {
+        let gate = Arc::new(Gate::new(2));
+        let (a, b) = (gate.enter(), gate.enter());
+        let ran = Arc::new(AtomicBool::new(false));
+        let third = std::thread::spawn({
+            let (gate, ran) = (gate.clone(), ran.clone());
+            move || {
+                let _pass = gate.enter();
+                ran.store(true, Ordering::SeqCst);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while gate.lock().waiting == 0 {
+            assert!(Instant::now() < deadline, "the third check never asked");
+            std::thread::yield_now();
+        }
+        assert!(!ran.load(Ordering::SeqCst), "two running: the third waits");
+        assert_eq!(gate.lock().running, 2);
+        drop(a);
+        third.join().unwrap();
+        assert!(ran.load(Ordering::SeqCst), "a place freed: the third ran");
+        drop(b);
+        assert_eq!(gate.lock().running, 0, "every pass gave its place back");
+    }
 }
