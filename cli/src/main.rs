@@ -35,6 +35,13 @@ use crate::{
     context::Context,
 };
 
+/// jemalloc, not the system allocator: glibc keeps what one thread freed in that thread's arena,
+/// so a serving node's resident memory kept the high-water mark of every burst (pushes, then
+/// a peer's catch-up) in a different arena each time. ARCHITECTURE.md, "Memory", has figures.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let serving = matches!(cli.command, Command::Registry(RegistryCommand::Serve(_)));
