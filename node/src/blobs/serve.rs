@@ -190,6 +190,11 @@ impl Serving {
                 state
                     .sent
                     .retain(|_, s| s.in_flight > 0 || now - s.at < forget);
+                // A catch-up's burst leaves a large table behind: give most of it back.
+                let kept = state.sent.len();
+                if state.sent.capacity() > 4 * kept.max(1024) {
+                    state.sent.shrink_to(2 * kept);
+                }
             }
             let fresh = match ask {
                 Ask::Partial => true,
@@ -214,6 +219,9 @@ impl Serving {
             (b.slots.clone(), fresh)
         };
         let permit = if fresh {
+            // Waits on a clone: `slots` stays alive until the count is taken back below, so
+            // the entry stays busy and the count comes off this entry, never off a new one
+            // that a sweep and another request made meanwhile.
             let permit =
                 tokio::time::timeout(self.limits.slot_wait, slots.clone().acquire_owned()).await;
             if let Some(b) = self.lock().busy.get_mut(&digest) {
@@ -542,6 +550,35 @@ mod tests {
              not for every blob sent lately"
         );
         drop(busy);
+    }
+
+    /// A range older than `resend_after` is new again at once, before any sweep forgets it,
+    /// and its counts start afresh: it is held like a first transfer.
+    #[tokio::test(start_paused = true)]
+    async fn a_range_past_resend_after_is_new_again_before_the_sweep() {
+        let serving = Serving::new(BlobLimits::default());
+        let forget = serving.limits.resend_after;
+        let d = Digest::of(b"blob");
+        went_out(serving.enter(d, complete(0, false)).await);
+        tokio::time::advance(forget - SWEEP_EVERY / 2).await;
+        // A sweep now keeps the range: it is half a sweep short of `resend_after`.
+        went_out(
+            serving
+                .enter(Digest::of(b"other"), complete(0, false))
+                .await,
+        );
+        tokio::time::advance(SWEEP_EVERY * 3 / 4).await;
+        assert_eq!(serving.remembered(), 2, "no sweep since: still remembered");
+        let again = serving.enter(d, complete(0, false)).await;
+        assert!(
+            again.is_some(),
+            "past `resend_after`: a new range, not a resend"
+        );
+        went_out(again);
+        assert!(
+            serving.enter(d, complete(0, true)).await.is_none(),
+            "sent once since it was forgotten: just arrived, held"
+        );
     }
 
     /// A last-resort transfer that breaks off leaves the range's clock at its last whole
