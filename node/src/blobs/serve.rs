@@ -88,6 +88,11 @@ struct Sent {
 }
 
 impl Sent {
+    /// Whether the range still counts as sent lately: in flight, or sent within `forget`.
+    fn remembered(&self, now: Instant, forget: std::time::Duration) -> bool {
+        self.in_flight > 0 || now - self.at < forget
+    }
+
     /// Whether the range may go out again to a last-resort request: not in flight, and, after
     /// its first transfer, not just arrived (the peer that got it will be asked soon). Once it
     /// went out twice, peers are evidently not passing it on (they may not share), so no hold.
@@ -187,9 +192,7 @@ impl Serving {
             let now = Instant::now();
             if self.sweep_due(now) {
                 state.busy.retain(|_, b| !b.idle());
-                state
-                    .sent
-                    .retain(|_, s| s.in_flight > 0 || now - s.at < forget);
+                state.sent.retain(|_, s| s.remembered(now, forget));
                 // A catch-up's burst leaves a large table behind: give most of it back.
                 let kept = state.sent.len();
                 if state.sent.capacity() > 4 * kept.max(1024) {
@@ -199,7 +202,7 @@ impl Serving {
             let fresh = match ask {
                 Ask::Partial => true,
                 Ask::Complete { first, last_resort } => match state.sent.get(&(digest, first)) {
-                    Some(s) if s.in_flight == 0 && now - s.at >= forget => true,
+                    Some(s) if !s.remembered(now, forget) => true,
                     None => true,
                     Some(sent) if last_resort && sent.settled(now, hold) => false,
                     Some(_) => return None,
@@ -239,7 +242,7 @@ impl Serving {
             let old = state
                 .sent
                 .get(&key)
-                .filter(|s| s.in_flight > 0 || now - s.at < forget)
+                .filter(|s| s.remembered(now, forget))
                 .copied();
             // Another request for the same range may have had a slot meanwhile.
             if fresh
