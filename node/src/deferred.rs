@@ -7,6 +7,11 @@
 //! its page until it is admitted, so a restart re-pulls it; within a run the peer is pulled
 //! on from where it reached, so nothing is judged twice. A group that ends incomplete (its
 //! fetch failed) sends the next round back to its page.
+//!
+//! Room: at most [`GROUPS`] groups wait at once, half of them one peer's; a sync that has no
+//! room pauses until one of its groups, or another, is admitted. Dropping the group and pulling its page again instead cost a
+//! catch-up most of its time: every later page was pulled, and its signatures checked, once
+//! per round, and a round admitted only about [`GROUPS`] packages.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -15,13 +20,16 @@ use std::{
 
 use libp2p::PeerId;
 use niso_protocol::record::{Record, RecordBody};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::{config::BlobMode, identity::peer_id, node::NodeState};
 
-/// Deferred groups waiting at once; past this, a page's deferred records are left to the next
-/// round (its page is pulled again).
+/// Deferred groups waiting at once; a sync with more to defer waits for room.
 const GROUPS: usize = 256;
+
+/// Of those, the most one peer's groups may take: a peer whose blobs never come stalls its
+/// own sync, not the others'.
+const GROUPS_PER_PEER: usize = GROUPS / 2;
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -34,6 +42,8 @@ struct Inner {
     packages: HashMap<PeerId, BTreeMap<String, usize>>,
     /// Per peer, the page start the next round must re-pull from.
     retry: HashMap<PeerId, u64>,
+    /// Per peer with groups waiting or about to, its share of the room.
+    rooms: HashMap<PeerId, Arc<Semaphore>>,
     /// Per package (canonical name), the end of the last group deferred for it.
     names: HashMap<String, watch::Receiver<bool>>,
     groups: usize,
@@ -45,18 +55,29 @@ pub struct Deferred {
     inner: Mutex<Inner>,
     /// Groups waiting, for whoever needs to know when every deferred record was judged.
     waiting: watch::Sender<usize>,
+    /// One permit per group that may wait; a group holds its permit until it is admitted.
+    room: Arc<Semaphore>,
+    /// Permits each peer's share of the room starts with.
+    per_peer: usize,
 }
 
 impl Default for Deferred {
     fn default() -> Self {
-        Self {
-            inner: Mutex::default(),
-            waiting: watch::channel(0).0,
-        }
+        Self::with_room(GROUPS, GROUPS_PER_PEER)
     }
 }
 
 impl Deferred {
+    /// Room for `groups` waiting groups, `per_peer` of them one peer's.
+    fn with_room(groups: usize, per_peer: usize) -> Self {
+        Self {
+            inner: Mutex::default(),
+            waiting: watch::channel(0).0,
+            room: Arc::new(Semaphore::new(groups.max(1))),
+            per_peer: per_peer.max(1),
+        }
+    }
+
     /// The number of groups waiting, as it changes.
     pub fn watch(&self) -> watch::Receiver<usize> {
         self.waiting.subscribe()
@@ -151,31 +172,38 @@ impl Deferred {
     /// Defers `group` (records of one package from the page starting at `page`), admitted by
     /// `admit` after the groups of its package deferred before it. When `admit` says the group
     /// is complete, `released` runs once the group no longer holds its page, so a sync it
-    /// starts can move the saved position past it. `false` when too many groups wait: the
-    /// caller retries the page next round.
-    pub fn defer<F, Fut, R>(
+    /// starts can move the saved position past it. Waits while [`GROUPS`] groups wait.
+    pub async fn defer<F, Fut, R>(
         self: &Arc<Self>,
         peer: PeerId,
         page: u64,
         group: Vec<Record>,
         admit: F,
         released: R,
-    ) -> bool
-    where
+    ) where
         F: FnOnce(Vec<Record>) -> Fut + Send + 'static,
         Fut: Future<Output = bool> + Send,
         R: FnOnce() + Send + 'static,
     {
         let Some(first) = group.first() else {
-            return true;
+            return;
         };
         let name = first.body.package().canonical();
+        let share = self
+            .lock()
+            .rooms
+            .entry(peer)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_peer)))
+            .clone();
+        // Never closed: `Err` cannot happen, and would only mean no limit. The peer's share
+        // first, so a peer at its share does not hold a place in the room while it waits.
+        let room = (
+            share.acquire_owned().await.ok(),
+            self.room.clone().acquire_owned().await.ok(),
+        );
         let (done_tx, done_rx) = watch::channel(false);
         let before = {
             let mut s = self.lock();
-            if s.groups >= GROUPS {
-                return false;
-            }
             s.groups += 1;
             self.waiting.send_replace(s.groups);
             *s.holding.entry(peer).or_default().entry(page).or_default() += 1;
@@ -206,12 +234,19 @@ impl Deferred {
                 let r = s.retry.entry(peer).or_insert(page);
                 *r = (*r).min(page);
             }
+            drop(room);
+            // A share nobody holds or waits for is forgotten (this task held the last clone
+            // besides the map's, and waiters hold one too).
+            if let Some(share) = s.rooms.get(&peer)
+                && Arc::strong_count(share) == 1
+            {
+                s.rooms.remove(&peer);
+            }
             drop(s);
             if complete {
                 released();
             }
         });
-        true
     }
 }
 
@@ -284,7 +319,7 @@ mod tests {
         let (release, released) = oneshot::channel::<bool>();
         let (ended, mut end) = mpsc::channel(4);
         let e1 = ended.clone();
-        assert!(d.defer(
+        d.defer(
             p,
             10,
             vec![manifest("big", 1)],
@@ -293,8 +328,9 @@ mod tests {
                 e1.send(()).await.unwrap();
                 ok
             },
-            || {}
-        ));
+            || {},
+        )
+        .await;
         assert_eq!(
             d.reached(p, 50),
             10,
@@ -322,6 +358,10 @@ mod tests {
         );
         assert_eq!(d.resume(p, 10), 50, "once");
         assert_eq!(d.reached(p, 60), 60, "nothing holds the position any more");
+        assert!(
+            d.lock().rooms.is_empty(),
+            "a peer's share ends with its groups"
+        );
     }
 
     #[tokio::test]
@@ -340,21 +380,24 @@ mod tests {
             vec![manifest("big", 1)],
             move |_| async move { released.await.unwrap_or(false) },
             || {},
-        );
+        )
+        .await;
         d.defer(
             p,
             20,
             vec![manifest("other", 2)],
             |_| std::future::pending(),
             || {},
-        );
+        )
+        .await;
         d.defer(
             p,
             30,
             vec![manifest("other", 3)],
             |_| std::future::pending(),
             || {},
-        );
+        )
+        .await;
         assert_eq!(
             d.progress(p, 40),
             (10, 2),
@@ -392,7 +435,8 @@ mod tests {
                 true
             },
             || {},
-        );
+        )
+        .await;
         let second = order_tx.clone();
         d.defer(
             p,
@@ -403,7 +447,8 @@ mod tests {
                 true
             },
             || {},
-        );
+        )
+        .await;
         let other = order_tx.clone();
         d.defer(
             p,
@@ -414,7 +459,8 @@ mod tests {
                 true
             },
             || {},
-        );
+        )
+        .await;
         assert_eq!(
             next(&mut order).await,
             Some(3),
@@ -427,5 +473,101 @@ mod tests {
             Some(2),
             "the same package waits its turn"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sync_with_every_group_waiting_pauses_until_one_is_admitted() {
+        let d = Arc::new(Deferred::with_room(2, 2));
+        let p = peer();
+        let (release, released) = oneshot::channel::<()>();
+        d.defer(
+            p,
+            0,
+            vec![manifest("first", 1)],
+            move |_| async move {
+                let _ = released.await;
+                true
+            },
+            || {},
+        )
+        .await;
+        d.defer(
+            p,
+            0,
+            vec![manifest("second", 2)],
+            |_| std::future::pending(),
+            || {},
+        )
+        .await;
+        let (admitted_tx, admitted) = oneshot::channel::<()>();
+        let third = d.defer(
+            p,
+            5,
+            vec![manifest("third", 3)],
+            move |_| async move {
+                let _ = admitted_tx.send(());
+                true
+            },
+            || {},
+        );
+        tokio::pin!(third);
+        // Paused time: the runtime runs every task it can before this timeout fires.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(60), &mut third)
+                .await
+                .is_err(),
+            "no room: the third group waits, and is not dropped"
+        );
+        assert_eq!(d.progress(p, 10), (0, 2), "two groups wait");
+        release.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(60), third)
+            .await
+            .expect("room once the first group is admitted");
+        tokio::time::timeout(Duration::from_secs(60), admitted)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_at_its_share_waits_while_another_peer_still_finds_room() {
+        let d = Arc::new(Deferred::with_room(3, 2));
+        let (a, b) = (peer(), crate::identity::test_peer(2));
+        for (seq, name) in [(1, "a1"), (2, "a2")] {
+            d.defer(
+                a,
+                0,
+                vec![manifest(name, seq)],
+                |_| std::future::pending(),
+                || {},
+            )
+            .await;
+        }
+        let more_of_a = d.defer(
+            a,
+            5,
+            vec![manifest("a3", 3)],
+            |_| std::future::pending(),
+            || {},
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_secs(60), more_of_a)
+                .await
+                .is_err(),
+            "a third group of one peer waits, though the room has a place"
+        );
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            d.defer(
+                b,
+                0,
+                vec![manifest("b1", 4)],
+                |_| std::future::pending(),
+                || {},
+            ),
+        )
+        .await
+        .expect("the other peer takes the place");
+        assert_eq!(d.progress(b, 10), (0, 1));
     }
 }

@@ -9,9 +9,10 @@
 //! - Every record goes through `intake::admit` (signature, replicate rules, authority, blob
 //!   verified against the manifest, one write); for eager rules the blob is fetched from
 //!   peers before the manifest is applied.
-//! - A sync round never waits on a blob: records of packages with nothing to fetch are
+//! - A sync round never waits on one blob: records of packages with nothing to fetch are
 //!   admitted at once, and each package with a blob to fetch waits as a group (see
-//!   `deferred`), admitted in order when its fetch ends.
+//!   `deferred`), admitted in order when its fetch ends. Only when the groups are full does
+//!   the round pause, until one is admitted.
 
 use std::{
     collections::HashSet,
@@ -370,9 +371,8 @@ async fn take_page(
         let state3 = state.clone();
         // Lets the saved position (and the peers report) move past the page.
         let released = move || spawn_sync(&state3, peer);
-        if !deferred.defer(peer, start, group, admit, released) {
-            deferred.retry_from(peer, start);
-        }
+        // Waits while the deferred groups are full: pulling on would only pull this page again.
+        deferred.defer(peer, start, group, admit, released).await;
     }
     let outcome = take_in(
         state,
