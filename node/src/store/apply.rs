@@ -15,7 +15,7 @@ use super::{
     catalog::{tags_from, versions_from},
     entries::{OwnerEntry, PackageEntry, TagEntry, VersionEntry, decode, encode},
     error::{ChangeError, StoreError, db},
-    search_index,
+    search_index::Reindex,
     tables::{
         BLOB_VERSIONS, LOG, LOG_NAMES, ORIGINS, OWNERS, PACKAGE_LOG, PACKAGES, RECORDS, RETIRED,
         TAGS, TOMBSTONES, VERSIONS, package_range, record_key, split_key, tag_key, version_key,
@@ -73,12 +73,14 @@ pub fn originate(
     let origin = secret.origin();
     let mut seq = current_seq(txn, &origin)?;
     let mut records = Vec::with_capacity(bodies.len());
+    let mut reindex = Reindex::default();
     for body in bodies {
         seq += 1;
         let record = Record::sign(secret, seq, now_ms(), body);
-        apply(txn, &record)?;
+        apply(txn, &record, &mut reindex)?;
         records.push(record);
     }
+    reindex.apply(txn)?;
     Ok(records)
 }
 
@@ -214,8 +216,12 @@ pub(crate) fn parse_version_key(key: &str) -> Option<(Version, Arch)> {
 }
 
 /// Applies one verified record to the log and the derived tables, if the rules in
-/// [`super::authority`] allow it.
-pub fn apply(txn: &WriteTransaction, record: &Record) -> Result<Applied, ChangeError> {
+/// [`super::authority`] allow it; package entries it changes are noted in `reindex`.
+pub fn apply(
+    txn: &WriteTransaction,
+    record: &Record,
+    reindex: &mut Reindex,
+) -> Result<Applied, ChangeError> {
     let key = record_key(&record.origin, record.seq);
     let bytes = record.to_bytes();
     if let Some(applied) = check_log(&txn.open_table(RECORDS).map_err(db)?, record, &bytes)? {
@@ -248,11 +254,11 @@ pub fn apply(txn: &WriteTransaction, record: &Record) -> Result<Applied, ChangeE
         RecordBody::Manifest(m) => {
             // With the same bytes already here the record only joins the log.
             if let Some(ManifestEffect::Add { claim }) = effect {
-                add_version(txn, record, m, claim)?;
+                add_version(txn, record, m, claim, reindex)?;
             }
         }
         RecordBody::Tag(t) => set_tag(txn, record, t)?,
-        RecordBody::Tombstone(t) => bury(txn, t)?,
+        RecordBody::Tombstone(t) => bury(txn, t, reindex)?,
     }
     let mut records = txn.open_table(RECORDS).map_err(db)?;
     records
@@ -321,6 +327,7 @@ fn add_version(
     record: &Record,
     m: &ManifestBody,
     claim: bool,
+    reindex: &mut Reindex,
 ) -> Result<(), ChangeError> {
     let name = m.name.as_str();
     let vk = version_key(name, &m.version.to_string(), m.arch.as_str());
@@ -361,7 +368,7 @@ fn add_version(
         .map_err(db)?
         .map(|v| decode::<PackageEntry>(v.value()))
         .transpose()?;
-    search_index::reindex(txn, name, old.as_ref(), Some(&package))?;
+    reindex.note(name, old, Some(package));
     Ok(())
 }
 
@@ -382,23 +389,28 @@ fn set_tag(txn: &WriteTransaction, record: &Record, t: &TagBody) -> Result<(), C
     Ok(())
 }
 
-fn bury(txn: &WriteTransaction, t: &TombstoneBody) -> Result<(), ChangeError> {
+fn bury(
+    txn: &WriteTransaction,
+    t: &TombstoneBody,
+    reindex: &mut Reindex,
+) -> Result<(), ChangeError> {
     let name = t.name.as_str();
     let vk = version_key(name, &t.version.to_string(), t.arch.as_str());
     txn.open_table(TOMBSTONES)
         .map_err(db)?
         .insert(vk.as_str(), &[][..])
         .map_err(db)?;
-    remove_version(txn, name, &vk)?;
+    remove_version(txn, name, &vk, reindex)?;
     Ok(())
 }
 
 /// Removes a live version (deletion or local GC) and drops the package from listings once it
-/// has no versions left. Returns the removed version's digest.
+/// has no versions left (noted in `reindex`). Returns the removed version's digest.
 pub fn remove_version(
     txn: &WriteTransaction,
     name: &str,
     vk: &str,
+    reindex: &mut Reindex,
 ) -> Result<Option<Digest>, StoreError> {
     let mut versions = txn.open_table(VERSIONS).map_err(db)?;
     let removed = match versions.remove(vk).map_err(db)? {
@@ -426,7 +438,7 @@ pub fn remove_version(
             .map_err(db)?
             .map(|v| decode::<PackageEntry>(v.value()))
             .transpose()?;
-        search_index::reindex(txn, name, old.as_ref(), None)?;
+        reindex.note(name, old, None);
     }
     Ok(removed)
 }

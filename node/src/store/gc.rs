@@ -19,6 +19,7 @@ use super::{
     apply::remove_version,
     catalog::{StrTable, tags_from, versions_from},
     error::{StoreError, db},
+    search_index::Reindex,
     tables::{BLOB_VERSIONS, PACKAGES, RETIRED, TAGS, VERSIONS, version_key},
 };
 use crate::failpoint::Failpoints;
@@ -71,9 +72,10 @@ impl Store {
                     keep,
                 )?;
                 let mut removed = Vec::new();
+                let mut reindex = Reindex::default();
                 for v in still {
                     let vk = version_key(&v.name, &v.version, &v.arch);
-                    if let Some(digest) = remove_version(txn, &v.name, &vk)? {
+                    if let Some(digest) = remove_version(txn, &v.name, &vk, &mut reindex)? {
                         // Remember the bytes, so the version can never come back as others.
                         txn.open_table(RETIRED)
                             .map_err(db)?
@@ -82,6 +84,7 @@ impl Store {
                         removed.push(v);
                     }
                 }
+                reindex.apply(txn)?;
                 Ok::<_, StoreError>(removed)
             })
             .await?;

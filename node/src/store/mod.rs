@@ -39,6 +39,7 @@ pub use uploads::OpenUploadError;
 use crate::failpoint::Failpoints;
 use database::Db;
 use error::db;
+use search_index::Reindex;
 use writer::Writer;
 
 /// Size of the file a write probe writes: enough to need fresh blocks on a full disk.
@@ -218,12 +219,14 @@ impl Store {
         self.writer
             .write(move |txn| {
                 let mut out = Vec::with_capacity(records.len());
+                let mut reindex = Reindex::default();
                 for record in &records {
-                    match apply::apply(txn, record) {
+                    match apply::apply(txn, record, &mut reindex) {
                         Err(ChangeError::Store(e)) => return Err(e),
                         other => out.push(other),
                     }
                 }
+                reindex.apply(txn)?;
                 Ok::<_, StoreError>(out)
             })
             .await

@@ -3,10 +3,13 @@
 //! (as a substring) a package holding all of its trigrams, so the packages under its rarest
 //! trigram are a complete candidate set, and search reads those instead of every package.
 //!
-//! Kept in the same transactions that write [`PACKAGES`]: one call wherever an entry is
-//! written or removed, with the entry it replaces.
+//! Kept in the same transactions that write [`PACKAGES`]: wherever an entry is written or
+//! removed, the change is noted in a [`Reindex`] with the entry it replaces, and the
+//! transaction moves the index once per package before it commits. A catch-up batch holds
+//! several versions of a package, each rewriting its entry; the trigrams in between were
+//! inserted and removed again for nothing (a third of the writer's time in a lazy catch-up).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use redb::{MultimapTableDefinition, MultimapTableHandle, ReadableTable, WriteTransaction};
 
@@ -39,8 +42,35 @@ pub fn word_grams(word: &str) -> impl Iterator<Item = &[u8]> {
     word.as_bytes().windows(GRAM)
 }
 
+/// The package entries one transaction changed, each as it found it and as it leaves it.
+/// Nothing reads the index inside a write transaction, so it may lag until [`Reindex::apply`].
+#[derive(Debug, Default)]
+#[must_use = "the search index moves only when the changes are applied"]
+pub struct Reindex(BTreeMap<String, (Option<PackageEntry>, Option<PackageEntry>)>);
+
+impl Reindex {
+    /// Notes that `name`'s entry went from `old` to `new` (`None`: absent). Only the first
+    /// `old` of a package counts: it is what the index holds.
+    pub fn note(&mut self, name: &str, old: Option<PackageEntry>, new: Option<PackageEntry>) {
+        match self.0.get_mut(name) {
+            Some(change) => change.1 = new,
+            None => {
+                self.0.insert(name.to_owned(), (old, new));
+            }
+        }
+    }
+
+    /// Moves the index of every noted package, in `txn` (the one that changed them).
+    pub fn apply(self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        for (name, (old, new)) in &self.0 {
+            reindex(txn, name, old.as_ref(), new.as_ref())?;
+        }
+        Ok(())
+    }
+}
+
 /// Moves `name`'s entries from what `old` described to what `new` does (`None`: absent).
-pub fn reindex(
+fn reindex(
     txn: &WriteTransaction,
     name: &str,
     old: Option<&PackageEntry>,
@@ -92,7 +122,106 @@ pub fn create(txn: &WriteTransaction) -> Result<(), StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use niso_protocol::{
+        Arch, Digest, PackageName,
+        record::{ManifestBody, NodeSecret, Record, RecordBody, TombstoneBody},
+    };
+    use redb::{ReadableDatabase, ReadableMultimapTable};
+
     use super::*;
+    use crate::{
+        failpoint::Failpoints,
+        store::{Applied, Store, raw_database},
+    };
+
+    fn manifest(seq: u64, name: &str, version: &str, description: &str) -> Record {
+        Record::sign(
+            &NodeSecret::from_bytes(&[9; 32]),
+            seq,
+            1,
+            RecordBody::Manifest(ManifestBody {
+                name: PackageName::new(name).unwrap(),
+                version: version.parse().unwrap(),
+                arch: Arch::any(),
+                digest: Digest::of(format!("{name} {version}").as_bytes()),
+                size: 1,
+                description: description.to_owned(),
+            }),
+        )
+    }
+
+    fn tombstone(seq: u64, name: &str, version: &str) -> Record {
+        Record::sign(
+            &NodeSecret::from_bytes(&[9; 32]),
+            seq,
+            1,
+            RecordBody::Tombstone(TombstoneBody {
+                name: PackageName::new(name).unwrap(),
+                version: version.parse().unwrap(),
+                arch: Arch::any(),
+            }),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_rewrites_and_removes_packages_leaves_the_index_a_rebuild_would_make() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            dir.path(),
+            NodeSecret::from_bytes(&[7; 32]),
+            Failpoints::default(),
+        )
+        .unwrap();
+        // One batch: a package whose description changes twice, one added and deleted whole,
+        // and one written once.
+        let batch = vec![
+            manifest(1, "alpha", "1.0.0", "first words"),
+            manifest(2, "alpha", "1.0.1", "second phrase"),
+            manifest(3, "beta", "1.0.0", "doomed package"),
+            manifest(4, "alpha", "1.0.2", "third wording"),
+            tombstone(5, "beta", "1.0.0"),
+            manifest(6, "gamma", "1.0.0", "stays put"),
+        ];
+        let results = store.apply_batch(batch).await.unwrap();
+        assert!(
+            results.iter().all(|r| matches!(r, Ok(Applied::Stored))),
+            "{results:?}"
+        );
+        let found = |query: &str| -> Vec<String> {
+            let (hits, _) = store.search(query, 0, usize::MAX, |_| true).unwrap();
+            hits.into_iter().map(|h| h.name).collect()
+        };
+        assert_eq!(found("wording"), ["alpha"]);
+        assert_eq!(found("stays"), ["gamma"]);
+        for gone in ["first", "phrase", "doomed", "beta"] {
+            assert!(found(gone).is_empty(), "{gone:?} found {:?}", found(gone));
+        }
+        drop(store);
+        let db = raw_database(dir.path());
+        let txn = db.begin_read().unwrap();
+        let mut held = BTreeSet::new();
+        for item in txn
+            .open_multimap_table(SEARCH_GRAMS)
+            .unwrap()
+            .iter()
+            .unwrap()
+        {
+            let (gram, names) = item.unwrap();
+            for name in names {
+                held.insert((gram.value().to_vec(), name.unwrap().value().to_owned()));
+            }
+        }
+        let mut rebuilt = BTreeSet::new();
+        for item in txn.open_table(PACKAGES).unwrap().iter().unwrap() {
+            let (name, entry) = item.unwrap();
+            let entry: PackageEntry = decode(entry.value()).unwrap();
+            for gram in grams(name.value(), &entry.description) {
+                rebuilt.insert((gram.to_vec(), name.value().to_owned()));
+            }
+        }
+        assert!(!rebuilt.is_empty());
+        assert_eq!(held, rebuilt, "no stale entry, none missing");
+    }
 
     #[test]
     fn grams_cover_every_substring_of_three_bytes_or_more() {
