@@ -8,10 +8,11 @@
 //! on from where it reached, so nothing is judged twice. A group that ends incomplete (its
 //! fetch failed) sends the next round back to its page.
 //!
-//! Room: at most [`GROUPS`] groups wait at once, half of them one peer's; a sync that has no
-//! room pauses until one of its groups, or another, is admitted. Dropping the group and pulling its page again instead cost a
-//! catch-up most of its time: every later page was pulled, and its signatures checked, once
-//! per round, and a round admitted only about [`GROUPS`] packages.
+//! Room: at most [`GROUPS`] groups wait at once, at most half of them one peer's; a sync that
+//! has no room pauses until one of its groups, or another, is admitted. Dropping the group
+//! and pulling its page again instead cost a catch-up most of its time: every later page was
+//! pulled, and its signatures checked, once per round, and a round admitted only about
+//! [`GROUPS`] packages.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -27,8 +28,8 @@ use crate::{config::BlobMode, identity::peer_id, node::NodeState};
 /// Deferred groups waiting at once; a sync with more to defer waits for room.
 const GROUPS: usize = 256;
 
-/// Of those, the most one peer's groups may take: a peer whose blobs never come stalls its
-/// own sync, not the others'.
+/// Of those, the most one peer's groups may take: one peer whose blobs never come leaves
+/// the other half to the others.
 const GROUPS_PER_PEER: usize = GROUPS / 2;
 
 #[derive(Debug, Default)]
@@ -172,7 +173,8 @@ impl Deferred {
     /// Defers `group` (records of one package from the page starting at `page`), admitted by
     /// `admit` after the groups of its package deferred before it. When `admit` says the group
     /// is complete, `released` runs once the group no longer holds its page, so a sync it
-    /// starts can move the saved position past it. Waits while [`GROUPS`] groups wait.
+    /// starts can move the saved position past it. Waits while [`GROUPS`] groups wait, or
+    /// [`GROUPS_PER_PEER`] of `peer`'s.
     pub async fn defer<F, Fut, R>(
         self: &Arc<Self>,
         peer: PeerId,
@@ -550,8 +552,11 @@ mod tests {
             |_| std::future::pending(),
             || {},
         );
+        // Kept waiting while the other peer defers: a wait that held a place in the room
+        // would leave it none.
+        tokio::pin!(more_of_a);
         assert!(
-            tokio::time::timeout(Duration::from_secs(60), more_of_a)
+            tokio::time::timeout(Duration::from_secs(60), &mut more_of_a)
                 .await
                 .is_err(),
             "a third group of one peer waits, though the room has a place"

@@ -350,9 +350,23 @@ async fn take_page(
         prechecked,
         ..
     } = pulled;
-    // Records that need no fetch now; each package with a blob to fetch waits as a group,
-    // so a large blob never holds up the records of other packages.
+    // Records that need no fetch now, first: they never wait, not even while the deferred
+    // groups are full. Each package with a blob to fetch waits as a group, so a large blob
+    // never holds up the records of other packages.
     let (now, later) = deferred.split(state, records);
+    let outcome = take_in(
+        state,
+        peer,
+        (now, unparseable),
+        Policy::Rules,
+        &prechecked,
+        &mut StartBlobs { from: peer },
+    )
+    .await;
+    if outcome.incomplete > 0 {
+        // Keep the page for the next round: its missing blobs are being fetched.
+        deferred.retry_from(peer, start);
+    }
     for group in later {
         let state2 = state.clone();
         let prechecked = prechecked.clone();
@@ -373,19 +387,6 @@ async fn take_page(
         let released = move || spawn_sync(&state3, peer);
         // Waits while the deferred groups are full: pulling on would only pull this page again.
         deferred.defer(peer, start, group, admit, released).await;
-    }
-    let outcome = take_in(
-        state,
-        peer,
-        (now, unparseable),
-        Policy::Rules,
-        &prechecked,
-        &mut StartBlobs { from: peer },
-    )
-    .await;
-    if outcome.incomplete > 0 {
-        // Keep the page for the next round: its missing blobs are being fetched.
-        deferred.retry_from(peer, start);
     }
     outcome
 }
