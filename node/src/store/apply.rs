@@ -7,7 +7,7 @@ use niso_protocol::{
     name::validate_tag,
     record::{ManifestBody, NodeSecret, OriginKey, Record, RecordBody, TagBody, TombstoneBody},
 };
-use redb::{ReadableTable, WriteTransaction};
+use redb::{MultimapTable, ReadableTable, Table, WriteTransaction};
 use semver::Version;
 
 use super::authority::{ManifestEffect, View};
@@ -74,12 +74,14 @@ pub fn originate(
     let mut seq = current_seq(txn, &origin)?;
     let mut records = Vec::with_capacity(bodies.len());
     let mut reindex = Reindex::default();
+    let mut tables = LogTables::open(txn)?;
     for body in bodies {
         seq += 1;
         let record = Record::sign(secret, seq, now_ms(), body);
-        apply(txn, &record, &mut reindex)?;
+        tables.apply(&record, &mut reindex)?;
         records.push(record);
     }
+    drop(tables);
     reindex.apply(txn)?;
     Ok(records)
 }
@@ -215,92 +217,232 @@ pub(crate) fn parse_version_key(key: &str) -> Option<(Version, Arch)> {
     Some((version, arch))
 }
 
-/// Applies one verified record to the log and the derived tables, if the rules in
-/// [`super::authority`] allow it; package entries it changes are noted in `reindex`.
-pub fn apply(
-    txn: &WriteTransaction,
-    record: &Record,
-    reindex: &mut Reindex,
-) -> Result<Applied, ChangeError> {
-    let key = record_key(&record.origin, record.seq);
-    let bytes = record.to_bytes();
-    if let Some(applied) = check_log(&txn.open_table(RECORDS).map_err(db)?, record, &bytes)? {
-        return Ok(applied);
+/// Every table applying a record writes, opened once for a whole batch. Opening a redb table
+/// looks it up in the transaction's table tree and closing it writes its root back: opened per
+/// record, that was a fifth of the writer's time in a lazy catch-up.
+pub(crate) struct LogTables<'txn> {
+    records: Table<'txn, &'static [u8], &'static [u8]>,
+    log: Table<'txn, u64, &'static [u8]>,
+    package_log: Table<'txn, (&'static str, u64), &'static [u8]>,
+    log_names: Table<'txn, &'static str, ()>,
+    origins: Table<'txn, &'static [u8], u64>,
+    owners: Table<'txn, &'static str, &'static [u8]>,
+    versions: Table<'txn, &'static str, &'static [u8]>,
+    blob_versions: MultimapTable<'txn, &'static [u8], &'static str>,
+    tombstones: Table<'txn, &'static str, &'static [u8]>,
+    pub(super) retired: Table<'txn, &'static str, &'static [u8]>,
+    tags: Table<'txn, &'static str, &'static [u8]>,
+    packages: Table<'txn, &'static str, &'static [u8]>,
+    /// The log position the next new record takes (read once: only this struct appends).
+    next_position: u64,
+}
+
+impl<'txn> LogTables<'txn> {
+    /// Opens the tables in `txn`, which may open none of them again until this is dropped.
+    pub fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        let log = txn.open_table(LOG).map_err(db)?;
+        let next_position = log
+            .last()
+            .map_err(db)?
+            .map(|(k, _)| k.value() + 1)
+            .unwrap_or(1);
+        Ok(Self {
+            records: txn.open_table(RECORDS).map_err(db)?,
+            log,
+            package_log: txn.open_table(PACKAGE_LOG).map_err(db)?,
+            log_names: txn.open_table(LOG_NAMES).map_err(db)?,
+            origins: txn.open_table(ORIGINS).map_err(db)?,
+            owners: txn.open_table(OWNERS).map_err(db)?,
+            versions: txn.open_table(VERSIONS).map_err(db)?,
+            blob_versions: txn.open_multimap_table(BLOB_VERSIONS).map_err(db)?,
+            tombstones: txn.open_table(TOMBSTONES).map_err(db)?,
+            retired: txn.open_table(RETIRED).map_err(db)?,
+            tags: txn.open_table(TAGS).map_err(db)?,
+            packages: txn.open_table(PACKAGES).map_err(db)?,
+            next_position,
+        })
     }
-    let effect = {
-        let (owners, versions, tombstones, retired, tags) = (
-            txn.open_table(OWNERS).map_err(db)?,
-            txn.open_table(VERSIONS).map_err(db)?,
-            txn.open_table(TOMBSTONES).map_err(db)?,
-            txn.open_table(RETIRED).map_err(db)?,
-            txn.open_table(TAGS).map_err(db)?,
-        );
+
+    /// Applies one verified record to the log and the derived tables, if the rules in
+    /// [`super::authority`] allow it; package entries it changes are noted in `reindex`.
+    pub fn apply(
+        &mut self,
+        record: &Record,
+        reindex: &mut Reindex,
+    ) -> Result<Applied, ChangeError> {
+        let key = record_key(&record.origin, record.seq);
+        let bytes = record.to_bytes();
+        if let Some(applied) = check_log(&self.records, record, &bytes)? {
+            return Ok(applied);
+        }
         let view = View {
-            owners: &owners,
-            versions: &versions,
-            tombstones: &tombstones,
-            retired: &retired,
-            tags: &tags,
+            owners: &self.owners,
+            versions: &self.versions,
+            tombstones: &self.tombstones,
+            retired: &self.retired,
+            tags: &self.tags,
         };
         match &record.body {
-            RecordBody::Manifest(m) => Some(view.check_manifest(&record.origin, m)?),
-            _ => {
+            RecordBody::Manifest(m) => {
+                // With the same bytes already here the record only joins the log.
+                if let ManifestEffect::Add { claim } = view.check_manifest(&record.origin, m)? {
+                    self.add_version(record, m, claim, reindex)?;
+                }
+            }
+            RecordBody::Tag(t) => {
                 view.check(record)?;
-                None
+                self.set_tag(record, t)?;
+            }
+            RecordBody::Tombstone(t) => {
+                view.check(record)?;
+                self.bury(t, reindex)?;
             }
         }
-    };
-    match &record.body {
-        RecordBody::Manifest(m) => {
-            // With the same bytes already here the record only joins the log.
-            if let Some(ManifestEffect::Add { claim }) = effect {
-                add_version(txn, record, m, claim, reindex)?;
-            }
-        }
-        RecordBody::Tag(t) => set_tag(txn, record, t)?,
-        RecordBody::Tombstone(t) => bury(txn, t, reindex)?,
-    }
-    let mut records = txn.open_table(RECORDS).map_err(db)?;
-    records
-        .insert(key.as_slice(), bytes.as_slice())
-        .map_err(db)?;
-    let mut log = txn.open_table(LOG).map_err(db)?;
-    let next = log
-        .last()
-        .map_err(db)?
-        .map(|(k, _)| k.value() + 1)
-        .unwrap_or(1);
-    log.insert(next, key.as_slice()).map_err(db)?;
-    index_log_entry(txn, record.body.package().as_str(), next, &key)?;
-    let mut origins = txn.open_table(ORIGINS).map_err(db)?;
-    let high = origins
-        .get(record.origin.0.as_slice())
-        .map_err(db)?
-        .map(|v| v.value())
-        .unwrap_or(0);
-    if record.seq > high {
-        origins
-            .insert(record.origin.0.as_slice(), record.seq)
+        self.records
+            .insert(key.as_slice(), bytes.as_slice())
             .map_err(db)?;
+        let position = self.next_position;
+        self.log.insert(position, key.as_slice()).map_err(db)?;
+        self.next_position += 1;
+        index_log_entry(
+            &mut self.package_log,
+            &mut self.log_names,
+            record.body.package().as_str(),
+            position,
+            &key,
+        )?;
+        let high = self
+            .origins
+            .get(record.origin.0.as_slice())
+            .map_err(db)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        if record.seq > high {
+            self.origins
+                .insert(record.origin.0.as_slice(), record.seq)
+                .map_err(db)?;
+        }
+        Ok(Applied::Stored)
     }
-    Ok(Applied::Stored)
+
+    fn add_version(
+        &mut self,
+        record: &Record,
+        m: &ManifestBody,
+        claim: bool,
+        reindex: &mut Reindex,
+    ) -> Result<(), ChangeError> {
+        let name = m.name.as_str();
+        let vk = version_key(name, &m.version.to_string(), m.arch.as_str());
+        if claim {
+            let owner = OwnerEntry {
+                name: name.to_owned(),
+                origin: record.origin.0,
+            };
+            self.owners
+                .insert(m.name.canonical().as_str(), encode(&owner)?.as_slice())
+                .map_err(db)?;
+        }
+        let entry = VersionEntry {
+            digest: *m.digest.as_bytes(),
+            size: m.size,
+            description: m.description.clone(),
+            published_ms: record.timestamp_ms,
+            origin: record.origin.0,
+            seq: record.seq,
+        };
+        self.versions
+            .insert(vk.as_str(), encode(&entry)?.as_slice())
+            .map_err(db)?;
+        self.blob_versions
+            .insert(&entry.digest[..], vk.as_str())
+            .map_err(db)?;
+        let package = PackageEntry {
+            description: m.description.clone(),
+            updated_ms: now_ms(),
+        };
+        let old = self
+            .packages
+            .insert(name, encode(&package)?.as_slice())
+            .map_err(db)?
+            .map(|v| decode::<PackageEntry>(v.value()))
+            .transpose()?;
+        reindex.note(name, old, Some(package));
+        Ok(())
+    }
+
+    fn set_tag(&mut self, record: &Record, t: &TagBody) -> Result<(), ChangeError> {
+        let entry = TagEntry {
+            version: t.version.as_ref().map(ToString::to_string),
+            tag_seq: t.tag_seq,
+            origin: record.origin.0,
+            updated_ms: record.timestamp_ms,
+        };
+        self.tags
+            .insert(
+                tag_key(t.name.as_str(), &t.tag).as_str(),
+                encode(&entry)?.as_slice(),
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn bury(&mut self, t: &TombstoneBody, reindex: &mut Reindex) -> Result<(), ChangeError> {
+        let name = t.name.as_str();
+        let vk = version_key(name, &t.version.to_string(), t.arch.as_str());
+        self.tombstones.insert(vk.as_str(), &[][..]).map_err(db)?;
+        self.remove_version(name, &vk, reindex)?;
+        Ok(())
+    }
+
+    /// Removes a live version (deletion or local GC) and drops the package from listings once
+    /// it has no versions left (noted in `reindex`). Returns the removed version's digest.
+    pub fn remove_version(
+        &mut self,
+        name: &str,
+        vk: &str,
+        reindex: &mut Reindex,
+    ) -> Result<Option<Digest>, StoreError> {
+        let removed = match self.versions.remove(vk).map_err(db)? {
+            Some(old) => {
+                let entry: VersionEntry = decode(old.value())?;
+                self.blob_versions
+                    .remove(&entry.digest[..], vk)
+                    .map_err(db)?;
+                Some(Digest::from_bytes(entry.digest))
+            }
+            None => None,
+        };
+        let (lo, hi) = package_range(name);
+        let empty = self
+            .versions
+            .range(lo.as_str()..hi.as_str())
+            .map_err(db)?
+            .next()
+            .is_none();
+        if empty {
+            let old = self
+                .packages
+                .remove(name)
+                .map_err(db)?
+                .map(|v| decode::<PackageEntry>(v.value()))
+                .transpose()?;
+            reindex.note(name, old, None);
+        }
+        Ok(removed)
+    }
 }
 
 /// Adds a log entry to the per-package index.
 pub(crate) fn index_log_entry(
-    txn: &WriteTransaction,
+    package_log: &mut Table<'_, (&'static str, u64), &'static [u8]>,
+    log_names: &mut Table<'_, &'static str, ()>,
     package: &str,
     position: u64,
     key: &[u8],
 ) -> Result<(), StoreError> {
-    txn.open_table(PACKAGE_LOG)
-        .map_err(db)?
-        .insert((package, position), key)
-        .map_err(db)?;
-    txn.open_table(LOG_NAMES)
-        .map_err(db)?
-        .insert(package, ())
-        .map_err(db)?;
+    package_log.insert((package, position), key).map_err(db)?;
+    log_names.insert(package, ()).map_err(db)?;
     Ok(())
 }
 
@@ -320,125 +462,4 @@ pub(crate) fn check_log(
             seq: record.seq,
         }),
     }
-}
-
-fn add_version(
-    txn: &WriteTransaction,
-    record: &Record,
-    m: &ManifestBody,
-    claim: bool,
-    reindex: &mut Reindex,
-) -> Result<(), ChangeError> {
-    let name = m.name.as_str();
-    let vk = version_key(name, &m.version.to_string(), m.arch.as_str());
-    if claim {
-        let owner = OwnerEntry {
-            name: name.to_owned(),
-            origin: record.origin.0,
-        };
-        txn.open_table(OWNERS)
-            .map_err(db)?
-            .insert(m.name.canonical().as_str(), encode(&owner)?.as_slice())
-            .map_err(db)?;
-    }
-    let entry = VersionEntry {
-        digest: *m.digest.as_bytes(),
-        size: m.size,
-        description: m.description.clone(),
-        published_ms: record.timestamp_ms,
-        origin: record.origin.0,
-        seq: record.seq,
-    };
-    txn.open_table(VERSIONS)
-        .map_err(db)?
-        .insert(vk.as_str(), encode(&entry)?.as_slice())
-        .map_err(db)?;
-    txn.open_multimap_table(BLOB_VERSIONS)
-        .map_err(db)?
-        .insert(&entry.digest[..], vk.as_str())
-        .map_err(db)?;
-    let package = PackageEntry {
-        description: m.description.clone(),
-        updated_ms: now_ms(),
-    };
-    let old = txn
-        .open_table(PACKAGES)
-        .map_err(db)?
-        .insert(name, encode(&package)?.as_slice())
-        .map_err(db)?
-        .map(|v| decode::<PackageEntry>(v.value()))
-        .transpose()?;
-    reindex.note(name, old, Some(package));
-    Ok(())
-}
-
-fn set_tag(txn: &WriteTransaction, record: &Record, t: &TagBody) -> Result<(), ChangeError> {
-    let entry = TagEntry {
-        version: t.version.as_ref().map(ToString::to_string),
-        tag_seq: t.tag_seq,
-        origin: record.origin.0,
-        updated_ms: record.timestamp_ms,
-    };
-    txn.open_table(TAGS)
-        .map_err(db)?
-        .insert(
-            tag_key(t.name.as_str(), &t.tag).as_str(),
-            encode(&entry)?.as_slice(),
-        )
-        .map_err(db)?;
-    Ok(())
-}
-
-fn bury(
-    txn: &WriteTransaction,
-    t: &TombstoneBody,
-    reindex: &mut Reindex,
-) -> Result<(), ChangeError> {
-    let name = t.name.as_str();
-    let vk = version_key(name, &t.version.to_string(), t.arch.as_str());
-    txn.open_table(TOMBSTONES)
-        .map_err(db)?
-        .insert(vk.as_str(), &[][..])
-        .map_err(db)?;
-    remove_version(txn, name, &vk, reindex)?;
-    Ok(())
-}
-
-/// Removes a live version (deletion or local GC) and drops the package from listings once it
-/// has no versions left (noted in `reindex`). Returns the removed version's digest.
-pub fn remove_version(
-    txn: &WriteTransaction,
-    name: &str,
-    vk: &str,
-    reindex: &mut Reindex,
-) -> Result<Option<Digest>, StoreError> {
-    let mut versions = txn.open_table(VERSIONS).map_err(db)?;
-    let removed = match versions.remove(vk).map_err(db)? {
-        Some(old) => {
-            let entry: VersionEntry = decode(old.value())?;
-            txn.open_multimap_table(BLOB_VERSIONS)
-                .map_err(db)?
-                .remove(&entry.digest[..], vk)
-                .map_err(db)?;
-            Some(Digest::from_bytes(entry.digest))
-        }
-        None => None,
-    };
-    let (lo, hi) = package_range(name);
-    let empty = versions
-        .range(lo.as_str()..hi.as_str())
-        .map_err(db)?
-        .next()
-        .is_none();
-    if empty {
-        let old = txn
-            .open_table(PACKAGES)
-            .map_err(db)?
-            .remove(name)
-            .map_err(db)?
-            .map(|v| decode::<PackageEntry>(v.value()))
-            .transpose()?;
-        reindex.note(name, old, None);
-    }
-    Ok(removed)
 }

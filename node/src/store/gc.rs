@@ -16,11 +16,11 @@ use semver::Version;
 
 use super::{
     Store,
-    apply::remove_version,
+    apply::LogTables,
     catalog::{StrTable, tags_from, versions_from},
     error::{StoreError, db},
     search_index::Reindex,
-    tables::{BLOB_VERSIONS, PACKAGES, RETIRED, TAGS, VERSIONS, version_key},
+    tables::{BLOB_VERSIONS, PACKAGES, TAGS, VERSIONS, version_key},
 };
 use crate::failpoint::Failpoints;
 
@@ -73,17 +73,19 @@ impl Store {
                 )?;
                 let mut removed = Vec::new();
                 let mut reindex = Reindex::default();
+                let mut tables = LogTables::open(txn)?;
                 for v in still {
                     let vk = version_key(&v.name, &v.version, &v.arch);
-                    if let Some(digest) = remove_version(txn, &v.name, &vk, &mut reindex)? {
+                    if let Some(digest) = tables.remove_version(&v.name, &vk, &mut reindex)? {
                         // Remember the bytes, so the version can never come back as others.
-                        txn.open_table(RETIRED)
-                            .map_err(db)?
+                        tables
+                            .retired
                             .insert(vk.as_str(), digest.as_bytes().as_slice())
                             .map_err(db)?;
                         removed.push(v);
                     }
                 }
+                drop(tables);
                 reindex.apply(txn)?;
                 Ok::<_, StoreError>(removed)
             })

@@ -28,8 +28,8 @@ pub(super) fn index_package_log(txn: &WriteTransaction) -> Result<(), StoreError
         .list_tables()
         .map_err(db)?
         .any(|t| t.name() == PACKAGE_LOG.name());
-    txn.open_table(PACKAGE_LOG).map_err(db)?;
-    txn.open_table(LOG_NAMES).map_err(db)?;
+    let mut package_log = txn.open_table(PACKAGE_LOG).map_err(db)?;
+    let mut log_names = txn.open_table(LOG_NAMES).map_err(db)?;
     if exists {
         return Ok(());
     }
@@ -53,7 +53,7 @@ pub(super) fn index_package_log(txn: &WriteTransaction) -> Result<(), StoreError
         out
     };
     for (pos, key, package) in entries {
-        index_log_entry(txn, &package, pos, &key)?;
+        index_log_entry(&mut package_log, &mut log_names, &package, pos, &key)?;
     }
     Ok(())
 }

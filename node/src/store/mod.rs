@@ -220,12 +220,14 @@ impl Store {
             .write(move |txn| {
                 let mut out = Vec::with_capacity(records.len());
                 let mut reindex = Reindex::default();
+                let mut tables = apply::LogTables::open(txn)?;
                 for record in &records {
-                    match apply::apply(txn, record, &mut reindex) {
+                    match tables.apply(record, &mut reindex) {
                         Err(ChangeError::Store(e)) => return Err(e),
                         other => out.push(other),
                     }
                 }
+                drop(tables);
                 reindex.apply(txn)?;
                 Ok::<_, StoreError>(out)
             })

@@ -60,35 +60,54 @@ impl Reindex {
         }
     }
 
-    /// Moves the index of every noted package, in `txn` (the one that changed them).
+    /// Moves the index of every noted package, in `txn` (the one that changed them). Each
+    /// chunk of packages moves in trigram order, so neighbouring changes meet the same pages;
+    /// chunks bound the memory a large GC would otherwise spend on its list of moves.
     pub fn apply(self, txn: &WriteTransaction) -> Result<(), StoreError> {
-        for (name, (old, new)) in &self.0 {
-            reindex(txn, name, old.as_ref(), new.as_ref())?;
+        const CHUNK: usize = 256;
+        let changes: Vec<_> = self.0.iter().collect();
+        let mut table = None;
+        for chunk in changes.chunks(CHUNK) {
+            let mut removals = Vec::new();
+            let mut additions = Vec::new();
+            for (name, (old, new)) in chunk {
+                let (gone, added) = regram(name, old.as_ref(), new.as_ref());
+                removals.extend(gone.into_iter().map(|gram| (gram, name.as_str())));
+                additions.extend(added.into_iter().map(|gram| (gram, name.as_str())));
+            }
+            if removals.is_empty() && additions.is_empty() {
+                continue;
+            }
+            removals.sort_unstable();
+            additions.sort_unstable();
+            let table = match &mut table {
+                Some(table) => table,
+                None => table.insert(txn.open_multimap_table(SEARCH_GRAMS).map_err(db)?),
+            };
+            for (gram, name) in removals {
+                table.remove(&gram[..], name).map_err(db)?;
+            }
+            for (gram, name) in additions {
+                table.insert(&gram[..], name).map_err(db)?;
+            }
         }
         Ok(())
     }
 }
 
-/// Moves `name`'s entries from what `old` described to what `new` does (`None`: absent).
-fn reindex(
-    txn: &WriteTransaction,
+/// The trigrams `name` loses and gains when its entry goes from `old` to `new` (`None`:
+/// absent).
+fn regram(
     name: &str,
     old: Option<&PackageEntry>,
     new: Option<&PackageEntry>,
-) -> Result<(), StoreError> {
+) -> (Vec<[u8; GRAM]>, Vec<[u8; GRAM]>) {
     let before = old.map(|e| grams(name, &e.description)).unwrap_or_default();
     let after = new.map(|e| grams(name, &e.description)).unwrap_or_default();
-    if before == after {
-        return Ok(());
-    }
-    let mut table = txn.open_multimap_table(SEARCH_GRAMS).map_err(db)?;
-    for gram in before.difference(&after) {
-        table.remove(&gram[..], name).map_err(db)?;
-    }
-    for gram in after.difference(&before) {
-        table.insert(&gram[..], name).map_err(db)?;
-    }
-    Ok(())
+    (
+        before.difference(&after).copied().collect(),
+        after.difference(&before).copied().collect(),
+    )
 }
 
 /// Creates the index, filling it from [`PACKAGES`] when a data dir from before it is opened
@@ -111,11 +130,14 @@ pub fn create(txn: &WriteTransaction) -> Result<(), StoreError> {
         }
         out
     };
-    for (name, entry) in &packages {
-        reindex(txn, name, None, Some(entry))?;
+    let count = packages.len();
+    let mut all = Reindex::default();
+    for (name, entry) in packages {
+        all.note(&name, None, Some(entry));
     }
-    if !packages.is_empty() {
-        tracing::info!(packages = packages.len(), "built the search index");
+    all.apply(txn)?;
+    if count > 0 {
+        tracing::info!(packages = count, "built the search index");
     }
     Ok(())
 }
@@ -173,8 +195,9 @@ mod tests {
         )
         .unwrap();
         // One batch: a package whose description changes twice, one added and deleted whole,
-        // and one written once.
-        let batch = vec![
+        // and one written once; enough others that the index moves in more than one chunk,
+        // with "gamma" sorting into the last.
+        let mut batch = vec![
             manifest(1, "alpha", "1.0.0", "first words"),
             manifest(2, "alpha", "1.0.1", "second phrase"),
             manifest(3, "beta", "1.0.0", "doomed package"),
@@ -182,6 +205,9 @@ mod tests {
             tombstone(5, "beta", "1.0.0"),
             manifest(6, "gamma", "1.0.0", "stays put"),
         ];
+        batch.extend(
+            (0..300).map(|n| manifest(7 + n, &format!("filler-{n:03}"), "1.0.0", "padding")),
+        );
         let results = store.apply_batch(batch).await.unwrap();
         assert!(
             results.iter().all(|r| matches!(r, Ok(Applied::Stored))),
@@ -193,6 +219,7 @@ mod tests {
         };
         assert_eq!(found("wording"), ["alpha"]);
         assert_eq!(found("stays"), ["gamma"]);
+        assert_eq!(found("filler-299"), ["filler-299"]);
         for gone in ["first", "phrase", "doomed", "beta"] {
             assert!(found(gone).is_empty(), "{gone:?} found {:?}", found(gone));
         }
