@@ -496,9 +496,13 @@ pub async fn finish(
     let _pin = store_blob(&state.store, path, verified.digest).await?;
     state.failpoints.hit("push-blob-committed", 0).await;
     let change = LocalChange::Publish(manifest);
-    let outcome = state.store.originate(change).await;
-    remove(&state, id, lease).await?;
-    outcome.map_err(shown)?;
+    match state.store.originate_from_upload(change, id.clone()).await {
+        Ok(_) => drop(lease),
+        Err(refusal) => {
+            remove(&state, id, lease).await?;
+            return Err(shown(refusal).into());
+        }
+    }
     state.metrics.packages_published.inc();
     tracing::info!(
         package = %published.name,

@@ -5,10 +5,12 @@ use std::path::{Path, PathBuf};
 
 use redb::ReadableTable;
 
+use niso_protocol::record::Record;
+
 use super::{
-    Store,
+    LocalChange, Store, apply,
     entries::{UploadEntry, decode, encode},
-    error::{StoreError, db},
+    error::{ChangeError, StoreError, db},
     tables::UPLOADS,
 };
 
@@ -97,6 +99,31 @@ impl Store {
             }
             Ok(out)
         })
+    }
+
+    /// Publishes what an upload carried and forgets the upload, in one transaction, so a push
+    /// waits for one durable commit, not two. The upload's file must already be gone (moved
+    /// into the blob store). When the change is refused nothing is written: the caller
+    /// removes the upload itself.
+    pub async fn originate_from_upload(
+        &self,
+        change: LocalChange,
+        id: String,
+    ) -> Result<Vec<Record>, ChangeError> {
+        let secret = self.secret.clone();
+        let records = self
+            .writer
+            .write(move |txn| {
+                let records = apply::originate(txn, &secret, change)?;
+                txn.open_table(UPLOADS)
+                    .map_err(db)?
+                    .remove(id.as_str())
+                    .map_err(db)?;
+                Ok::<_, ChangeError>(records)
+            })
+            .await?;
+        self.log_changed();
+        Ok(records)
     }
 
     /// Forgets an upload and deletes its file (if it is still there).
