@@ -73,17 +73,15 @@ pub fn originate(
     let origin = secret.origin();
     let mut seq = current_seq(txn, &origin)?;
     let mut records = Vec::with_capacity(bodies.len());
-    let mut reindex = Reindex::default();
-    let mut tables = LogTables::open(txn)?;
-    for body in bodies {
-        seq += 1;
-        let record = Record::sign(secret, seq, now_ms(), body);
-        tables.apply(&record, &mut reindex)?;
-        records.push(record);
-    }
-    drop(tables);
-    reindex.apply(txn)?;
-    Ok(records)
+    LogTables::with(txn, |tables| {
+        for body in bodies {
+            seq += 1;
+            let record = Record::sign(secret, seq, now_ms(), body);
+            tables.apply(&record)?;
+            records.push(record);
+        }
+        Ok(records)
+    })
 }
 
 fn current_seq(txn: &WriteTransaction, origin: &OriginKey) -> Result<u64, StoreError> {
@@ -220,6 +218,9 @@ pub(crate) fn parse_version_key(key: &str) -> Option<(Version, Arch)> {
 /// Every table applying a record writes, opened once for a whole batch. Opening a redb table
 /// looks it up in the transaction's table tree and closing it writes its root back: opened per
 /// record, that was a fifth of the writer's time in a lazy catch-up.
+///
+/// Only [`LogTables::with`] hands them out, and it moves the search index for every package
+/// entry they changed before it returns, so no change can leave the index behind.
 pub(crate) struct LogTables<'txn> {
     records: Table<'txn, &'static [u8], &'static [u8]>,
     log: Table<'txn, u64, &'static [u8]>,
@@ -235,11 +236,25 @@ pub(crate) struct LogTables<'txn> {
     packages: Table<'txn, &'static str, &'static [u8]>,
     /// The log position the next new record takes (read once: only this struct appends).
     next_position: u64,
+    /// The package entries changed so far, for the search index.
+    reindex: Reindex,
 }
 
 impl<'txn> LogTables<'txn> {
-    /// Opens the tables in `txn`, which may open none of them again until this is dropped.
-    pub fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+    /// Runs `f` over the tables, opened in `txn` (which may open none of them itself
+    /// meanwhile), then moves the search index for the package entries `f` changed.
+    pub fn with<T, E: From<StoreError>>(
+        txn: &'txn WriteTransaction,
+        f: impl FnOnce(&mut LogTables<'txn>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut tables = Self::open(txn)?;
+        let out = f(&mut tables)?;
+        let reindex = tables.reindex;
+        reindex.apply(txn)?;
+        Ok(out)
+    }
+
+    fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
         let log = txn.open_table(LOG).map_err(db)?;
         let next_position = log
             .last()
@@ -260,16 +275,13 @@ impl<'txn> LogTables<'txn> {
             tags: txn.open_table(TAGS).map_err(db)?,
             packages: txn.open_table(PACKAGES).map_err(db)?,
             next_position,
+            reindex: Reindex::default(),
         })
     }
 
     /// Applies one verified record to the log and the derived tables, if the rules in
-    /// [`super::authority`] allow it; package entries it changes are noted in `reindex`.
-    pub fn apply(
-        &mut self,
-        record: &Record,
-        reindex: &mut Reindex,
-    ) -> Result<Applied, ChangeError> {
+    /// [`super::authority`] allow it.
+    pub fn apply(&mut self, record: &Record) -> Result<Applied, ChangeError> {
         let key = record_key(&record.origin, record.seq);
         let bytes = record.to_bytes();
         if let Some(applied) = check_log(&self.records, record, &bytes)? {
@@ -286,7 +298,7 @@ impl<'txn> LogTables<'txn> {
             RecordBody::Manifest(m) => {
                 // With the same bytes already here the record only joins the log.
                 if let ManifestEffect::Add { claim } = view.check_manifest(&record.origin, m)? {
-                    self.add_version(record, m, claim, reindex)?;
+                    self.add_version(record, m, claim)?;
                 }
             }
             RecordBody::Tag(t) => {
@@ -295,7 +307,7 @@ impl<'txn> LogTables<'txn> {
             }
             RecordBody::Tombstone(t) => {
                 view.check(record)?;
-                self.bury(t, reindex)?;
+                self.bury(t)?;
             }
         }
         self.records
@@ -330,7 +342,6 @@ impl<'txn> LogTables<'txn> {
         record: &Record,
         m: &ManifestBody,
         claim: bool,
-        reindex: &mut Reindex,
     ) -> Result<(), ChangeError> {
         let name = m.name.as_str();
         let vk = version_key(name, &m.version.to_string(), m.arch.as_str());
@@ -367,7 +378,7 @@ impl<'txn> LogTables<'txn> {
             .map_err(db)?
             .map(|v| decode::<PackageEntry>(v.value()))
             .transpose()?;
-        reindex.note(name, old, Some(package));
+        self.reindex.note(name, old, Some(package));
         Ok(())
     }
 
@@ -387,22 +398,17 @@ impl<'txn> LogTables<'txn> {
         Ok(())
     }
 
-    fn bury(&mut self, t: &TombstoneBody, reindex: &mut Reindex) -> Result<(), ChangeError> {
+    fn bury(&mut self, t: &TombstoneBody) -> Result<(), ChangeError> {
         let name = t.name.as_str();
         let vk = version_key(name, &t.version.to_string(), t.arch.as_str());
         self.tombstones.insert(vk.as_str(), &[][..]).map_err(db)?;
-        self.remove_version(name, &vk, reindex)?;
+        self.remove_version(name, &vk)?;
         Ok(())
     }
 
     /// Removes a live version (deletion or local GC) and drops the package from listings once
-    /// it has no versions left (noted in `reindex`). Returns the removed version's digest.
-    pub fn remove_version(
-        &mut self,
-        name: &str,
-        vk: &str,
-        reindex: &mut Reindex,
-    ) -> Result<Option<Digest>, StoreError> {
+    /// it has no versions left. Returns the removed version's digest.
+    pub fn remove_version(&mut self, name: &str, vk: &str) -> Result<Option<Digest>, StoreError> {
         let removed = match self.versions.remove(vk).map_err(db)? {
             Some(old) => {
                 let entry: VersionEntry = decode(old.value())?;
@@ -427,7 +433,7 @@ impl<'txn> LogTables<'txn> {
                 .map_err(db)?
                 .map(|v| decode::<PackageEntry>(v.value()))
                 .transpose()?;
-            reindex.note(name, old, None);
+            self.reindex.note(name, old, None);
         }
         Ok(removed)
     }

@@ -19,7 +19,6 @@ use super::{
     apply::LogTables,
     catalog::{StrTable, tags_from, versions_from},
     error::{StoreError, db},
-    search_index::Reindex,
     tables::{BLOB_VERSIONS, PACKAGES, TAGS, VERSIONS, version_key},
 };
 use crate::failpoint::Failpoints;
@@ -71,23 +70,21 @@ impl Store {
                     &txn.open_table(TAGS).map_err(db)?,
                     keep,
                 )?;
-                let mut removed = Vec::new();
-                let mut reindex = Reindex::default();
-                let mut tables = LogTables::open(txn)?;
-                for v in still {
-                    let vk = version_key(&v.name, &v.version, &v.arch);
-                    if let Some(digest) = tables.remove_version(&v.name, &vk, &mut reindex)? {
-                        // Remember the bytes, so the version can never come back as others.
-                        tables
-                            .retired
-                            .insert(vk.as_str(), digest.as_bytes().as_slice())
-                            .map_err(db)?;
-                        removed.push(v);
+                LogTables::with(txn, |tables| {
+                    let mut removed = Vec::new();
+                    for v in still {
+                        let vk = version_key(&v.name, &v.version, &v.arch);
+                        if let Some(digest) = tables.remove_version(&v.name, &vk)? {
+                            // Remember the bytes, so the version can never come back as others.
+                            tables
+                                .retired
+                                .insert(vk.as_str(), digest.as_bytes().as_slice())
+                                .map_err(db)?;
+                            removed.push(v);
+                        }
                     }
-                }
-                drop(tables);
-                reindex.apply(txn)?;
-                Ok::<_, StoreError>(removed)
+                    Ok::<_, StoreError>(removed)
+                })
             })
             .await?;
         outcome.versions = removed;

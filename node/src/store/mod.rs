@@ -39,7 +39,6 @@ pub use uploads::OpenUploadError;
 use crate::failpoint::Failpoints;
 use database::Db;
 use error::db;
-use search_index::Reindex;
 use writer::Writer;
 
 /// Size of the file a write probe writes: enough to need fresh blocks on a full disk.
@@ -218,18 +217,16 @@ impl Store {
     ) -> Result<Vec<Result<Applied, ChangeError>>, StoreError> {
         self.writer
             .write(move |txn| {
-                let mut out = Vec::with_capacity(records.len());
-                let mut reindex = Reindex::default();
-                let mut tables = apply::LogTables::open(txn)?;
-                for record in &records {
-                    match tables.apply(record, &mut reindex) {
-                        Err(ChangeError::Store(e)) => return Err(e),
-                        other => out.push(other),
+                apply::LogTables::with(txn, |tables| {
+                    let mut out = Vec::with_capacity(records.len());
+                    for record in &records {
+                        match tables.apply(record) {
+                            Err(ChangeError::Store(e)) => return Err(e),
+                            other => out.push(other),
+                        }
                     }
-                }
-                drop(tables);
-                reindex.apply(txn)?;
-                Ok::<_, StoreError>(out)
+                    Ok::<_, StoreError>(out)
+                })
             })
             .await
             .inspect(|_| self.log_changed())

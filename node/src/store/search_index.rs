@@ -5,7 +5,8 @@
 //!
 //! Kept in the same transactions that write [`PACKAGES`]: wherever an entry is written or
 //! removed, the change is noted in a [`Reindex`] with the entry it replaces, and the
-//! transaction moves the index once per package before it commits. A catch-up batch holds
+//! transaction moves the index once per package before it commits (`LogTables::with` in
+//! `apply.rs`, the only writer of [`PACKAGES`], does both). A catch-up batch holds
 //! several versions of a package, each rewriting its entry; the trigrams in between were
 //! inserted and removed again for nothing (a third of the writer's time in a lazy catch-up).
 
