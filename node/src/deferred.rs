@@ -273,13 +273,16 @@ fn needs_fetch(state: &NodeState, record: &Record) -> bool {
     let RecordBody::Manifest(m) = &record.body else {
         return false;
     };
-    if state.store.blobs().contains(&m.digest) || state.store.holds_exact(record).unwrap_or(false) {
-        return false;
-    }
+    // The rule first: it is in memory, and a lazy catch-up asks this of every record.
     state
         .trust
         .accepts(&peer_id(&record.origin), m.name.as_str())
         == Some(BlobMode::Eager)
+        && !state.store.blobs().contains(&m.digest)
+        && !state
+            .store
+            .holds_exact_all(std::slice::from_ref(record))
+            .is_ok_and(|held| held.contains(&true))
 }
 
 #[cfg(test)]

@@ -452,29 +452,33 @@ enum Judged {
 enum Check {
     /// This exact record is held already: nothing else to check.
     Held,
-    Valid,
+    /// Its fields and signature hold; what the rules say about it now.
+    Valid(Result<(), ChangeError>),
     Invalid(String),
 }
 
-/// Steps 1–2 for a whole batch: which records are held already, and whether the others'
-/// fields and signatures hold (unless `prechecked` has the verdict already).
+/// Steps 1–2 for a whole batch: which records are held already, whether the others' fields
+/// and signatures hold (unless `prechecked` has the verdict already), and what the rules say
+/// about those that do. The reads are one transaction each for the whole batch.
 async fn check_all(
     state: &Arc<NodeState>,
     records: &[Record],
     prechecked: &Prechecked,
 ) -> Result<Vec<Check>, StoreError> {
-    let mut checks = Vec::with_capacity(records.len());
+    // `None`: fields and signature hold so far; the rules are asked below.
+    let mut checks: Vec<Option<Check>> = Vec::with_capacity(records.len());
     let mut fresh = Vec::new();
-    for (i, record) in records.iter().enumerate() {
-        // A different record under a held (origin, seq) is equivocation: the pre-check says so.
-        if state.store.holds_exact(record)? {
-            checks.push(Check::Held);
+    let held = state.store.holds_exact_all(records)?;
+    for ((i, record), held) in records.iter().enumerate().zip(held) {
+        // A different record under a held (origin, seq) is equivocation: the rules say so.
+        if held {
+            checks.push(Some(Check::Held));
         } else {
             match prechecked.verdict(record) {
-                Some(Ok(())) => checks.push(Check::Valid),
-                Some(Err(detail)) => checks.push(Check::Invalid(detail.clone())),
+                Some(Ok(())) => checks.push(None),
+                Some(Err(detail)) => checks.push(Some(Check::Invalid(detail.clone()))),
                 None => {
-                    checks.push(Check::Valid);
+                    checks.push(None);
                     fresh.push(i);
                 }
             }
@@ -483,10 +487,21 @@ async fn check_all(
     let verdicts = verify_many(state, fresh.iter().map(|&i| records[i].clone()).collect()).await;
     for (&i, verdict) in fresh.iter().zip(verdicts) {
         if let Some(detail) = verdict {
-            checks[i] = Check::Invalid(detail);
+            checks[i] = Some(Check::Invalid(detail));
         }
     }
-    Ok(checks)
+    let valid: Vec<usize> = (0..records.len())
+        .filter(|&i| checks[i].is_none())
+        .collect();
+    let asked: Vec<&Record> = valid.iter().map(|&i| &records[i]).collect();
+    let rules = state.store.precheck_all(&asked)?;
+    for (i, rule) in valid.into_iter().zip(rules) {
+        checks[i] = Some(Check::Valid(rule));
+    }
+    Ok(checks
+        .into_iter()
+        .map(|c| c.unwrap_or_else(|| Check::Invalid("not checked".into())))
+        .collect())
 }
 
 /// Steps 1–4: everything decided without bytes.
@@ -496,7 +511,7 @@ fn judge(
     record: &Record,
     check: Check,
 ) -> Result<Judged, StoreError> {
-    match check {
+    let rule = match check {
         Check::Held => return Ok(Judged::Done(Verdict::Duplicate)),
         Check::Invalid(detail) => {
             return Ok(Judged::Done(Verdict::Refused {
@@ -504,8 +519,8 @@ fn judge(
                 detail,
             }));
         }
-        Check::Valid => {}
-    }
+        Check::Valid(rule) => rule,
+    };
     let package = record.body.package().as_str();
     let mode = match policy {
         Policy::Operator => BlobMode::Eager,
@@ -525,7 +540,7 @@ fn judge(
             ),
         }));
     }
-    match state.store.precheck(record) {
+    match rule {
         // The manifest may come earlier in this very batch; `apply` decides.
         Ok(()) | Err(ChangeError::UnknownPackage { .. }) => Ok(Judged::Go(mode)),
         Err(ChangeError::Store(e)) => Err(e),

@@ -80,10 +80,15 @@ impl Prechecked {
     /// Checks `records` that this node does not hold yet (one already held is a duplicate,
     /// which the intake sees without a signature check).
     pub async fn check(state: &Arc<NodeState>, records: &[Record]) -> Self {
+        let held = state
+            .store
+            .holds_exact_all(records)
+            .unwrap_or_else(|_| vec![false; records.len()]);
         let fresh: Vec<Record> = records
             .iter()
-            .filter(|r| !state.store.holds_exact(r).unwrap_or(false))
-            .cloned()
+            .zip(held)
+            .filter(|(_, held)| !held)
+            .map(|(r, _)| r.clone())
             .collect();
         let ids: Vec<Digest> = fresh.iter().map(Record::id).collect();
         let verdicts = verify_many(state, fresh).await;

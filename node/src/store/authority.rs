@@ -396,7 +396,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let store = Store::open(dir.path(), secret('n'), Failpoints::default()).unwrap();
             for (record, want) in records.into_iter().zip(&want) {
-                let pre = store.precheck(&record);
+                let pre = store.precheck_all(&[&record]).unwrap().remove(0);
                 let applied = store.apply_batch(vec![record]).await.unwrap().remove(0);
                 // `Ok` from the pre-check means "go ahead": stored, or a duplicate.
                 let agrees = match &pre {

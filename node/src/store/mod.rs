@@ -242,19 +242,31 @@ impl Store {
             .unwrap_or(Err(ChangeError::Refused("nothing was applied".into())))
     }
 
-    /// What the rules would say about `record` now, without fetching or writing anything:
-    /// lets the intake refuse before it fetches a blob. `apply` decides for good.
-    pub fn precheck(&self, record: &Record) -> Result<(), ChangeError> {
-        let txn = self.db.get()?.begin_read().map_err(db)?;
-        let known = apply::check_log(
-            &txn.open_table(tables::RECORDS).map_err(db)?,
-            record,
-            &record.to_bytes(),
-        )?;
-        if known.is_some() {
-            return Ok(());
+    /// What the rules would say about each of `records` now, without fetching or writing
+    /// anything: lets the intake refuse before it fetches a blob. `apply` decides for good.
+    /// One read transaction for all of them (a page of a catch-up asks for hundreds).
+    pub fn precheck_all(
+        &self,
+        records: &[&Record],
+    ) -> Result<Vec<Result<(), ChangeError>>, StoreError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
         }
-        read_view(&txn, |view| view.check(record))
+        let txn = self.db.get()?.begin_read().map_err(db)?;
+        let log = txn.open_table(tables::RECORDS).map_err(db)?;
+        read_view(&txn, |view| {
+            Ok::<_, StoreError>(
+                records
+                    .iter()
+                    .map(
+                        |record| match apply::check_log(&log, record, &record.to_bytes())? {
+                            Some(_) => Ok(()),
+                            None => view.check(record),
+                        },
+                    )
+                    .collect(),
+            )
+        })
     }
 
     /// Whether this node may publish `m` under its own key now: `Ok(true)` for a new version,
@@ -273,14 +285,19 @@ impl Store {
         })
     }
 
-    /// Whether the log holds exactly this record.
-    pub fn holds_exact(&self, record: &Record) -> Result<bool, StoreError> {
+    /// Whether the log holds exactly each of `records`, in one read transaction.
+    pub fn holds_exact_all(&self, records: &[Record]) -> Result<Vec<bool>, StoreError> {
         self.read(|txn| {
             let t = txn.open_table(tables::RECORDS).map_err(db)?;
-            let key = tables::record_key(&record.origin, record.seq);
-            Ok(t.get(key.as_slice())
-                .map_err(db)?
-                .is_some_and(|v| v.value() == record.to_bytes().as_slice()))
+            records
+                .iter()
+                .map(|record| {
+                    let key = tables::record_key(&record.origin, record.seq);
+                    Ok(t.get(key.as_slice())
+                        .map_err(db)?
+                        .is_some_and(|v| v.value() == record.to_bytes().as_slice()))
+                })
+                .collect()
         })
     }
 }
@@ -305,12 +322,12 @@ pub(crate) fn raw_database(dir: &Path) -> Database {
 }
 
 /// Runs `f` over the tables the authority rules read, in a read transaction.
-fn read_view<T>(
+fn read_view<T, E: From<StoreError>>(
     txn: &ReadTransaction,
     f: impl FnOnce(
         &authority::View<'_, redb::ReadOnlyTable<&'static str, &'static [u8]>>,
-    ) -> Result<T, ChangeError>,
-) -> Result<T, ChangeError> {
+    ) -> Result<T, E>,
+) -> Result<T, E> {
     let open = |t| txn.open_table(t).map_err(db);
     let (owners, versions, tombstones, retired, tags) = (
         open(tables::OWNERS)?,
