@@ -5,7 +5,8 @@
 //! are the node's.
 //!
 //! Run: `cargo bench -p niso-tests --bench catalog` (versions: `NISO_BENCH_VERSIONS`, default
-//! 100000; 5 versions per package). Targets (issue "Scale"): publish ≥ 500 versions/s; search
+//! 100000; 5 versions per package). It first prints the disk's fsync latency, measured in the
+//! same run: publishing and eager catch-up wait on flushes, so that is their baseline. Targets (issue "Scale"): publish ≥ 500 versions/s; search
 //! and resolve p99 ≤ 10 ms and flat from 10k to the full size; eager catch-up ≥ 2,000
 //! versions/s; lazy catch-up ≥ 10,000 records/s; serving node's peak RSS during catch-up
 //! ≤ 64 MiB.
@@ -73,6 +74,27 @@ fn reads(url: &str, key: &str, versions: usize) {
     );
 }
 
+/// The baseline this machine's disk sets, measured in the run: milliseconds for one small
+/// new file's fsync plus its directory's, done one after another. A push and an eager
+/// catch-up wait on such flushes (the blob's bytes, its directory, the database), so their
+/// figures move with this one from day to day; the nodes' own speed is what is left.
+fn fsync_pair_ms(dir: &std::path::Path) -> f64 {
+    const FILES: usize = 200;
+    let dir = dir.join("fsync-baseline");
+    std::fs::create_dir_all(&dir).unwrap();
+    let directory = std::fs::File::open(&dir).unwrap();
+    let start = Instant::now();
+    for n in 0..FILES {
+        let path = dir.join(format!("f{n}"));
+        std::fs::write(&path, [7u8; 600]).unwrap();
+        std::fs::File::open(&path).unwrap().sync_all().unwrap();
+        directory.sync_all().unwrap();
+    }
+    let ms = start.elapsed().as_secs_f64() * 1000.0 / FILES as f64;
+    std::fs::remove_dir_all(&dir).unwrap();
+    ms
+}
+
 fn node_versions(url: &str, key: &str) -> u64 {
     Connection::open(url, Some(key)).get("/v1/node").json()["versions"]
         .as_u64()
@@ -115,6 +137,10 @@ fn main() {
         versions / VERSIONS_PER_PACKAGE
     );
     let user = Sandbox::new();
+    println!(
+        "  baseline: this disk takes {:.2} ms for a small new file's fsync and its directory's",
+        fsync_pair_ms(user.path())
+    );
     let origin = sharing_node(&user, "origin");
     let key = origin.admin_key();
     let info = Connection::open(&origin.url, Some(&key))
