@@ -155,13 +155,14 @@ impl Deferred {
                 .map(|(n, _)| n.clone())
                 .collect()
         };
+        let fetches = needs_fetch(state, &records);
         let mut now = Vec::new();
         let mut groups: Vec<(String, Vec<Record>)> = Vec::new();
-        for record in records {
+        for (record, fetch) in records.into_iter().zip(fetches) {
             let name = record.body.package().canonical();
             if let Some((_, g)) = groups.iter_mut().find(|(n, _)| *n == name) {
                 g.push(record);
-            } else if pending.contains(&name) || needs_fetch(state, &record) {
+            } else if fetch || pending.contains(&name) {
                 groups.push((name, vec![record]));
             } else {
                 now.push(record);
@@ -267,22 +268,46 @@ fn count_down<K: Ord>(counts: &mut HashMap<PeerId, BTreeMap<K, usize>>, peer: Pe
     }
 }
 
-/// Whether admitting `record` now would wait on a fetch: a manifest not held yet, under an
-/// eager rule, whose blob is not here.
-fn needs_fetch(state: &NodeState, record: &Record) -> bool {
-    let RecordBody::Manifest(m) = &record.body else {
-        return false;
-    };
-    // The rule first: it is in memory, and a lazy catch-up asks this of every record.
-    state
-        .trust
-        .accepts(&peer_id(&record.origin), m.name.as_str())
-        == Some(BlobMode::Eager)
-        && !state.store.blobs().contains(&m.digest)
-        && !state
-            .store
-            .holds_exact_all(std::slice::from_ref(record))
-            .is_ok_and(|held| held.contains(&true))
+/// Whether admitting each of `records` now would wait on a fetch: a manifest not held yet,
+/// under an eager rule, whose blob is not here. The rule is asked first (it is in memory, and
+/// a lazy catch-up asks this of every record), then the blob store, then, in one read for
+/// the page, the log.
+fn needs_fetch(state: &NodeState, records: &[Record]) -> Vec<bool> {
+    let mut fetch: Vec<bool> = records
+        .iter()
+        .map(|record| match &record.body {
+            RecordBody::Manifest(m) => {
+                state
+                    .trust
+                    .accepts(&peer_id(&record.origin), m.name.as_str())
+                    == Some(BlobMode::Eager)
+                    && !state.store.blobs().contains(&m.digest)
+            }
+            _ => false,
+        })
+        .collect();
+    let asked: Vec<&Record> = records
+        .iter()
+        .zip(&fetch)
+        .filter(|(_, fetch)| **fetch)
+        .map(|(record, _)| record)
+        .collect();
+    if asked.is_empty() {
+        return fetch;
+    }
+    // Not knowing whether it is held, fetching is the safe guess: a held record is a
+    // duplicate whose fetch finds the bytes here.
+    let held = state
+        .store
+        .holds_exact_all(&asked)
+        .unwrap_or_else(|_| vec![false; asked.len()]);
+    let mut held = held.into_iter();
+    for f in fetch.iter_mut().filter(|f| **f) {
+        if held.next().unwrap_or(false) {
+            *f = false;
+        }
+    }
+    fetch
 }
 
 #[cfg(test)]

@@ -468,7 +468,9 @@ async fn check_all(
     // `None`: fields and signature hold so far; the rules are asked below.
     let mut checks: Vec<Option<Check>> = Vec::with_capacity(records.len());
     let mut fresh = Vec::new();
-    let held = state.store.holds_exact_all(records)?;
+    let held = state
+        .store
+        .holds_exact_all(&records.iter().collect::<Vec<_>>())?;
     for ((i, record), held) in records.iter().enumerate().zip(held) {
         // A different record under a held (origin, seq) is equivocation: the rules say so.
         if held {
@@ -490,17 +492,26 @@ async fn check_all(
             checks[i] = Some(Check::Invalid(detail));
         }
     }
-    let valid: Vec<usize> = (0..records.len())
-        .filter(|&i| checks[i].is_none())
+    let asked: Vec<&Record> = records
+        .iter()
+        .zip(&checks)
+        .filter(|(_, check)| check.is_none())
+        .map(|(record, _)| record)
         .collect();
-    let asked: Vec<&Record> = valid.iter().map(|&i| &records[i]).collect();
-    let rules = state.store.precheck_all(&asked)?;
-    for (i, rule) in valid.into_iter().zip(rules) {
-        checks[i] = Some(Check::Valid(rule));
-    }
+    // One answer per record asked, in order; should one ever be missing, the record is
+    // refused as "other", which counts against no peer.
+    let mut rules = state.store.precheck_all(&asked)?.into_iter();
     Ok(checks
         .into_iter()
-        .map(|c| c.unwrap_or_else(|| Check::Invalid("not checked".into())))
+        .map(|check| {
+            check.unwrap_or_else(|| {
+                Check::Valid(
+                    rules
+                        .next()
+                        .unwrap_or_else(|| Err(ChangeError::Refused("not judged".into()))),
+                )
+            })
+        })
         .collect())
 }
 

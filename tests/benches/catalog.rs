@@ -6,10 +6,10 @@
 //!
 //! Run: `cargo bench -p niso-tests --bench catalog` (versions: `NISO_BENCH_VERSIONS`, default
 //! 100000; 5 versions per package). It first prints the disk's fsync latency, measured in the
-//! same run: publishing and eager catch-up wait on flushes, so that is their baseline. Targets (issue "Scale"): publish ≥ 500 versions/s; search
-//! and resolve p99 ≤ 10 ms and flat from 10k to the full size; eager catch-up ≥ 2,000
-//! versions/s; lazy catch-up ≥ 10,000 records/s; serving node's peak RSS during catch-up
-//! ≤ 64 MiB.
+//! same run: publishing and eager catch-up wait on flushes, so that is their baseline.
+//! Targets (issue "Scale"): publish ≥ 500 versions/s; search and resolve p99 ≤ 10 ms and flat
+//! from 10k to the full size; eager catch-up ≥ 2,000 versions/s; lazy catch-up ≥ 10,000
+//! records/s; serving node's peak RSS during catch-up ≤ 64 MiB.
 
 #![allow(
     clippy::unwrap_used,

@@ -286,7 +286,7 @@ impl Store {
     }
 
     /// Whether the log holds exactly each of `records`, in one read transaction.
-    pub fn holds_exact_all(&self, records: &[Record]) -> Result<Vec<bool>, StoreError> {
+    pub fn holds_exact_all(&self, records: &[&Record]) -> Result<Vec<bool>, StoreError> {
         self.read(|txn| {
             let t = txn.open_table(tables::RECORDS).map_err(db)?;
             records
