@@ -343,6 +343,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn only_eager_manifests_not_held_and_without_their_blob_are_deferred() {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = crate::identity::peer_id(&NodeSecret::from_bytes(&[3; 32]).origin());
+        let mut config = crate::NodeConfig {
+            data_dir: dir.path().join("data"),
+            ..crate::NodeConfig::default()
+        };
+        config.p2p.enabled = Some(false);
+        config.replicate = vec![
+            crate::config::ReplicateRule {
+                from: origin.clone(),
+                packages: vec!["eager-*".into()],
+                blobs: BlobMode::Eager,
+            },
+            crate::config::ReplicateRule {
+                from: origin,
+                packages: vec!["lazy-*".into()],
+                blobs: BlobMode::Lazy,
+            },
+        ];
+        let node = crate::Node::open(config).await.unwrap();
+        let state = node.state();
+        // Held already (taken in lazily before the rule turned eager): a duplicate, no fetch.
+        let held = manifest("eager-held", 1);
+        state.store.apply(held.clone()).await.unwrap();
+        // Its blob is here already (`manifest` names the blob of the package's name).
+        state.store.blobs().put_bytes(b"eager-here").unwrap();
+        let records = vec![
+            held,
+            manifest("eager-new", 3),
+            manifest("eager-here", 2),
+            manifest("lazy-new", 4),
+        ];
+        let (now, later) = Deferred::default().split(state, records);
+        let names = |records: &[Record]| -> Vec<String> {
+            records
+                .iter()
+                .map(|r| r.body.package().to_string())
+                .collect()
+        };
+        assert_eq!(names(&now), ["eager-held", "eager-here", "lazy-new"]);
+        assert_eq!(later.len(), 1);
+        assert_eq!(names(&later[0]), ["eager-new"]);
+        node.shutdown();
+    }
+
+    #[tokio::test]
     async fn a_waiting_group_holds_the_saved_position_and_a_failed_one_sends_the_next_round_back() {
         let d = Arc::new(Deferred::default());
         let p = peer();
