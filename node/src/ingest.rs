@@ -68,14 +68,11 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// Moves a verified file into the blob store and pins it until the caller has committed the
-/// record that references it.
+/// Moves a verified file into the blob store (in a group with other blobs arriving at the same
+/// time) and pins it until the caller has committed the record that references it.
 pub async fn store_blob(store: &Store, file: PathBuf, digest: Digest) -> Result<Pin, StoreError> {
     let pin = store.blobs().pin(digest);
-    let blobs = store.blobs().clone();
-    tokio::task::spawn_blocking(move || blobs.commit(&file, &digest))
-        .await
-        .map_err(|e| StoreError::Io(io::Error::other(e)))??;
+    store.blobs().commit_grouped(file, digest).await?;
     Ok(pin)
 }
 

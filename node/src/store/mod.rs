@@ -3,6 +3,7 @@
 
 mod apply;
 mod authority;
+mod blob_commit;
 mod blob_store;
 mod catalog;
 mod database;
