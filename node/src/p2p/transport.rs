@@ -74,7 +74,6 @@ pub(super) fn build(
     accept: Accept,
 ) -> Result<Swarm<Behaviour>, P2pError> {
     let err = |e: Box<dyn std::error::Error + Send + Sync>| P2pError::Build(e);
-    let idle = Duration::from_secs(120);
     let swarm = match transport {
         TransportChoice::Tcp => {
             for addr in &config.listen {
@@ -90,7 +89,7 @@ pub(super) fn build(
                 .map_err(|e| err(Box::new(e)))?
                 .with_behaviour(|k| Behaviour::new(k, config, mdns, accept))
                 .map_err(|e| err(Box::new(e)))?
-                .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+                .with_swarm_config(swarm_config)
                 .build()
         }
         TransportChoice::Memory => SwarmBuilder::with_existing_identity(key)
@@ -102,7 +101,7 @@ pub(super) fn build(
             .map_err(|e| err(Box::new(e)))?
             .with_behaviour(|k| Behaviour::new(k, config, false, accept))
             .map_err(|e| err(Box::new(e)))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .with_swarm_config(swarm_config)
             .build(),
         TransportChoice::Custom(make) => SwarmBuilder::with_existing_identity(key)
             .with_tokio()
@@ -110,10 +109,21 @@ pub(super) fn build(
             .map_err(|e| err(Box::new(e)))?
             .with_behaviour(|k| Behaviour::new(k, config, false, accept))
             .map_err(|e| err(Box::new(e)))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .with_swarm_config(swarm_config)
             .build(),
     };
     Ok(swarm)
+}
+
+/// Connections close after two idle minutes. A substream settles on its one protocol
+/// without waiting for the listener's echo ("lazy" multistream-select): a node opens a stream
+/// per blob request, and libp2p-stream opens one at a time per connection, so a round trip
+/// per open capped a catch-up at about a thousand blobs a second. A substream carries a single
+/// protocol, never nested ones, so the lazy variant's one pitfall does not arise; a listener
+/// that lacks the protocol still refuses it, and the dialer sees that on its first read.
+fn swarm_config(c: libp2p::swarm::Config) -> libp2p::swarm::Config {
+    c.with_idle_connection_timeout(Duration::from_secs(120))
+        .with_substream_upgrade_protocol_override(Version::V1Lazy)
 }
 
 /// Fails when another socket already listens on the TCP address `addr`.
