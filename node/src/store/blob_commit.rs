@@ -4,9 +4,11 @@
 //!
 //! The contract, the same as one blob at a time: a file takes its name only after its bytes
 //! are durable, and a caller hears `Ok` only after the name is durable too. On Linux a group
-//! of two or more flushes the blob store's filesystem with `syncfs` (one journal commit)
-//! before the renames and again after them; a group of one, or another system, flushes each
-//! file and each directory it touched. A flush that fails fails every blob that waited on it.
+//! of two or more files flushes the blob store's filesystem with `syncfs` (one journal
+//! commit) before the renames, and a group touching two or more directories flushes it again
+//! after them; otherwise each file's data and each directory is flushed on its own. A file
+//! whose bytes were flushed already ([`Written::Flushed`], an upload) needs only the second
+//! flush. A flush that fails fails every blob that waited on it.
 //!
 //! Who flushes: the first caller to find no group in progress starts one on a blocking
 //! thread; callers arriving meanwhile queue up and form the next group, which the same
@@ -25,6 +27,16 @@ use niso_protocol::Digest;
 use tokio::sync::oneshot;
 
 use super::blob_store::BlobStore;
+
+/// Whether a file's bytes were flushed before it comes to be committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Flushed already (an upload, whose every append ends with a flush): only its name is
+    /// left to make durable.
+    Flushed,
+    /// Maybe still in the page cache (a fetched or mirrored blob).
+    Buffered,
+}
 
 /// The most blobs one group takes; the rest form the next.
 const MAX_GROUP: usize = 256;
@@ -45,6 +57,7 @@ struct State {
 struct Waiting {
     file: PathBuf,
     digest: Digest,
+    written: Written,
     done: oneshot::Sender<io::Result<()>>,
 }
 
@@ -89,8 +102,10 @@ impl Flusher {
                 let take = state.waiting.len().min(MAX_GROUP);
                 state.waiting.drain(..take).collect()
             };
-            let files: Vec<(&Path, Digest)> =
-                group.iter().map(|w| (w.file.as_path(), w.digest)).collect();
+            let files: Vec<(&Path, Digest, Written)> = group
+                .iter()
+                .map(|w| (w.file.as_path(), w.digest, w.written))
+                .collect();
             let results = self.store.commit_all(&files);
             drop(files);
             for (w, result) in group.into_iter().zip(results) {
@@ -105,8 +120,13 @@ impl BlobStore {
     /// Moves a fully written, already verified file into place as `digest`, in a group with
     /// whatever other blobs are waiting, and returns once its name is durable. The caller
     /// must have checked that the file's bytes hash to `digest`.
-    pub async fn commit_grouped(&self, file: PathBuf, digest: Digest) -> io::Result<()> {
-        let (done, lead) = self.enqueue(file, digest);
+    pub async fn commit_grouped(
+        &self,
+        file: PathBuf,
+        digest: Digest,
+        written: Written,
+    ) -> io::Result<()> {
+        let (done, lead) = self.enqueue(file, digest, written);
         if lead {
             let flusher = Flusher {
                 store: self.clone(),
@@ -120,25 +140,35 @@ impl BlobStore {
     }
 
     /// Queues a blob; `true` when the caller must start a [`Flusher`].
-    fn enqueue(&self, file: PathBuf, digest: Digest) -> (oneshot::Receiver<io::Result<()>>, bool) {
+    fn enqueue(
+        &self,
+        file: PathBuf,
+        digest: Digest,
+        written: Written,
+    ) -> (oneshot::Receiver<io::Result<()>>, bool) {
         let (done, reply) = oneshot::channel();
         let mut state = self.groups().lock();
-        state.waiting.push(Waiting { file, digest, done });
+        state.waiting.push(Waiting {
+            file,
+            digest,
+            written,
+            done,
+        });
         let lead = !state.flushing;
         state.flushing = true;
         (reply, lead)
     }
 
     /// Commits `files` as one group; one result per file, in order.
-    pub(super) fn commit_all(&self, files: &[(&Path, Digest)]) -> Vec<io::Result<()>> {
+    pub(super) fn commit_all(&self, files: &[(&Path, Digest, Written)]) -> Vec<io::Result<()>> {
         let mut results: Vec<Option<io::Result<()>>> = Vec::with_capacity(files.len());
         let mut placing = Vec::new();
-        for (index, (file, digest)) in files.iter().enumerate() {
+        for (index, (file, digest, written)) in files.iter().enumerate() {
             let dest = self.path(digest);
             results.push(match prepare(file, &dest) {
                 Ok(Prepared::Present) => Some(Ok(())),
                 Ok(Prepared::New) => {
-                    placing.push((index, *file, dest));
+                    placing.push((index, *file, *written, dest));
                     None
                 }
                 Err(e) => Some(Err(e)),
@@ -151,15 +181,19 @@ impl BlobStore {
                 }
             };
 
-        let indices: Vec<usize> = placing.iter().map(|(i, _, _)| *i).collect();
-        let data: Vec<&Path> = placing.iter().map(|(_, file, _)| *file).collect();
+        let indices: Vec<usize> = placing.iter().map(|(i, ..)| *i).collect();
+        let data: Vec<&Path> = placing
+            .iter()
+            .filter(|(_, _, written, _)| *written == Written::Buffered)
+            .map(|(_, file, ..)| *file)
+            .collect();
         if let Err(e) = self.flush_files(&data) {
             fail_all(&mut results, &indices, &e);
             placing.clear();
         }
         let mut renamed = Vec::new();
         let mut dirs = BTreeSet::new();
-        for (index, file, dest) in placing {
+        for (index, file, _, dest) in placing {
             let dir = dest.parent().unwrap_or(self.root()).to_path_buf();
             match fs::create_dir_all(&dir).and_then(|()| fs::rename(file, &dest)) {
                 Ok(()) => {
@@ -190,9 +224,11 @@ impl BlobStore {
         {
             return flushed;
         }
+        // The data, not the timestamps: `prepare` just touched them, and GC's grace period
+        // needs them only until the record commits, which a crash undoes anyway.
         files
             .iter()
-            .try_for_each(|file| fs::File::open(file)?.sync_all())
+            .try_for_each(|file| fs::File::open(file)?.sync_data())
     }
 
     /// Makes the entries of `dirs` durable.
@@ -269,18 +305,18 @@ mod tests {
         let mut expected = Vec::new();
         for i in 0..10u8 {
             let (file, digest) = temp_file(&store, &[i; 40]);
-            let (reply, lead) = store.enqueue(file.clone(), digest);
+            let (reply, lead) = store.enqueue(file.clone(), digest, Written::Buffered);
             assert_eq!(lead, i == 0, "only the first caller starts a flusher");
             replies.push(reply);
             expected.push((file, digest, Some(vec![i; 40])));
         }
         // The same bytes again, and a file that is gone.
         let (again, _) = temp_file(&store, b"stored before");
-        replies.push(store.enqueue(again.clone(), stored).0);
+        replies.push(store.enqueue(again.clone(), stored, Written::Flushed).0);
         expected.push((again, stored, Some(b"stored before".to_vec())));
         let gone = store.temp_path("gone").unwrap();
         let phantom = Digest::of(b"never written");
-        replies.push(store.enqueue(gone.clone(), phantom).0);
+        replies.push(store.enqueue(gone.clone(), phantom, Written::Buffered).0);
         expected.push((gone, phantom, None));
 
         let flusher = Flusher {
@@ -315,7 +351,12 @@ mod tests {
             let (file, digest) = temp_file(&store, &i.to_le_bytes().repeat(30));
             digests.push(digest);
             let store = store.clone();
-            tasks.spawn(async move { store.commit_grouped(file, digest).await });
+            let written = if i % 2 == 0 {
+                Written::Flushed
+            } else {
+                Written::Buffered
+            };
+            tasks.spawn(async move { store.commit_grouped(file, digest, written).await });
         }
         while let Some(result) = tasks.join_next().await {
             result.unwrap().unwrap();
@@ -335,7 +376,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path()).unwrap();
         let (file, digest) = temp_file(&store, b"first");
-        let (reply, lead) = store.enqueue(file, digest);
+        let (reply, lead) = store.enqueue(file, digest, Written::Buffered);
         assert!(lead);
         drop(Flusher {
             store: store.clone(),
@@ -346,7 +387,10 @@ mod tests {
             .expect("the waiter hears that no flush comes");
         assert!(heard.is_err());
         let (file, digest) = temp_file(&store, b"second");
-        store.commit_grouped(file, digest).await.unwrap();
+        store
+            .commit_grouped(file, digest, Written::Buffered)
+            .await
+            .unwrap();
         assert!(store.contains(&digest));
     }
 }

@@ -16,7 +16,7 @@ use std::{
 
 use niso_protocol::Digest;
 
-use super::blob_commit::Groups;
+use super::blob_commit::{Groups, Written};
 
 #[derive(Clone, Debug)]
 pub struct BlobStore {
@@ -117,7 +117,7 @@ impl BlobStore {
     /// [`Self::commit_grouped`]). The caller must have checked that the file's bytes hash to
     /// `digest`.
     pub fn commit(&self, verified_file: &Path, digest: &Digest) -> io::Result<()> {
-        let mut results = self.commit_all(&[(verified_file, *digest)]);
+        let mut results = self.commit_all(&[(verified_file, *digest, Written::Buffered)]);
         results
             .pop()
             .unwrap_or_else(|| Err(io::Error::other("blob left uncommitted")))

@@ -28,6 +28,7 @@ use niso_protocol::record::{ManifestBody, NodeSecret, OriginKey, Record};
 use redb::{Database, ReadTransaction, ReadableDatabase};
 
 pub use apply::{Applied, LocalChange};
+pub use blob_commit::Written;
 pub use blob_store::{BlobStore, Pin, hash_file};
 pub use catalog::{RecordFilter, VersionRow};
 pub use entries::{KeyEntry, PeerSync, TagEntry, UploadEntry, VersionEntry};
