@@ -12,7 +12,7 @@ use niso_protocol::{
     archive::{ArchiveError, ArchiveLimits, inspect},
 };
 
-use crate::store::{Pin, Store, StoreError, Written};
+use crate::store::{Pin, Store, StoreError};
 
 /// A package file whose digest and contents have been checked.
 #[derive(Debug, Clone)]
@@ -68,16 +68,14 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// Moves a verified file into the blob store (in a group with other blobs arriving at the same
-/// time) and pins it until the caller has committed the record that references it.
-pub async fn store_blob(
-    store: &Store,
-    file: PathBuf,
-    digest: Digest,
-    written: Written,
-) -> Result<Pin, StoreError> {
+/// Moves a verified file into the blob store and pins it until the caller has committed the
+/// record that references it.
+pub async fn store_blob(store: &Store, file: PathBuf, digest: Digest) -> Result<Pin, StoreError> {
     let pin = store.blobs().pin(digest);
-    store.blobs().commit_grouped(file, digest, written).await?;
+    let blobs = store.blobs().clone();
+    tokio::task::spawn_blocking(move || blobs.commit(&file, &digest))
+        .await
+        .map_err(|e| StoreError::Io(io::Error::other(e)))??;
     Ok(pin)
 }
 

@@ -35,7 +35,7 @@ use crate::{
     ingest::{Verified, store_blob, verify_file},
     node::NodeState,
     signatures::{Prechecked, verify_many},
-    store::{Applied, ChangeError, Pin, StoreError, Written},
+    store::{Applied, ChangeError, Pin, StoreError},
 };
 
 /// Which trust rule judges the records of a batch.
@@ -626,7 +626,7 @@ async fn take_blob<S: BlobSource + Send>(
     }
     // Valid bytes under their digest may be stored even if this manifest turns out not to
     // be their package: another manifest in the batch may be, and GC sweeps them otherwise.
-    store_blob(&state.store, file, m.digest, Written::Buffered)
+    store_blob(&state.store, file, m.digest)
         .await
         .map_err(|e| BlobFault::Retry(format!("could not store the blob: {e}")))?;
     state.failpoints.hit(source.committed_failpoint(), 0).await;

@@ -24,7 +24,7 @@ use super::{
     schedule::{Answer, Lease, Reported, Role, Schedule},
     wire::{self, Meter, Order, RangeError, RangeWant, Source, Target, fetch_range},
 };
-use crate::{ingest::store_blob, node::NodeState, store::Written};
+use crate::{ingest::store_blob, node::NodeState};
 
 /// Why a fetch failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -746,7 +746,7 @@ async fn finish(state: &Arc<NodeState>, digest: Digest, target: &Target) -> Resu
             want: digest,
         });
     }
-    let _pin = store_blob(&state.store, target.data.clone(), digest, Written::Buffered)
+    let _pin = store_blob(&state.store, target.data.clone(), digest)
         .await
         .map_err(|e| FetchError::Store(Arc::new(e)))?;
     remove_partial(&target.data);

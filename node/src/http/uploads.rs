@@ -33,7 +33,7 @@ use crate::{
     clock::now_ms,
     ingest::{VerifyError, store_blob, verify_file},
     node::UploadLease,
-    store::{ChangeError, LocalChange, OpenUploadError, UploadEntry, Written},
+    store::{ChangeError, LocalChange, OpenUploadError, UploadEntry},
 };
 
 /// Header carrying the byte offset of an upload.
@@ -493,8 +493,7 @@ pub async fn finish(
         return Ok((StatusCode::OK, Json(published)).into_response());
     }
     state.failpoints.hit("push-before-blob", 0).await;
-    // Every append flushed its bytes before it answered.
-    let _pin = store_blob(&state.store, path, verified.digest, Written::Flushed).await?;
+    let _pin = store_blob(&state.store, path, verified.digest).await?;
     state.failpoints.hit("push-blob-committed", 0).await;
     let change = LocalChange::Publish(manifest);
     match state.store.originate_from_upload(change, id.clone()).await {

@@ -1,8 +1,7 @@
 //! Content-addressed blob files: `blobs/ab/abcd…` named by the blake3 digest of their bytes.
 //!
-//! A blob is written to `tmp/`, flushed, then renamed into place and its directory flushed, so
-//! a file under `blobs/` always holds exactly the bytes its name promises (`blob_commit.rs`
-//! does this for groups of blobs). Anything left in
+//! A blob is written to `tmp/`, fsynced, then renamed into place and its directory fsynced, so
+//! a file under `blobs/` always holds exactly the bytes its name promises. Anything left in
 //! `tmp/` by a crash is removed at the next start.
 
 use std::{
@@ -16,14 +15,11 @@ use std::{
 
 use niso_protocol::Digest;
 
-use super::blob_commit::{Groups, Written};
-
 #[derive(Clone, Debug)]
 pub struct BlobStore {
     root: PathBuf,
     tmp: PathBuf,
     pins: Arc<Mutex<HashMap<Digest, usize>>>,
-    groups: Arc<Groups>,
 }
 
 /// A blob on disk, as GC sees it.
@@ -67,16 +63,7 @@ impl BlobStore {
             root,
             tmp,
             pins: Arc::default(),
-            groups: Arc::default(),
         })
-    }
-
-    pub(super) fn root(&self) -> &Path {
-        &self.root
-    }
-
-    pub(super) fn groups(&self) -> &Groups {
-        &self.groups
     }
 
     pub fn path(&self, digest: &Digest) -> PathBuf {
@@ -113,14 +100,32 @@ impl BlobStore {
             .contains_key(digest)
     }
 
-    /// Moves a fully written, already verified file into place as `digest`, on its own (see
-    /// [`Self::commit_grouped`]). The caller must have checked that the file's bytes hash to
-    /// `digest`.
+    /// Moves a fully written, already verified file into place as `digest`. The caller must
+    /// have checked that the file's bytes hash to `digest`.
     pub fn commit(&self, verified_file: &Path, digest: &Digest) -> io::Result<()> {
-        let mut results = self.commit_all(&[(verified_file, *digest, Written::Buffered)]);
-        results
-            .pop()
-            .unwrap_or_else(|| Err(io::Error::other("blob left uncommitted")))
+        fs::File::open(verified_file)?.sync_all()?;
+        let dest = self.path(digest);
+        if dest.is_file() {
+            // Same digest, same bytes: keep the existing file, but make it young again so a
+            // GC sweep that began before the new reference was committed leaves it alone.
+            fs::File::options()
+                .write(true)
+                .open(&dest)?
+                .set_modified(SystemTime::now())?;
+            fs::remove_file(verified_file)?;
+            return Ok(());
+        }
+        // The file may have been written long ago (an upload that took an hour); GC's grace
+        // period counts from now, when the blob takes its name.
+        fs::File::options()
+            .write(true)
+            .open(verified_file)?
+            .set_modified(SystemTime::now())?;
+        let dir = dest.parent().unwrap_or(&self.root);
+        fs::create_dir_all(dir)?;
+        fs::rename(verified_file, &dest)?;
+        fs::File::open(dir)?.sync_all()?;
+        Ok(())
     }
 
     /// Removes a blob unless it is pinned or `still_needed` says a record references it, all

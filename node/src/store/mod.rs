@@ -3,7 +3,6 @@
 
 mod apply;
 mod authority;
-mod blob_commit;
 mod blob_store;
 mod catalog;
 mod database;
@@ -28,7 +27,6 @@ use niso_protocol::record::{ManifestBody, NodeSecret, OriginKey, Record};
 use redb::{Database, ReadTransaction, ReadableDatabase};
 
 pub use apply::{Applied, LocalChange};
-pub use blob_commit::Written;
 pub use blob_store::{BlobStore, Pin, hash_file};
 pub use catalog::{RecordFilter, VersionRow};
 pub use entries::{KeyEntry, PeerSync, TagEntry, UploadEntry, VersionEntry};
