@@ -201,12 +201,7 @@ async fn open_upload<'a>(
     if !id.bytes().all(|b| b.is_ascii_hexdigit()) || id.len() != 32 {
         return Err(missing());
     }
-    let Some(entry) = state.store.upload(id)? else {
-        // `create` answers before the row is durable: if the flush after it failed (a full
-        // disk), the row is gone, and that failure, not "no such upload", is the answer.
-        state.store.barrier().await?;
-        return Err(missing());
-    };
+    let entry = state.store.upload(id)?.ok_or_else(missing)?;
     // Another key's upload reads as absent: its id is not for this key to learn about.
     if !may_use(principal, &entry) {
         return Err(missing());
@@ -350,11 +345,8 @@ pub async fn append(
         }
     }
     file.flush().await?;
-    // The offset the client is told (now, or by a later GET) must survive a node crash: the
-    // bytes, and the upload's row, which `create` left visible but maybe not yet durable.
-    let (synced, durable) = tokio::join!(file.get_ref().sync_data(), state.store.barrier());
-    synced?;
-    durable?;
+    // The offset the client is told (now, or by a later GET) must survive a node crash.
+    file.get_ref().sync_data().await?;
     drop(file);
     drop(lease);
     state.metrics.upload_bytes.inc_by(written - current);

@@ -147,12 +147,6 @@ impl Store {
         self.writer.write(|_| Ok::<_, StoreError>(())).await
     }
 
-    /// Returns once every write answered before this call is durable (see
-    /// `Writer::barrier`): what a crash may still take back is only what comes after.
-    pub async fn barrier(&self) -> Result<(), StoreError> {
-        self.writer.barrier().await
-    }
-
     fn read<T>(
         &self,
         f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError>,

@@ -36,11 +36,6 @@ impl Store {
     /// Registers an upload and creates its empty file, unless the entry's key already holds
     /// `limit` uploads. Counting and inserting happen in one write transaction, and the
     /// single writer runs those one at a time, so concurrent opens cannot overshoot.
-    ///
-    /// Returns once the row is visible, not durable: until the writer's next flush, a crash
-    /// forgets the upload, and the client, holding no acknowledged bytes of it yet, starts
-    /// anew. A push waits for one flush fewer that way; `append` makes the row durable before
-    /// it reports an offset.
     pub async fn create_upload(
         &self,
         id: String,
@@ -54,7 +49,7 @@ impl Store {
             .map_err(StoreError::from)?;
         let result = self
             .writer
-            .write_visible(move |txn| {
+            .write(move |txn| {
                 let mut t = txn.open_table(UPLOADS).map_err(db)?;
                 let mut open = 0;
                 for item in t.iter().map_err(db)? {
