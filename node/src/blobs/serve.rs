@@ -78,6 +78,20 @@ impl Busy {
     }
 }
 
+/// A fresh request counted in its blob's `fresh_waiting` while it waits for a slot.
+struct Waiting<'a> {
+    serving: &'a Serving,
+    digest: Digest,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = self.serving.lock().busy.get_mut(&self.digest) {
+            b.fresh_waiting = b.fresh_waiting.saturating_sub(1);
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Sent {
     /// When the last transfer of the range started or ended.
@@ -222,14 +236,18 @@ impl Serving {
             (b.slots.clone(), fresh)
         };
         let permit = if fresh {
-            // Waits on a clone: `slots` stays alive until the count is taken back below, so
+            // Waits on a clone: `slots` stays alive until `waiting` takes the count back, so
             // the entry stays busy and the count comes off this entry, never off a new one
-            // that a sweep and another request made meanwhile.
+            // that a sweep and another request made meanwhile. `waiting` also takes it back
+            // when the request is dropped mid-wait (its peer went away): else resends of the
+            // blob would yield to nobody until the next sweep.
+            let waiting = Waiting {
+                serving: self,
+                digest,
+            };
             let permit =
                 tokio::time::timeout(self.limits.slot_wait, slots.clone().acquire_owned()).await;
-            if let Some(b) = self.lock().busy.get_mut(&digest) {
-                b.fresh_waiting = b.fresh_waiting.saturating_sub(1);
-            }
+            drop(waiting);
             permit.ok()?.ok()?
         } else {
             slots.try_acquire_owned().ok()?
@@ -670,5 +688,30 @@ mod tests {
             "no slot within the wait"
         );
         drop((b, c));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_dropped_while_it_waits_no_longer_holds_resends_back() {
+        let serving = Arc::new(Serving::new(BlobLimits::default()));
+        let d = Digest::of(b"blob");
+        went_out(serving.enter(d, complete(0, false)).await);
+        tokio::time::advance(serving.limits.resend_hold).await;
+        let a = serving.enter(d, complete(16, false)).await;
+        let b = serving.enter(d, complete(32, false)).await;
+        assert!(a.is_some() && b.is_some(), "two slots");
+        let waiting = tokio::spawn({
+            let serving = serving.clone();
+            async move { serving.enter(d, complete(48, false)).await.is_some() }
+        });
+        tokio::task::yield_now().await;
+        // Its peer went away: the request is dropped while it waits for a slot.
+        waiting.abort();
+        assert!(waiting.await.is_err(), "aborted mid-wait");
+        drop(a);
+        assert!(
+            serving.enter(d, complete(0, true)).await.is_some(),
+            "no new range waits any more: the resend gets the free slot"
+        );
+        drop(b);
     }
 }
