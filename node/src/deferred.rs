@@ -299,7 +299,7 @@ fn needs_fetch(state: &NodeState, records: &[Record]) -> Vec<bool> {
     // duplicate whose fetch finds the bytes here.
     let held = state
         .store
-        .holds_exact_all(&asked)
+        .holds_exact_all(asked.iter().copied())
         .unwrap_or_else(|_| vec![false; asked.len()]);
     let mut held = held.into_iter();
     for f in fetch.iter_mut().filter(|f| **f) {

@@ -352,7 +352,7 @@ pub async fn admit_prechecked<S: BlobSource + Send>(
     let mut blob_results: HashMap<Digest, Result<(), BlobFault>> = HashMap::new();
     let mut blobs = 0u64;
     let mut bytes = 0u64;
-    let checks = check_all(state, &records, prechecked).await?;
+    let checks = check_all(state, policy, &records, prechecked).await?;
     for ((index, record), check) in records.iter().enumerate().zip(checks) {
         let judged = judge(state, policy, record, check)?;
         let (blob_mode, verdict) = match judged {
@@ -452,6 +452,9 @@ enum Judged {
 enum Check {
     /// This exact record is held already: nothing else to check.
     Held,
+    /// Its fields and signature hold, but the replicate rules take nothing of its origin's
+    /// for its package: the rules are not asked.
+    Untrusted,
     /// Its fields and signature hold; what the rules say about it now.
     Valid(Result<(), ChangeError>),
     Invalid(String),
@@ -459,18 +462,18 @@ enum Check {
 
 /// Steps 1–2 for a whole batch: which records are held already, whether the others' fields
 /// and signatures hold (unless `prechecked` has the verdict already), and what the rules say
-/// about those that do. The reads are one transaction each for the whole batch.
+/// about those that do and that `policy` takes from their origin. The reads are one
+/// transaction each for the whole batch.
 async fn check_all(
     state: &Arc<NodeState>,
+    policy: Policy,
     records: &[Record],
     prechecked: &Prechecked,
 ) -> Result<Vec<Check>, StoreError> {
     // `None`: fields and signature hold so far; the rules are asked below.
     let mut checks: Vec<Option<Check>> = Vec::with_capacity(records.len());
     let mut fresh = Vec::new();
-    let held = state
-        .store
-        .holds_exact_all(&records.iter().collect::<Vec<_>>())?;
+    let held = state.store.holds_exact_all(records)?;
     for ((i, record), held) in records.iter().enumerate().zip(held) {
         // A different record under a held (origin, seq) is equivocation: the rules say so.
         if held {
@@ -490,6 +493,16 @@ async fn check_all(
     for (&i, verdict) in fresh.iter().zip(verdicts) {
         if let Some(detail) = verdict {
             checks[i] = Some(Check::Invalid(detail));
+        }
+    }
+    // After the signature, so a forgery is refused as one whoever it claims to be from; before
+    // the rules, which read the database, so a peer offering much this node does not take
+    // costs no reads for it.
+    if policy == Policy::Rules {
+        for (record, check) in records.iter().zip(checks.iter_mut()) {
+            if check.is_none() && !trusted(state, record) {
+                *check = Some(Check::Untrusted);
+            }
         }
     }
     let asked: Vec<&Record> = records
@@ -515,6 +528,15 @@ async fn check_all(
         .collect())
 }
 
+/// Whether the replicate rules take anything of `record`'s origin for its package.
+fn trusted(state: &NodeState, record: &Record) -> bool {
+    let package = record.body.package().as_str();
+    state
+        .trust
+        .accepts(&peer_id(&record.origin), package)
+        .is_some()
+}
+
 /// Steps 1–4: everything decided without bytes.
 fn judge(
     state: &NodeState,
@@ -524,6 +546,7 @@ fn judge(
 ) -> Result<Judged, StoreError> {
     let rule = match check {
         Check::Held => return Ok(Judged::Done(Verdict::Duplicate)),
+        Check::Untrusted => return Ok(Judged::Done(Verdict::Untrusted)),
         Check::Invalid(detail) => {
             return Ok(Judged::Done(Verdict::Refused {
                 reason: Reason::Invalid,

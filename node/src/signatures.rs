@@ -82,7 +82,7 @@ impl Prechecked {
     pub async fn check(state: &Arc<NodeState>, records: &[Record]) -> Self {
         let held = state
             .store
-            .holds_exact_all(&records.iter().collect::<Vec<_>>())
+            .holds_exact_all(records)
             .unwrap_or_else(|_| vec![false; records.len()]);
         let fresh: Vec<Record> = records
             .iter()

@@ -286,11 +286,14 @@ impl Store {
     }
 
     /// Whether the log holds exactly each of `records`, in one read transaction.
-    pub fn holds_exact_all(&self, records: &[&Record]) -> Result<Vec<bool>, StoreError> {
+    pub fn holds_exact_all<'r>(
+        &self,
+        records: impl IntoIterator<Item = &'r Record>,
+    ) -> Result<Vec<bool>, StoreError> {
         self.read(|txn| {
             let t = txn.open_table(tables::RECORDS).map_err(db)?;
             records
-                .iter()
+                .into_iter()
                 .map(|record| {
                     let key = tables::record_key(&record.origin, record.seq);
                     Ok(t.get(key.as_slice())
