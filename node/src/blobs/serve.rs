@@ -659,21 +659,31 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn new_ranges_go_before_resends_and_busy_slots_turn_requests_away() {
-        let serving = Arc::new(Serving::new(BlobLimits::default()));
-        let d = Digest::of(b"blob");
+    /// Range 0 of `d` went out and settled, both slots are busy (ranges 16 and 32), and a
+    /// request for a new range (48) waits for a slot.
+    async fn a_new_range_waiting(
+        serving: &Arc<Serving>,
+        d: Digest,
+    ) -> (Option<Slot>, Option<Slot>, tokio::task::JoinHandle<bool>) {
         went_out(serving.enter(d, complete(0, false)).await);
         tokio::time::advance(serving.limits.resend_hold).await;
         let a = serving.enter(d, complete(16, false)).await;
         let b = serving.enter(d, complete(32, false)).await;
         assert!(a.is_some() && b.is_some(), "two slots");
-        // A new range waits for a slot; while it waits, a resend is turned away.
         let waiting = tokio::spawn({
             let serving = serving.clone();
             async move { serving.enter(d, complete(48, false)).await.is_some() }
         });
         tokio::task::yield_now().await;
+        (a, b, waiting)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn new_ranges_go_before_resends_and_busy_slots_turn_requests_away() {
+        let serving = Arc::new(Serving::new(BlobLimits::default()));
+        let d = Digest::of(b"blob");
+        // While a new range waits for a slot, a resend is turned away.
+        let (a, b, waiting) = a_new_range_waiting(&serving, d).await;
         drop(a);
         assert!(
             serving.enter(d, complete(0, true)).await.is_none(),
@@ -694,16 +704,7 @@ mod tests {
     async fn a_request_dropped_while_it_waits_no_longer_holds_resends_back() {
         let serving = Arc::new(Serving::new(BlobLimits::default()));
         let d = Digest::of(b"blob");
-        went_out(serving.enter(d, complete(0, false)).await);
-        tokio::time::advance(serving.limits.resend_hold).await;
-        let a = serving.enter(d, complete(16, false)).await;
-        let b = serving.enter(d, complete(32, false)).await;
-        assert!(a.is_some() && b.is_some(), "two slots");
-        let waiting = tokio::spawn({
-            let serving = serving.clone();
-            async move { serving.enter(d, complete(48, false)).await.is_some() }
-        });
-        tokio::task::yield_now().await;
+        let (a, b, waiting) = a_new_range_waiting(&serving, d).await;
         // Its peer went away: the request is dropped while it waits for a slot.
         waiting.abort();
         assert!(waiting.await.is_err(), "aborted mid-wait");
