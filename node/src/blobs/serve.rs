@@ -239,8 +239,8 @@ impl Serving {
             // Waits on a clone: `slots` stays alive until `waiting` takes the count back, so
             // the entry stays busy and the count comes off this entry, never off a new one
             // that a sweep and another request made meanwhile. `waiting` also takes it back
-            // when the request is dropped mid-wait (its peer went away): else resends of the
-            // blob would yield to nobody until the next sweep.
+            // if this future is dropped mid-wait (its task aborted, or the runtime shutting
+            // down); a request whose peer went away still waits out `slot_wait` first.
             let waiting = Waiting {
                 serving: self,
                 digest,
@@ -705,7 +705,7 @@ mod tests {
         let serving = Arc::new(Serving::new(BlobLimits::default()));
         let d = Digest::of(b"blob");
         let (a, b, waiting) = a_new_range_waiting(&serving, d).await;
-        // Its peer went away: the request is dropped while it waits for a slot.
+        // Its task is aborted: the request is dropped while it waits for a slot.
         waiting.abort();
         assert!(waiting.await.is_err(), "aborted mid-wait");
         drop(a);

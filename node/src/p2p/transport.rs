@@ -117,10 +117,10 @@ pub(super) fn build(
 
 /// Connections close after two idle minutes. A substream settles on its one protocol
 /// without waiting for the listener's echo ("lazy" multistream-select): a node opens a stream
-/// per blob request, and libp2p-stream opens one at a time per connection, so a round trip
-/// per open capped a catch-up at about a thousand blobs a second. A substream carries a single
-/// protocol, never nested ones, so the lazy variant's one pitfall does not arise; a listener
-/// that lacks the protocol still refuses it, and the dialer sees that on its first read.
+/// per blob request and per sync page, and libp2p-stream opens one at a time per connection,
+/// so each open's round trip queued the next. A substream carries a single protocol, never
+/// nested ones, so the lazy variant's one pitfall does not arise; a listener that lacks the
+/// protocol still refuses it, and the dialer sees that on its first read.
 fn swarm_config(c: libp2p::swarm::Config) -> libp2p::swarm::Config {
     c.with_idle_connection_timeout(Duration::from_secs(120))
         .with_substream_upgrade_protocol_override(Version::V1Lazy)
