@@ -354,7 +354,7 @@ pub async fn admit_prechecked<S: BlobSource + Send>(
     let mut bytes = 0u64;
     let checks = check_all(state, policy, &records, prechecked).await?;
     for ((index, record), check) in records.iter().enumerate().zip(checks) {
-        let judged = judge(state, policy, record, check)?;
+        let judged = judge(state, record, check)?;
         let (blob_mode, verdict) = match judged {
             Judged::Done(v) => (None, Some(v)),
             Judged::Go(mode) => (Some(mode), None),
@@ -455,8 +455,12 @@ enum Check {
     /// Its fields and signature hold, but the replicate rules take nothing of its origin's
     /// for its package: the rules are not asked.
     Untrusted,
-    /// Its fields and signature hold; what the rules say about it now.
-    Valid(Result<(), ChangeError>),
+    /// Its fields and signature hold; how its blob is taken, and what the rules say about it
+    /// now.
+    Valid {
+        mode: BlobMode,
+        rule: Result<(), ChangeError>,
+    },
     Invalid(String),
 }
 
@@ -495,12 +499,14 @@ async fn check_all(
             checks[i] = Some(Check::Invalid(detail));
         }
     }
-    // After the signature, so a forgery is refused as one whoever it claims to be from; before
-    // the rules, which read the database, so a peer offering much this node does not take
-    // costs no reads for it.
-    if policy == Policy::Rules {
-        for (record, check) in records.iter().zip(checks.iter_mut()) {
-            if check.is_none() && !trusted(state, record) {
+    // Trust after the signature, so a forgery is refused as one whoever it claims to be
+    // from; before the rules, which read the database, so a peer offering much this node does
+    // not take costs no reads for it.
+    let mut modes: Vec<Option<BlobMode>> = vec![None; records.len()];
+    for ((record, check), mode) in records.iter().zip(checks.iter_mut()).zip(&mut modes) {
+        if check.is_none() {
+            *mode = blob_mode(state, policy, record);
+            if mode.is_none() {
                 *check = Some(Check::Untrusted);
             }
         }
@@ -516,35 +522,35 @@ async fn check_all(
     let mut rules = state.store.precheck_all(&asked)?.into_iter();
     Ok(checks
         .into_iter()
-        .map(|check| {
-            check.unwrap_or_else(|| {
-                Check::Valid(
-                    rules
-                        .next()
-                        .unwrap_or_else(|| Err(ChangeError::Refused("not judged".into()))),
-                )
-            })
+        .zip(modes)
+        .map(|(check, mode)| match (check, mode) {
+            (Some(check), _) => check,
+            (None, Some(mode)) => Check::Valid {
+                mode,
+                rule: rules
+                    .next()
+                    .unwrap_or_else(|| Err(ChangeError::Refused("not judged".into()))),
+            },
+            // Every record left unchecked above has a mode.
+            (None, None) => Check::Untrusted,
         })
         .collect())
 }
 
-/// Whether the replicate rules take anything of `record`'s origin for its package.
-fn trusted(state: &NodeState, record: &Record) -> bool {
-    let package = record.body.package().as_str();
-    state
-        .trust
-        .accepts(&peer_id(&record.origin), package)
-        .is_some()
+/// How `policy` takes `record`'s blob: an operator's mirror eagerly, the replicate rules as
+/// they say for its origin and package; `None` when they take nothing of it.
+fn blob_mode(state: &NodeState, policy: Policy, record: &Record) -> Option<BlobMode> {
+    match policy {
+        Policy::Operator => Some(BlobMode::Eager),
+        Policy::Rules => state
+            .trust
+            .accepts(&peer_id(&record.origin), record.body.package().as_str()),
+    }
 }
 
 /// Steps 1–4: everything decided without bytes.
-fn judge(
-    state: &NodeState,
-    policy: Policy,
-    record: &Record,
-    check: Check,
-) -> Result<Judged, StoreError> {
-    let rule = match check {
+fn judge(state: &NodeState, record: &Record, check: Check) -> Result<Judged, StoreError> {
+    let (mode, rule) = match check {
         Check::Held => return Ok(Judged::Done(Verdict::Duplicate)),
         Check::Untrusted => return Ok(Judged::Done(Verdict::Untrusted)),
         Check::Invalid(detail) => {
@@ -553,15 +559,7 @@ fn judge(
                 detail,
             }));
         }
-        Check::Valid(rule) => rule,
-    };
-    let package = record.body.package().as_str();
-    let mode = match policy {
-        Policy::Operator => BlobMode::Eager,
-        Policy::Rules => match state.trust.accepts(&peer_id(&record.origin), package) {
-            Some(mode) => mode,
-            None => return Ok(Judged::Done(Verdict::Untrusted)),
-        },
+        Check::Valid { mode, rule } => (mode, rule),
     };
     if let RecordBody::Manifest(m) = &record.body
         && m.size > state.config.limits.max_package_bytes
