@@ -103,7 +103,6 @@ impl BlobStore {
     /// Moves a fully written, already verified file into place as `digest`. The caller must
     /// have checked that the file's bytes hash to `digest`.
     pub fn commit(&self, verified_file: &Path, digest: &Digest) -> io::Result<()> {
-        fs::File::open(verified_file)?.sync_all()?;
         let dest = self.path(digest);
         if dest.is_file() {
             // Same digest, same bytes: keep the existing file, but make it young again so a
@@ -116,14 +115,24 @@ impl BlobStore {
             return Ok(());
         }
         // The file may have been written long ago (an upload that took an hour); GC's grace
-        // period counts from now, when the blob takes its name.
-        fs::File::options()
-            .write(true)
-            .open(verified_file)?
-            .set_modified(SystemTime::now())?;
+        // period counts from now, when the blob takes its name. Set before the flush, so one
+        // write of the inode carries both.
+        let file = fs::File::options().write(true).open(verified_file)?;
+        file.set_modified(SystemTime::now())?;
+        file.sync_all()?;
+        drop(file);
         let dir = dest.parent().unwrap_or(&self.root);
-        fs::create_dir_all(dir)?;
-        fs::rename(verified_file, &dest)?;
+        // The shard directory exists but for a store's first blobs under a prefix; trying the
+        // rename first spares every other commit two calls.
+        match fs::rename(verified_file, &dest) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.is_dir() => {
+                fs::create_dir_all(dir)?;
+                // The new directory's own name must outlive a crash as well as the blob's.
+                fs::File::open(&self.root)?.sync_all()?;
+                fs::rename(verified_file, &dest)?;
+            }
+            other => other?,
+        }
         fs::File::open(dir)?.sync_all()?;
         Ok(())
     }
