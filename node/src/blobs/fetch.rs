@@ -21,7 +21,7 @@ use tokio::{
 
 use super::{
     BlobLimits,
-    schedule::{Answer, Lease, Reported, Role, Schedule},
+    schedule::{Answer, Lease, Reported, Role, Schedule, segment_count},
     wire::{self, Meter, Order, RangeError, RangeWant, Source, Target, fetch_range},
 };
 use crate::{ingest::store_blob, node::NodeState};
@@ -387,21 +387,28 @@ fn note_done(file: &mut Option<std::fs::File>, data: &Path, segment: u64) -> std
     writeln!(file, "{segment}")
 }
 
+/// The `.done` file of a blob of `size` bytes, if it can have one: the verified segment that
+/// ends a fetch is not noted, so a blob of one segment never has one.
+fn done_file_of(data: &Path, size: u64) -> Option<PathBuf> {
+    (segment_count(size) > 1).then(|| done_path(data))
+}
+
 /// Segments verified in an earlier run (each line of the `.done` file is one index).
-fn load_done(data: &Path) -> HashSet<u64> {
-    std::fs::read_to_string(done_path(data))
+fn load_done(data: &Path, size: u64) -> HashSet<u64> {
+    done_file_of(data, size)
+        .and_then(|path| std::fs::read_to_string(path).ok())
         .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
         .unwrap_or_default()
 }
 
-/// Removes a fetch's files under `partial/`.
-fn remove_partial(data: &Path) {
-    for p in [
-        data.to_path_buf(),
-        done_path(data),
-        data.with_extension("obao"),
-    ] {
-        match std::fs::remove_file(&p) {
+/// Removes a fetch's files under `partial/`: its data unless the blob store took it, and the
+/// files a blob of its size can have beside it (a catch-up of small packages would otherwise
+/// try two removals that fail per package).
+fn remove_partial(target: &Target, size: u64, data_taken: bool) {
+    let data = (!data_taken).then_some(&target.data);
+    let done = done_file_of(&target.data, size);
+    for p in data.into_iter().chain(&done).chain(&target.outboard) {
+        match std::fs::remove_file(p) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 tracing::warn!(path = %p.display(), error = %e, "could not remove a partial file");
             }
@@ -508,7 +515,6 @@ async fn run(
         return Ok(());
     }
     let dir = state.store.blobs().partial_dir();
-    std::fs::create_dir_all(&dir)?;
     let data = dir.join(digest.hex());
     let target = Target {
         data: data.clone(),
@@ -523,17 +529,27 @@ async fn run(
             )
         }),
     ];
-    for (path, len) in files.into_iter().flatten() {
-        let f = std::fs::OpenOptions::new()
+    let open = |path: &Path| {
+        std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(path)?;
+            .open(path)
+    };
+    for (path, len) in files.into_iter().flatten() {
+        // `partial/` is made by the first fetch, not asked after by every one.
+        let f = match open(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&dir)?;
+                open(path)?
+            }
+            other => other?,
+        };
         f.set_len(len)?;
     }
     let schedule = Arc::new(Schedule::new(
         size,
-        &load_done(&data),
+        &load_done(&data, size),
         &p2p.peer_id.to_bytes(),
         limits.clone(),
     ));
@@ -719,12 +735,17 @@ async fn run(
         }
     }
     drop(done_file);
-    finish(state, digest, &target).await
+    finish(state, digest, size, &target).await
 }
 
 /// Every segment verified against the digest's tree; hashes the whole once more before the
 /// blob takes its name, and checks the archive like any pushed package.
-async fn finish(state: &Arc<NodeState>, digest: Digest, target: &Target) -> Result<(), FetchError> {
+async fn finish(
+    state: &Arc<NodeState>,
+    digest: Digest,
+    size: u64,
+    target: &Target,
+) -> Result<(), FetchError> {
     let check = target.data.clone();
     let archive = state.config.archive_limits();
     let verified =
@@ -735,12 +756,12 @@ async fn finish(state: &Arc<NodeState>, digest: Digest, target: &Target) -> Resu
         Ok(v) => v,
         Err(e) => {
             // Bytes that verify against the digest but are no package: nothing to resume.
-            remove_partial(&target.data);
+            remove_partial(target, size, false);
             return Err(FetchError::Invalid(Arc::new(e)));
         }
     };
     if verified.digest != digest {
-        remove_partial(&target.data);
+        remove_partial(target, size, false);
         return Err(FetchError::WrongDigest {
             got: verified.digest,
             want: digest,
@@ -749,6 +770,6 @@ async fn finish(state: &Arc<NodeState>, digest: Digest, target: &Target) -> Resu
     let _pin = store_blob(&state.store, target.data.clone(), digest)
         .await
         .map_err(|e| FetchError::Store(Arc::new(e)))?;
-    remove_partial(&target.data);
+    remove_partial(target, size, true);
     Ok(())
 }

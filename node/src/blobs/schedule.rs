@@ -23,6 +23,11 @@ pub fn segment_bytes(size: u64) -> u64 {
         * group
 }
 
+/// How many segments a blob of `size` bytes has (one for an empty blob).
+pub fn segment_count(size: u64) -> u64 {
+    size.div_ceil(segment_bytes(size)).max(1)
+}
+
 /// How a peer came to be asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -120,8 +125,7 @@ impl Schedule {
     /// `me` orders the pool, so different nodes walk the segments in different orders and
     /// hold different ones early.
     pub fn new(size: u64, done: &HashSet<u64>, me: &[u8], limits: BlobLimits) -> Self {
-        let segment = segment_bytes(size);
-        let count = size.div_ceil(segment).max(1);
+        let count = segment_count(size);
         let segs: Vec<Seg> = (0..count)
             .map(|i| {
                 if done.contains(&i) {
@@ -142,7 +146,7 @@ impl Schedule {
             limits,
             inner: Mutex::new(Inner {
                 size,
-                segment,
+                segment: segment_bytes(size),
                 segs,
                 pool: order.into(),
                 peers: HashMap::new(),

@@ -323,6 +323,14 @@ async fn an_interrupted_fetch_resumes_without_refetching() {
         sent <= bytes.len() as u64 - half * segment,
         "the first half was fetched again: {sent} bytes served"
     );
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "a finished fetch leaves its data, segment list and tree behind: {left:?}"
+    );
 }
 
 #[tokio::test]
