@@ -15,7 +15,7 @@
 //! lease (`first_byte + len / min_rate`). A requester that stops reading frees its serving
 //! slot within `idle`.
 //!
-//! **Segments.** A blob is fetched in segments (about 1/16 of it, 256 KiB to 8 MiB, whole
+//! **Segments.** A blob is fetched in segments (about 1/128 of it, 256 KiB to 1 MiB, whole
 //! groups), the same for every node, so peers fetching one blob serve each other the
 //! segments they hold. Each node walks them in its own order.
 //!

@@ -13,14 +13,14 @@ use tokio::time::Instant;
 
 use super::BlobLimits;
 
-/// Segment size: about 16 per blob, between 256 KiB and 8 MiB, in whole 16 KiB groups. Every
+/// Segment size: about 128 per blob, between 256 KiB and 1 MiB, in whole 16 KiB groups. Every
 /// node computes the same segments for a blob, which is what lets peers serve each other.
+/// Small segments keep a fan-out's end short: the last segments the origin sends must still
+/// be passed on from peer to peer, one segment's transfer per hop (1/16 of a 128 MiB blob
+/// took 0.7 s per hop at 100 Mbit/s).
 pub fn segment_bytes(size: u64) -> u64 {
     let group = 16 * 1024;
-    (size / 16)
-        .clamp(256 * 1024, 8 * 1024 * 1024)
-        .div_ceil(group)
-        * group
+    (size / 128).clamp(256 * 1024, 1024 * 1024).div_ceil(group) * group
 }
 
 /// How many segments a blob of `size` bytes has (one for an empty blob).
@@ -448,9 +448,13 @@ mod tests {
     #[test]
     fn segments_are_whole_groups() {
         assert_eq!(segment_bytes(1000), 256 * 1024);
-        assert_eq!(segment_bytes(64 * MIB), 4 * MIB);
-        assert_eq!(segment_bytes(u64::MAX / 2), 8 * MIB);
-        assert_eq!(segment_bytes(100 * MIB) % (16 * 1024), 0);
+        assert_eq!(segment_bytes(64 * MIB), MIB / 2);
+        assert_eq!(segment_bytes(u64::MAX / 2), MIB);
+        assert_eq!(segment_bytes(100 * MIB + 7) % (16 * 1024), 0);
+        assert_eq!(segment_count(0), 1);
+        assert_eq!(segment_count(256 * 1024), 1);
+        assert_eq!(segment_count(256 * 1024 + 1), 2);
+        assert_eq!(segment_count(128 * MIB), 128);
     }
 
     #[test]
