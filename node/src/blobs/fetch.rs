@@ -21,7 +21,7 @@ use tokio::{
 
 use super::{
     BlobLimits,
-    schedule::{Answer, Lease, Reported, Role, Schedule, segment_count},
+    schedule::{Answer, Lease, Reported, Role, Schedule, segment_bytes, segment_count},
     wire::{self, Meter, Order, RangeError, RangeWant, Source, Target, fetch_range},
 };
 use crate::{ingest::store_blob, node::NodeState};
@@ -369,33 +369,32 @@ impl BlobReader {
     }
 }
 
-fn done_path(data: &Path) -> PathBuf {
-    data.with_extension("done")
-}
-
-/// Appends a verified segment to the `.done` file, opening it on first use.
-fn note_done(file: &mut Option<std::fs::File>, data: &Path, segment: u64) -> std::io::Result<()> {
+/// Appends a verified segment to the segment list at `path`, opening it on first use.
+fn note_done(file: &mut Option<std::fs::File>, path: &Path, segment: u64) -> std::io::Result<()> {
     let file = match file {
         Some(f) => f,
         None => file.insert(
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(done_path(data))?,
+                .open(path)?,
         ),
     };
     writeln!(file, "{segment}")
 }
 
-/// The `.done` file of a blob of `size` bytes, if it can have one: the verified segment that
-/// ends a fetch is not noted, so a blob of one segment never has one.
-fn done_file_of(data: &Path, size: u64) -> Option<PathBuf> {
-    (segment_count(size) > 1).then(|| done_path(data))
+/// The list of verified segments of a blob of `size` bytes, if it can have one: the segment
+/// that ends a fetch is not noted, so a blob of one segment never has one. Named by the
+/// segment size, so that a list written under another size (by an earlier release) is never
+/// read as this one's: its indices would name other bytes, which this node would then serve.
+pub fn done_file(data: &Path, size: u64) -> Option<PathBuf> {
+    (segment_count(size) > 1)
+        .then(|| data.with_extension(format!("done-{}k", segment_bytes(size) / 1024)))
 }
 
-/// Segments verified in an earlier run (each line of the `.done` file is one index).
+/// Segments verified in an earlier run (each line of the list is one index).
 fn load_done(data: &Path, size: u64) -> HashSet<u64> {
-    done_file_of(data, size)
+    done_file(data, size)
         .and_then(|path| std::fs::read_to_string(path).ok())
         .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
         .unwrap_or_default()
@@ -406,7 +405,7 @@ fn load_done(data: &Path, size: u64) -> HashSet<u64> {
 /// try two removals that fail per package).
 fn remove_partial(target: &Target, size: u64, data_taken: bool) {
     let data = (!data_taken).then_some(&target.data);
-    let done = done_file_of(&target.data, size);
+    let done = done_file(&target.data, size);
     for p in data.into_iter().chain(&done).chain(&target.outboard) {
         match std::fs::remove_file(p) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -567,8 +566,9 @@ async fn run(
             }),
         );
     // Opened when a segment is verified that does not end the fetch: a blob of one segment
-    // has nothing to resume.
-    let mut done_file: Option<std::fs::File> = None;
+    // has nothing to resume, and no list.
+    let done_list = done_file(&data, size);
+    let mut done_writer: Option<std::fs::File> = None;
     let _ = progress.send(FetchState::Running {
         verified: schedule.verified_prefix(),
     });
@@ -648,7 +648,8 @@ async fn run(
                 match (reported, result) {
                     (Reported::Finished, _) => {
                         if !schedule.complete()
-                            && let Err(e) = note_done(&mut done_file, &data, run.lease.segment)
+                            && let Some(path) = &done_list
+                            && let Err(e) = note_done(&mut done_writer, path, run.lease.segment)
                         {
                             tracing::warn!(%digest, error = %e, "could not record a verified segment");
                         }
@@ -734,7 +735,7 @@ async fn run(
             }
         }
     }
-    drop(done_file);
+    drop(done_writer);
     finish(state, digest, size, &target).await
 }
 

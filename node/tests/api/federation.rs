@@ -277,27 +277,23 @@ async fn a_large_blob_comes_from_several_providers() {
     assert_eq!(from_a, 0, "the origin was spared");
 }
 
-#[tokio::test]
-async fn an_interrupted_fetch_resumes_without_refetching() {
+/// Fetches a fresh 4 MiB package on a new node whose `partial/` was first filled by
+/// `prepare(dir, digest, bytes)`; returns the bytes the origin served, the package's size and
+/// the names left in `partial/` after the fetch.
+async fn fetch_after(
+    name: &str,
+    prepare: impl FnOnce(&std::path::Path, &Digest, &[u8]),
+) -> (u64, u64, Vec<std::ffi::OsString>) {
     let a = sharing_origin().await;
-    let bytes = package("resume-pkg", "1.0.0", "any", &noise(4 * 1024 * 1024, 3));
-    a.push(&a.admin.clone(), "resume-pkg", &bytes)
+    let bytes = package(name, "1.0.0", "any", &noise(4 * 1024 * 1024, 3));
+    a.push(&a.admin.clone(), name, &bytes)
         .await
         .expect(StatusCode::CREATED);
     let b = mem_node(|c| c.p2p.bootstrap = vec![]).await;
     let digest = Digest::of(&bytes);
-    // A fetch that stopped after the first half: its verified segments are on disk.
-    let segment = niso_node::blobs::segment_bytes(bytes.len() as u64);
-    let half = bytes.len() as u64 / segment / 2;
     let dir = b.node.state().store.blobs().partial_dir();
     std::fs::create_dir_all(&dir).unwrap();
-    let mut partial = bytes.clone();
-    for b in &mut partial[(half * segment) as usize..] {
-        *b = 0;
-    }
-    std::fs::write(dir.join(digest.hex()), &partial).unwrap();
-    let done: String = (0..half).map(|i| format!("{i}\n")).collect();
-    std::fs::write(dir.join(digest.hex()).with_extension("done"), done).unwrap();
+    prepare(&dir, &digest, &bytes);
 
     let a_peer = a.node.state().p2p.as_ref().unwrap().peer_id;
     let p2p = b.node.state().p2p.clone().unwrap();
@@ -308,29 +304,60 @@ async fn an_interrupted_fetch_resumes_without_refetching() {
     let state = b.node.state().clone();
     state
         .fetcher
-        .fetch(
-            &state,
-            "resume-pkg",
-            digest,
-            bytes.len() as u64,
-            vec![a_peer],
-        )
+        .fetch(&state, name, digest, bytes.len() as u64, vec![a_peer])
         .await
         .unwrap();
     assert!(state.store.blobs().contains(&digest));
-    let sent = served(&a.node);
-    assert!(
-        sent <= bytes.len() as u64 - half * segment,
-        "the first half was fetched again: {sent} bytes served"
-    );
-    let left: Vec<_> = std::fs::read_dir(&dir)
+    let left = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
+    (served(&a.node), bytes.len() as u64, left)
+}
+
+#[tokio::test]
+async fn an_interrupted_fetch_resumes_without_refetching() {
+    let mut skipped = 0;
+    let (sent, size, left) = fetch_after("resume-pkg", |dir, digest, bytes| {
+        // A fetch that stopped after the first half: its verified segments are on disk.
+        let segment = niso_node::blobs::segment_bytes(bytes.len() as u64);
+        let half = bytes.len() as u64 / segment / 2;
+        skipped = half * segment;
+        let mut partial = bytes.to_vec();
+        for b in &mut partial[skipped as usize..] {
+            *b = 0;
+        }
+        let data = dir.join(digest.hex());
+        std::fs::write(&data, &partial).unwrap();
+        let done: String = (0..half).map(|i| format!("{i}\n")).collect();
+        let list = niso_node::blobs::done_file(&data, bytes.len() as u64).unwrap();
+        std::fs::write(list, done).unwrap();
+    })
+    .await;
+    assert!(skipped > 0);
+    assert!(
+        sent <= size - skipped,
+        "the first half was fetched again: {sent} bytes served"
+    );
     assert!(
         left.is_empty(),
         "a finished fetch leaves its data, segment list and tree behind: {left:?}"
     );
+}
+
+#[tokio::test]
+async fn a_segment_list_of_another_segment_size_is_not_read() {
+    let (sent, size, _) = fetch_after("relisted-pkg", |dir, digest, bytes| {
+        // An earlier release's list (`.done`, 8 MiB segments) claims every segment of a file
+        // that holds nothing yet: read as this release's, the node would skip the fetch and
+        // serve zeros as verified.
+        let data = dir.join(digest.hex());
+        std::fs::write(&data, vec![0u8; bytes.len()]).unwrap();
+        let all: String = (0..64).map(|i| format!("{i}\n")).collect();
+        std::fs::write(data.with_extension("done"), all).unwrap();
+    })
+    .await;
+    assert!(sent >= size, "only {sent} of {size} bytes were fetched");
 }
 
 #[tokio::test]
