@@ -13,12 +13,9 @@
 //! is refused.
 
 use std::{
-    cell::Cell,
     collections::HashMap,
     io::{self, BufReader, Read},
 };
-
-use zstd::zstd_safe::{DCtx, DParameter};
 
 use crate::package_meta::{MAX_META_LEN, MetaError, PackageMeta};
 
@@ -179,41 +176,6 @@ pub fn decoder<R: Read>(reader: R) -> io::Result<zstd::Decoder<'static, BufReade
     Ok(decoder)
 }
 
-thread_local! {
-    /// One decompression context per thread, kept between inspections.
-    static SPARE_CONTEXT: Cell<Option<DCtx<'static>>> = const { Cell::new(None) };
-}
-
-/// A context that a frame grew past this (its window) is dropped after use rather than kept.
-const SPARE_CONTEXT_MAX_BYTES: usize = 1 << 20;
-
-/// The decompression context [`inspect`] reads through, reused on its thread: a node checks a
-/// catalog's many small packages one after another, and a fresh context cost more than the
-/// check of a small package (zstd allocates and clears about 100 KiB for it). Kept with the
-/// same window cap as [`decoder`]; each use starts a new session, so nothing of one archive
-/// reaches the next.
-struct SpareContext;
-
-impl SpareContext {
-    fn take() -> io::Result<DCtx<'static>> {
-        if let Some(context) = SPARE_CONTEXT.take() {
-            return Ok(context);
-        }
-        let mut context = DCtx::try_create()
-            .ok_or_else(|| io::Error::other("zstd could not allocate a decompression context"))?;
-        context
-            .set_parameter(DParameter::WindowLogMax(MAX_WINDOW_LOG))
-            .map_err(|code| io::Error::other(zstd::zstd_safe::get_error_name(code)))?;
-        Ok(context)
-    }
-
-    fn put_back(context: DCtx<'static>) {
-        if context.sizeof() <= SPARE_CONTEXT_MAX_BYTES {
-            SPARE_CONTEXT.set(Some(context));
-        }
-    }
-}
-
 /// Reads only `niso.toml`, the first entry: enough to name a package without unpacking it.
 /// This checks nothing else; [`inspect`] is the full check.
 pub fn read_meta(reader: impl Read) -> Result<PackageMeta, ArchiveError> {
@@ -247,26 +209,12 @@ fn read_meta_entry<R: Read>(first: &mut tar::Entry<'_, R>) -> Result<PackageMeta
 /// The reader is consumed up to the end of the tar stream; callers hashing the same bytes
 /// should drain whatever follows.
 pub fn inspect(reader: impl Read, limits: &ArchiveLimits) -> Result<Inspection, ArchiveError> {
-    let mut context = SpareContext::take().map_err(read_error)?;
-    let inspection = inspect_with(reader, limits, &mut context);
-    SpareContext::put_back(context);
-    inspection
-}
-
-fn inspect_with(
-    reader: impl Read,
-    limits: &ArchiveLimits,
-    context: &mut DCtx<'static>,
-) -> Result<Inspection, ArchiveError> {
     let counted = CountingReader {
         inner: reader,
         count: 0,
     };
     let guarded = RatioGuard {
-        decoder: zstd::Decoder::with_context(
-            BufReader::with_capacity(DCtx::in_size(), counted),
-            context,
-        ),
+        decoder: decoder(counted).map_err(read_error)?,
         produced: 0,
         max_ratio: limits.max_unpack_ratio,
     };
@@ -410,8 +358,8 @@ impl<R: Read> Read for CountingReader<R> {
 
 /// The decoder's output, failing as soon as it outgrows the input read so far by more than the
 /// ratio, so a bomb costs only the work of decompressing up to the limit.
-struct RatioGuard<'c, R: Read> {
-    decoder: zstd::Decoder<'c, BufReader<CountingReader<R>>>,
+struct RatioGuard<R: Read> {
+    decoder: zstd::Decoder<'static, BufReader<CountingReader<R>>>,
     produced: u64,
     max_ratio: u64,
 }
@@ -432,7 +380,7 @@ impl std::fmt::Display for Inflated {
 
 impl std::error::Error for Inflated {}
 
-impl<R: Read> Read for RatioGuard<'_, R> {
+impl<R: Read> Read for RatioGuard<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.decoder.read(buf)?;
         self.produced += n as u64;
@@ -1067,35 +1015,6 @@ mod tests {
         let at_cap = with_window(&tar, MAX_WINDOW_LOG);
         assert_eq!(frame_window(&at_cap), 1 << MAX_WINDOW_LOG);
         check(&at_cap).unwrap();
-    }
-
-    #[test]
-    fn a_thread_keeps_one_small_context_and_nothing_of_one_archive_reaches_the_next() {
-        let kept = || {
-            let context = SPARE_CONTEXT.take();
-            let some = context.is_some();
-            SPARE_CONTEXT.set(context);
-            some
-        };
-        let tar = raw_tar(|b| raw_entry(b, "f", tar::EntryType::Regular, None));
-        let good = zstd::encode_all(&tar[..], 3).unwrap();
-        let first = check(&good).unwrap();
-        assert!(kept(), "a context is kept after a small archive");
-        // Cut off mid-frame: the kept context is left mid-session.
-        assert!(check(&good[..good.len() / 2]).is_err());
-        assert!(kept());
-        assert_eq!(check(&good).unwrap(), first);
-        // The window cap holds on a kept context too.
-        assert!(matches!(
-            check(&with_window(&tar, MAX_WINDOW_LOG + 1)),
-            Err(ArchiveError::WindowTooLarge(_))
-        ));
-        assert!(kept());
-        // A context that grew to a large window is let go.
-        check(&with_window(&tar, MAX_WINDOW_LOG)).unwrap();
-        assert!(!kept(), "a context grown to an 8 MiB window is not kept");
-        assert_eq!(check(&good).unwrap(), first);
-        assert!(kept());
     }
 
     #[test]
