@@ -392,6 +392,9 @@ pub fn done_file(data: &Path, size: u64) -> Option<PathBuf> {
         .then(|| data.with_extension(format!("done-{}k", segment_bytes(size) / 1024)))
 }
 
+/// The name releases before segment-sized lists gave the list; never read, only removed.
+const LEGACY_DONE: &str = "done";
+
 /// Segments verified in an earlier run (each line of the list is one index).
 fn load_done(data: &Path, size: u64) -> HashSet<u64> {
     done_file(data, size)
@@ -406,7 +409,15 @@ fn load_done(data: &Path, size: u64) -> HashSet<u64> {
 fn remove_partial(target: &Target, size: u64, data_taken: bool) {
     let data = (!data_taken).then_some(&target.data);
     let done = done_file(&target.data, size);
-    for p in data.into_iter().chain(&done).chain(&target.outboard) {
+    let legacy = done
+        .is_some()
+        .then(|| target.data.with_extension(LEGACY_DONE));
+    for p in data
+        .into_iter()
+        .chain(&done)
+        .chain(&legacy)
+        .chain(&target.outboard)
+    {
         match std::fs::remove_file(p) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 tracing::warn!(path = %p.display(), error = %e, "could not remove a partial file");
@@ -417,7 +428,7 @@ fn remove_partial(target: &Target, size: u64, data_taken: bool) {
 }
 
 /// Removes `partial/` files no fetch will resume: blobs now stored, names that are not a
-/// digest's, and fetches untouched for `stale_partial` (given up on, or of a digest nobody
+/// digest's, segment lists of an earlier release, and fetches untouched for `stale_partial` (given up on, or of a digest nobody
 /// wants any more). A fresh one stays even if no version names its digest: an eager fetch
 /// runs before its record is applied, and resumes after a restart. Runs at start.
 pub fn sweep_partials(state: &NodeState) {
@@ -437,7 +448,8 @@ pub fn sweep_partials(state: &NodeState) {
             .metadata()
             .and_then(|m| m.modified())
             .is_ok_and(|m| now.duration_since(m).is_ok_and(|age| age >= stale));
-        let keep = digest.is_some_and(|d| !old && !state.store.blobs().contains(&d));
+        let legacy = path.extension().is_some_and(|e| e == LEGACY_DONE);
+        let keep = digest.is_some_and(|d| !old && !legacy && !state.store.blobs().contains(&d));
         if !keep {
             tracing::info!(path = %path.display(), "removing an abandoned partial fetch");
             if let Err(e) = std::fs::remove_file(&path) {

@@ -347,10 +347,10 @@ async fn an_interrupted_fetch_resumes_without_refetching() {
 
 #[tokio::test]
 async fn a_segment_list_of_another_segment_size_is_not_read() {
-    let (sent, size, _) = fetch_after("relisted-pkg", |dir, digest, bytes| {
-        // An earlier release's list (`.done`, 8 MiB segments) claims every segment of a file
-        // that holds nothing yet: read as this release's, the node would skip the fetch and
-        // serve zeros as verified.
+    let (sent, size, left) = fetch_after("relisted-pkg", |dir, digest, bytes| {
+        // A list under the name earlier releases used (`.done`, whose segments were up to
+        // 8 MiB) claims every segment of a file that holds nothing yet: read as this
+        // release's, the node would skip the fetch and serve zeros as verified.
         let data = dir.join(digest.hex());
         std::fs::write(&data, vec![0u8; bytes.len()]).unwrap();
         let all: String = (0..64).map(|i| format!("{i}\n")).collect();
@@ -358,6 +358,7 @@ async fn a_segment_list_of_another_segment_size_is_not_read() {
     })
     .await;
     assert!(sent >= size, "only {sent} of {size} bytes were fetched");
+    assert!(left.is_empty(), "the old list is left behind: {left:?}");
 }
 
 #[tokio::test]
@@ -368,7 +369,7 @@ async fn abandoned_partial_files_are_removed_at_start() {
     let files = |digest: Digest| {
         let data = partial.join(digest.hex());
         [
-            data.with_extension("done"),
+            data.with_extension("done-1024k"),
             data.with_extension("obao"),
             data,
         ]
@@ -388,13 +389,16 @@ async fn abandoned_partial_files_are_removed_at_start() {
     for f in &resumable {
         std::fs::write(f, b"verified so far").unwrap();
     }
+    // Beside it, its list as an earlier release named it (and sized its segments).
+    let legacy = resumable[2].with_extension("done");
+    std::fs::write(&legacy, b"0\n").unwrap();
     let node = TestNode::in_dir(
         dir,
         |c| c.p2p.enabled = Some(false),
         TransportChoice::Memory,
     )
     .await;
-    for f in abandoned.iter().chain([&stray]) {
+    for f in abandoned.iter().chain([&stray, &legacy]) {
         assert!(!f.exists(), "{} was kept", f.display());
     }
     for f in &resumable {
