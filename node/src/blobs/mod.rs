@@ -56,8 +56,9 @@
 //! only), a slot is free and no request for a new range waits. A partial blob serves its
 //! verified segments. [`serve::Holdings`] is all serving knows of the node.
 //!
-//! **Resuming and cleaning up.** Verified segments are listed in `partial/HEX.done-<segment
-//! size>k`, so a fetch resumes across restarts (a list of another segment size is not read). A fetch whose bytes turn out not to be the package removes
+//! **Resuming and cleaning up.** Verified segments are listed in `partial/HEX.done-256k` (the
+//! segment size in KiB), so a fetch resumes across restarts; a list of another segment size is
+//! not read. A fetch whose bytes turn out not to be the package removes
 //! its files; at start, `partial/` files of blobs now stored, files that are no fetch's, and
 //! fetches untouched for `stale_partial` are removed (not merely those no version names: an
 //! eager fetch runs before its record is applied, and resumes after a restart).
