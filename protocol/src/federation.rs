@@ -70,6 +70,18 @@ pub enum BlobResponse {
     NotFound,
 }
 
+/// May follow [`BlobResponse::NotFound`] from a node that is fetching the blob itself: which
+/// of its segments it holds, so the requester asks it for those and not the others. Earlier
+/// releases neither send nor read it; a requester whose stream ends without it learns nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobHoldings {
+    /// The segment size, in bytes, that the bits count in. A requester that splits the blob
+    /// otherwise ignores them.
+    pub segment: u64,
+    /// Bit `i % 8` of byte `i / 8` is set when segment `i` is held.
+    pub held: Vec<u8>,
+}
+
 /// Encodes a frame: u32 big-endian length, then postcard bytes.
 pub fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, FrameError> {
     let body = postcard::to_stdvec(value).map_err(|_| FrameError::Encode)?;

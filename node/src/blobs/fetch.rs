@@ -21,6 +21,7 @@ use tokio::{
 
 use super::{
     BlobLimits,
+    have_list::HaveList,
     schedule::{Answer, Lease, Reported, Role, Schedule, segment_bytes, segment_count},
     wire::{self, Meter, Order, RangeError, RangeWant, Source, Target, fetch_range},
 };
@@ -84,6 +85,11 @@ impl Partial {
     /// Whether every segment overlapping chunk range `[a, b)` is verified here.
     pub fn holds(&self, a: u64, b: u64) -> bool {
         self.schedule.holds(a, b)
+    }
+
+    /// Its verified segments, for a peer that asked for others.
+    pub fn have_list(&self) -> HaveList {
+        self.schedule.have_list()
     }
 
     /// The partial file and its tree, for serving verified segments onwards.
@@ -491,7 +497,7 @@ async fn transfer(
 fn answer(r: &Result<(), RangeError>) -> Answer {
     match r {
         Ok(()) => Answer::Verified,
-        Err(RangeError::Missing) => Answer::Missing,
+        Err(RangeError::Missing(_)) => Answer::Missing,
         Err(RangeError::Stalled) => Answer::Stalled,
         Err(e) if e.is_corrupt() => Answer::Corrupt,
         Err(RangeError::Local(_)) => Answer::Local,
@@ -656,6 +662,9 @@ async fn run(
                 let now = Instant::now();
                 let peer = run.lease.peer;
                 let reported = schedule.report(id, answer(&result), now);
+                if let Err(RangeError::Missing(Some(held))) = &result {
+                    schedule.learned(peer, held, now);
+                }
                 tracing::trace!(%peer, %digest, segment = run.lease.segment, ?reported, error = result.as_ref().err().map(|e| crate::http::error::chain(e)), "segment answered");
                 match (reported, result) {
                     (Reported::Finished, _) => {

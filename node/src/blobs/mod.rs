@@ -7,7 +7,10 @@
 //! resort; the answer is `Ok{size}` followed by the bao encoding (16 KiB groups), or
 //! `NotFound` ("not here" and "not shared with you" are not told apart). Every chunk group is
 //! checked against the digest before it is written; a bad group, or a size that contradicts
-//! the signed manifest, is a strike.
+//! the signed manifest, is a strike. A node fetching the blob itself follows a `NotFound` for
+//! a segment it lacks with its have-list ([`HaveList`]: the segments it holds), to a peer the
+//! package is shared with; a list that does not fit the blob, or none (earlier releases), is
+//! ignored.
 //!
 //! **Deadlines.** Every network read and write has one: opening a stream `open`, the answer
 //! and the first byte `first_byte`, every later read or write `idle` after the one before.
@@ -34,7 +37,8 @@
 //! lacked, first those every live helper lacked (its last answer about the segment was that
 //! it lacks it; those requests carry `last_resort`), so what helpers hold never costs it.
 //! Helpers are asked again after `recheck`, since they fill up as the fetch goes on (twice
-//! that after each further miss of the same segment, up to 8 times); idle
+//! that after each further miss of the same segment, up to 8 times). A have-list counts as a
+//! miss, from now, of every segment it leaves out, and never undoes a miss; idle
 //! announcers are offered a segment before idle helpers, or helpers re-asking would take
 //! every last-resort segment first. When helpers are dropped, the announcer takes what they
 //! held.
@@ -67,11 +71,13 @@
 //! **Bounds.** At most `fetches` fetches run at once; the others wait for a turn.
 
 mod fetch;
+mod have_list;
 mod limits;
 pub mod schedule;
 pub mod serve;
 pub mod wire;
 
 pub use fetch::{BlobReader, FetchError, FetchState, Fetcher, Partial, done_file, sweep_partials};
+pub use have_list::HaveList;
 pub use limits::BlobLimits;
 pub use schedule::segment_bytes;

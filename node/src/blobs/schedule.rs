@@ -11,7 +11,7 @@ use std::{
 use libp2p::PeerId;
 use tokio::time::Instant;
 
-use super::BlobLimits;
+use super::{BlobLimits, have_list::HaveList};
 
 /// Segment size: about 128 per blob, between 256 KiB and 1 MiB, in whole 16 KiB groups. Every
 /// node computes the same segments for a blob, which is what lets peers serve each other.
@@ -421,6 +421,38 @@ impl Schedule {
         (n * s.segment).min(s.size)
     }
 
+    /// The verified segments, for a peer that asked for one this node lacks.
+    pub fn have_list(&self) -> HaveList {
+        let s = self.lock();
+        HaveList::new(s.size, |i| s.segs.get(i as usize) == Some(&Seg::Done))
+    }
+
+    /// Takes `peer`'s word on what it holds, sent with a miss. The segments it says it lacks
+    /// count as misses from now: it is not asked for them before `recheck`, so it is asked
+    /// for what it holds next, and once every helper lacks one the announcer is asked for it
+    /// without each helper being asked first. Its word never clears a miss it answered, so a
+    /// peer that lies can only make itself asked less (as answering every request with a miss
+    /// would).
+    pub fn learned(&self, peer: PeerId, held: &HaveList, now: Instant) {
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        let Some(p) = s.peers.get_mut(&peer) else {
+            return;
+        };
+        if p.dropped || held.count() != s.segs.len() as u64 {
+            return;
+        }
+        for (i, seg) in (0..).zip(&s.segs) {
+            if *seg != Seg::Done && !held.contains(i) {
+                // Fresh word, not a further miss: the back-off does not grow.
+                p.lacked
+                    .entry(i)
+                    .and_modify(|(at, _)| *at = now)
+                    .or_insert((now, 1));
+            }
+        }
+    }
+
     /// Whether every segment overlapping chunk range `[a, b)` is verified.
     pub fn holds(&self, a: u64, b: u64) -> bool {
         let s = self.lock();
@@ -660,6 +692,78 @@ mod tests {
             asked_origin >= 30,
             "the announcer is asked every recheck: {asked_origin} times"
         );
+    }
+
+    /// The segment `peer` would be offered last by a schedule like `schedule(size)`: one a
+    /// helper would not be asked for next without a have-list.
+    fn offered_last(size: u64, peer: PeerId, now: Instant) -> u64 {
+        let twin = schedule(size);
+        twin.add_peer(peer, Role::Helper);
+        let mut last = None;
+        while let Some(l) = twin.next(peer, now) {
+            last = Some(l.segment);
+            twin.report(l.id, Answer::Verified, now);
+        }
+        last.unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_have_list_steers_a_helper_to_what_it_holds_and_the_rest_to_the_announcer() {
+        let size = 4 * MIB;
+        let s = schedule(size);
+        let count = segment_count(size);
+        let (origin, h) = (peer(1), peer(2));
+        s.add_peer(origin, Role::Announcer);
+        s.add_peer(h, Role::Helper);
+        let now = Instant::now();
+        let held = offered_last(size, h, now);
+        let first = s.next(h, now).unwrap();
+        assert_ne!(first.segment, held);
+        s.report(first.id, Answer::Missing, now);
+        s.learned(h, &HaveList::new(size, |i| i == held), now);
+        let l = s.next(h, now).unwrap();
+        assert_eq!(l.segment, held, "what it holds goes first");
+        s.report(l.id, Answer::Verified, now);
+        assert_eq!(
+            s.next(h, now),
+            None,
+            "it is not asked for what it said it lacks before `recheck`"
+        );
+        // The only helper lacks every other segment: the announcer sends them at once, as
+        // last resorts, without the helper being asked for each first.
+        let mut sent = HashSet::new();
+        while let Some(l) = s.next(origin, now) {
+            assert!(l.last_resort, "segment {}", l.segment);
+            sent.insert(l.segment);
+            s.report(l.id, Answer::Verified, now);
+        }
+        assert_eq!(sent.len() as u64, count - 1);
+        assert!(s.complete());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_have_list_does_not_clear_a_miss_or_fit_another_blob() {
+        let size = 4 * MIB;
+        let s = schedule(size);
+        let (origin, h) = (peer(1), peer(2));
+        s.add_peer(origin, Role::Announcer);
+        s.add_peer(h, Role::Helper);
+        let now = Instant::now();
+        let missed = s.next(h, now).unwrap();
+        s.report(missed.id, Answer::Missing, now);
+        // A list of a larger blob is not this one's; one claiming everything does not undo
+        // the miss it came with.
+        s.learned(h, &HaveList::new(2 * size, |_| false), now);
+        s.learned(h, &HaveList::new(size, |_| true), now);
+        let mut asked = 0;
+        while let Some(l) = s.next(h, now) {
+            assert_ne!(l.segment, missed.segment, "asked again for what it lacked");
+            asked += 1;
+            s.report(l.id, Answer::Verified, now);
+        }
+        assert_eq!(asked, segment_count(size) - 1);
+        let last = s.next(origin, now).unwrap();
+        assert_eq!(last.segment, missed.segment, "the announcer takes the miss");
     }
 
     #[tokio::test(start_paused = true)]

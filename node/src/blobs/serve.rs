@@ -16,6 +16,7 @@ use tokio::{
 
 use super::{
     BlobLimits,
+    have_list::HaveList,
     wire::{self, Order, Source},
 };
 use crate::{
@@ -334,13 +335,15 @@ pub enum Held {
     Complete { data: PathBuf, size: u64 },
     /// Verified segments of a blob being fetched, with its pre-order hash tree.
     Partial(Source),
+    /// A blob being fetched that lacks some of the ranges asked: the segments it holds.
+    Lacking(HaveList),
 }
 
 /// What the serving side needs from the node: what it holds and shares with a peer.
 pub trait Holdings: Send + Sync + 'static {
     /// What of `digest` this node may send `peer` for `chunk_ranges`: a complete blob of a
     /// package shared with the peer, or a running fetch's verified segments covering every
-    /// range; `None` when neither.
+    /// range (or, when they do not, what that fetch holds); `None` when none of these.
     fn held(
         &self,
         peer: &PeerId,
@@ -393,7 +396,7 @@ pub async fn serve<H: Holdings>(
                     drop(permit);
                     r
                 }
-                _ => wire::send_not_found(&mut stream).await,
+                _ => wire::send_not_found(&mut stream, None).await,
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "blob request failed");
@@ -417,10 +420,11 @@ async fn handle<H: Holdings>(
             last_resort: request.last_resort,
         },
         Some(Held::Partial(_)) => Ask::Partial,
-        None => return wire::send_not_found(&mut stream).await,
+        Some(Held::Lacking(list)) => return wire::send_not_found(&mut stream, Some(list)).await,
+        None => return wire::send_not_found(&mut stream, None).await,
     };
     let Some(mut slot) = serving.enter(digest, ask).await else {
-        return wire::send_not_found(&mut stream).await;
+        return wire::send_not_found(&mut stream, None).await;
     };
     let source = match held {
         Some(Held::Partial(source)) => source,
@@ -443,7 +447,7 @@ async fn handle<H: Holdings>(
                 size,
             }
         }
-        None => return wire::send_not_found(&mut stream).await,
+        Some(Held::Lacking(_)) | None => return wire::send_not_found(&mut stream, None).await,
     };
     let sent = wire::send_ranges(
         stream,
@@ -477,15 +481,19 @@ impl Holdings for NodeState {
             let size = std::fs::metadata(&path)?.len();
             return Ok(Some(Held::Complete { data: path, size }));
         }
-        // A blob still being fetched here can serve the segments already verified.
+        // A blob still being fetched here can serve the segments already verified, and tell
+        // a peer asking for others which those are.
         Ok(self
             .fetcher
             .partial(digest)
-            .filter(|p| {
-                self.trust.shares_with(&peer_s, &p.package)
-                    && chunk_ranges.iter().all(|&(a, b)| p.holds(a, b))
-            })
-            .map(|p| Held::Partial(p.source())))
+            .filter(|p| self.trust.shares_with(&peer_s, &p.package))
+            .map(|p| {
+                if chunk_ranges.iter().all(|&(a, b)| p.holds(a, b)) {
+                    Held::Partial(p.source())
+                } else {
+                    Held::Lacking(p.have_list())
+                }
+            }))
     }
 
     fn outboard(&self, digest: &Digest) -> std::io::Result<PathBuf> {

@@ -36,7 +36,7 @@ use futures::AsyncWriteExt;
 use libp2p::{PeerId, StreamProtocol};
 use niso_protocol::{
     Digest,
-    federation::{BLOB_CHUNK_LOG, BLOB_PROTOCOL, BlobRequest, BlobResponse},
+    federation::{BLOB_CHUNK_LOG, BLOB_PROTOCOL, BlobHoldings, BlobRequest, BlobResponse},
 };
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt as _, ReadBuf},
@@ -44,7 +44,10 @@ use tokio::{
 };
 use tokio_util::{compat::FuturesAsyncReadCompatExt, io::SyncIoBridge};
 
-use super::BlobLimits;
+use super::{
+    BlobLimits,
+    have_list::{HaveList, MAX_HAVE_LIST},
+};
 use crate::{
     p2p::frames::{WireError, read_frame_within, write_frame},
     runtime_flavor::on_current_thread,
@@ -66,9 +69,10 @@ pub enum RangeError {
     BadChunk(u64),
     #[error("tree hashes do not verify")]
     BadTree,
-    /// The peer does not hold the range (yet), or declines to send it now.
+    /// The peer does not hold the range (yet), or declines to send it now; a peer fetching
+    /// the blob itself may say which segments it holds.
     #[error("peer does not hold the range")]
-    Missing,
+    Missing(Option<HaveList>),
     /// A deadline passed: the peer went silent or trickles.
     #[error("peer went silent")]
     Stalled,
@@ -197,7 +201,11 @@ pub async fn fetch_range(
         .await
         .map_err(RangeError::from_wire)?
     {
-        BlobResponse::NotFound => return Err(RangeError::Missing),
+        BlobResponse::NotFound => {
+            return Err(RangeError::Missing(
+                read_have_list(&mut stream, size, limits).await,
+            ));
+        }
         BlobResponse::Ok { size: theirs } if theirs != size => {
             return Err(RangeError::WrongSize {
                 theirs,
@@ -312,11 +320,35 @@ pub struct Source {
     pub size: u64,
 }
 
-/// Answers a request with `NotFound` and closes the stream.
-pub async fn send_not_found(stream: &mut libp2p::Stream) -> Result<(), WireError> {
+/// Answers a request with `NotFound`, then the have-list of a node fetching the blob itself,
+/// and closes the stream.
+pub async fn send_not_found(
+    stream: &mut libp2p::Stream,
+    held: Option<&HaveList>,
+) -> Result<(), WireError> {
     write_frame(stream, &BlobResponse::NotFound).await?;
+    if let Some(held) = held {
+        let frame = held.to_frame();
+        if frame.held.len() < MAX_HAVE_LIST - 16 {
+            write_frame(stream, &frame).await?;
+        }
+    }
     let _ = stream.close().await;
     Ok(())
+}
+
+/// The have-list that may follow `NotFound`. The peer closes the stream after either, so
+/// a peer of an earlier release (which sends none) costs no wait; a list that is malformed,
+/// late or does not fit the blob is ignored, not held against the peer: it only steers
+/// which segments the peer is asked for.
+async fn read_have_list<S>(stream: &mut S, size: u64, limits: &BlobLimits) -> Option<HaveList>
+where
+    S: futures::AsyncRead + Unpin,
+{
+    let frame = read_frame_within::<BlobHoldings>(stream, MAX_HAVE_LIST, limits.idle)
+        .await
+        .ok()?;
+    HaveList::parse(frame, size)
 }
 
 /// Answers a request with `Ok{size}` and the bao encoding of `chunk_ranges` of `source`;
@@ -602,5 +634,46 @@ mod tests {
         let err = r.read(&mut [0u8; 8]).await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
         assert_eq!(start.elapsed(), Duration::from_secs(5));
+    }
+
+    fn list_frame(size: u64, held: impl Fn(u64) -> bool) -> Vec<u8> {
+        niso_protocol::federation::encode_frame(&HaveList::new(size, held).to_frame()).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_have_list_after_not_found_is_read_and_its_absence_costs_no_wait() {
+        use tokio::io::AsyncWriteExt;
+        use tokio_util::compat::TokioAsyncReadCompatExt;
+        let size = 4 * 1024 * 1024;
+        let limits = BlobLimits::default();
+        let read = |bytes: Vec<u8>, close: bool| {
+            let limits = limits.clone();
+            async move {
+                let (mut tx, rx) = tokio::io::duplex(4096);
+                tx.write_all(&bytes).await.unwrap();
+                // An open stream that says nothing more, or one the peer closed.
+                let _kept = (!close).then_some(tx);
+                let start = Instant::now();
+                let list = read_have_list(&mut rx.compat(), size, &limits).await;
+                (list, start.elapsed())
+            }
+        };
+        let (list, waited) = read(list_frame(size, |i| i % 3 == 0), true).await;
+        let list = list.unwrap();
+        assert!(list.contains(0) && !list.contains(1) && list.contains(3));
+        assert_eq!(waited, Duration::ZERO);
+        // An earlier release closes the stream after `NotFound`.
+        assert_eq!(read(Vec::new(), true).await, (None, Duration::ZERO));
+        // A list of another blob, or garbage: ignored.
+        assert_eq!(
+            read(list_frame(2 * size, |_| true), true).await,
+            (None, Duration::ZERO)
+        );
+        assert_eq!(
+            read(vec![0, 0, 0, 2, 0xff, 0xff], true).await,
+            (None, Duration::ZERO)
+        );
+        // A peer that neither sends nor closes costs at most `idle`.
+        assert_eq!(read(Vec::new(), false).await, (None, limits.idle));
     }
 }

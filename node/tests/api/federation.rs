@@ -315,23 +315,29 @@ async fn fetch_after(
     (served(&a.node), bytes.len() as u64, left)
 }
 
+/// Leaves in `partial/` (`dir`) a fetch of `bytes` that stopped after the first half: its
+/// verified segments on disk and listed. Returns how many segments that is.
+fn half_fetched(dir: &std::path::Path, digest: &Digest, bytes: &[u8]) -> u64 {
+    let segment = niso_node::blobs::segment_bytes(bytes.len() as u64);
+    let half = bytes.len() as u64 / segment / 2;
+    let mut partial = bytes.to_vec();
+    for b in &mut partial[(half * segment) as usize..] {
+        *b = 0;
+    }
+    let data = dir.join(digest.hex());
+    std::fs::write(&data, &partial).unwrap();
+    let done: String = (0..half).map(|i| format!("{i}\n")).collect();
+    let list = niso_node::blobs::done_file(&data, bytes.len() as u64).unwrap();
+    std::fs::write(list, done).unwrap();
+    half
+}
+
 #[tokio::test]
 async fn an_interrupted_fetch_resumes_without_refetching() {
     let mut skipped = 0;
     let (sent, size, left) = fetch_after("resume-pkg", |dir, digest, bytes| {
-        // A fetch that stopped after the first half: its verified segments are on disk.
         let segment = niso_node::blobs::segment_bytes(bytes.len() as u64);
-        let half = bytes.len() as u64 / segment / 2;
-        skipped = half * segment;
-        let mut partial = bytes.to_vec();
-        for b in &mut partial[skipped as usize..] {
-            *b = 0;
-        }
-        let data = dir.join(digest.hex());
-        std::fs::write(&data, &partial).unwrap();
-        let done: String = (0..half).map(|i| format!("{i}\n")).collect();
-        let list = niso_node::blobs::done_file(&data, bytes.len() as u64).unwrap();
-        std::fs::write(list, done).unwrap();
+        skipped = half_fetched(dir, digest, bytes) * segment;
     })
     .await;
     assert!(skipped > 0);
@@ -342,6 +348,84 @@ async fn an_interrupted_fetch_resumes_without_refetching() {
     assert!(
         left.is_empty(),
         "a finished fetch leaves its data, segment list and tree behind: {left:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_node_fetching_a_blob_tells_a_peer_it_shares_with_which_segments_it_holds() {
+    use niso_node::blobs::{
+        FetchState,
+        wire::{RangeError, RangeWant, Target, fetch_range},
+    };
+    let shared = mem_node(|_| {}).await;
+    let stranger = mem_node(|_| {}).await;
+    let b = mem_node(|c| {
+        c.p2p.bootstrap = vec![];
+        c.share = vec![ShareRule {
+            to: peer_id(&shared.node),
+            packages: vec!["*".into()],
+        }];
+    })
+    .await;
+    let bytes = package("half-pkg", "1.0.0", "any", &noise(4 * 1024 * 1024, 4));
+    let (digest, size) = (Digest::of(&bytes), bytes.len() as u64);
+    let dir = b.node.state().store.blobs().partial_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let half = half_fetched(&dir, &digest, &bytes);
+    let b_peer = b.node.state().p2p.as_ref().unwrap().peer_id;
+    for n in [&shared, &stranger] {
+        let p2p = n.node.state().p2p.clone().unwrap();
+        p2p.dial(address(&b.node).await.parse().unwrap())
+            .await
+            .unwrap();
+        assert!(p2p.wait_connected(&b_peer, CONVERGE).await);
+    }
+    // B resumes the fetch with nobody holding the rest: it runs until it stalls.
+    let state = b.node.state().clone();
+    let mut progress = state
+        .fetcher
+        .start(&state, "half-pkg", digest, size, vec![]);
+    let resumed =
+        progress.wait_for(|s| matches!(s, FetchState::Running { verified } if *verified > 0));
+    tokio::time::timeout(CONVERGE, resumed)
+        .await
+        .unwrap()
+        .unwrap();
+    let segment = niso_node::blobs::segment_bytes(size);
+    let ask = |n: &TestNode| {
+        let mut control = n.node.state().p2p.as_ref().unwrap().control();
+        let limits = niso_node::blobs::BlobLimits::default();
+        async move {
+            let want = RangeWant {
+                digest,
+                size,
+                // The last segment: B lacks it.
+                chunks: ((size - 1) / segment * segment / 1024, size.div_ceil(1024)),
+                last_resort: false,
+            };
+            let nowhere = Target {
+                data: "/nonexistent".into(),
+                outboard: None,
+            };
+            fetch_range(
+                &mut control,
+                b_peer,
+                want,
+                &nowhere,
+                &limits,
+                Default::default(),
+            )
+            .await
+        }
+    };
+    let Err(RangeError::Missing(Some(list))) = ask(&shared).await else {
+        panic!("a miss with a have-list");
+    };
+    let held: Vec<u64> = (0..list.count()).filter(|&i| list.contains(i)).collect();
+    assert_eq!(held, (0..half).collect::<Vec<_>>());
+    assert!(
+        matches!(ask(&stranger).await, Err(RangeError::Missing(None))),
+        "nothing told to a peer the package is not shared with"
     );
 }
 
