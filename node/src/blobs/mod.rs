@@ -44,7 +44,8 @@
 //! held.
 //!
 //! **Ending.** A fetch ends when every segment is verified, the whole blob hashes to its
-//! digest and passes the archive checks, and it takes its name in the blob store. With no
+//! digest and passes the archive checks, and it takes its name in the blob store (verified
+//! bytes are flushed in the background every 16 MiB, so that last flush is short). With no
 //! segment verified and no byte received for `stall` (a dropped peer restarts that window,
 //! so the others get a fair chance at its segment), it makes no new requests; once those in
 //! flight have ended (within their deadlines), or at once when nobody is left to ask, it asks
