@@ -24,6 +24,7 @@ use super::{
     have_list::HaveList,
     schedule::{Answer, Lease, Reported, Role, Schedule, segment_bytes, segment_count},
     wire::{self, Meter, Order, RangeError, RangeWant, Source, Target, fetch_range},
+    writeback::Writeback,
 };
 use crate::{ingest::store_blob, node::NodeState};
 
@@ -465,40 +466,6 @@ pub fn sweep_partials(state: &NodeState) {
     }
 }
 
-/// Flushes a fetch's verified bytes to disk in the background as they arrive, so the flush
-/// when the blob takes its name has little left to write: in a fan-out every replica finishes
-/// at about the same moment, and their final flushes together wrote the whole blob once per
-/// replica while nothing else could happen (0.5-0.7 s of a 128 MiB fan-out to 7 replicas on
-/// one disk).
-#[derive(Default)]
-struct Writeback {
-    unflushed: u64,
-    running: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Writeback {
-    /// Bytes written and not flushed that start a flush.
-    const EVERY: u64 = 16 * 1024 * 1024;
-
-    /// Counts a verified range; starts a flush once `EVERY` bytes are unflushed and none is
-    /// running. Returns whether it started one.
-    fn verified(&mut self, data: &Path, chunks: (u64, u64)) -> bool {
-        self.unflushed += (chunks.1 - chunks.0) * 1024;
-        if self.unflushed < Self::EVERY || self.running.as_ref().is_some_and(|t| !t.is_finished()) {
-            return false;
-        }
-        self.unflushed = 0;
-        let data = data.to_owned();
-        self.running = Some(tokio::task::spawn_blocking(move || {
-            // Only an early start: the final flush still makes the blob durable.
-            if let Err(e) = std::fs::File::open(&data).and_then(|f| f.sync_data()) {
-                tracing::debug!(path = %data.display(), error = %e, "could not flush a partial blob early");
-            }
-        }));
-        true
-    }
-}
-
 /// A transfer in flight: the task, its lease and its meter. Dropping it gives the transfer
 /// up, even the part that runs on a blocking thread.
 struct Running {
@@ -830,28 +797,4 @@ async fn finish(
         .map_err(|e| FetchError::Store(Arc::new(e)))?;
     remove_partial(target, size, true);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn verified_bytes_are_flushed_early_every_16_mib_one_flush_at_a_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("blob");
-        std::fs::write(&data, b"partial").unwrap();
-        let mut w = Writeback::default();
-        let mib = |n: u64| (0, n * 1024);
-        assert!(!w.verified(&data, mib(15)));
-        assert!(w.verified(&data, mib(1)), "16 MiB unflushed");
-        w.running.take().unwrap().await.unwrap();
-        assert!(!w.verified(&data, mib(8)), "the count started again");
-        assert!(w.verified(&data, mib(8)));
-        // A flush still running holds the next back; the bytes wait for the one after.
-        w.running = Some(tokio::task::spawn(std::future::pending()));
-        assert!(!w.verified(&data, mib(32)));
-        w.running.take().unwrap().abort();
-        assert!(w.verified(&data, mib(0)), "the held-back bytes go next");
-    }
 }

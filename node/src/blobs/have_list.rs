@@ -6,8 +6,8 @@ use niso_protocol::federation::BlobHoldings;
 
 use super::schedule::{segment_bytes, segment_count};
 
-/// The largest have-list frame read: one bit per segment, enough for a 512 GiB blob. A node
-/// with a larger list does not send it (the requester then learns nothing, as from a node of
+/// The largest have-list frame read: one bit per segment, enough for a blob of just under
+/// 512 GiB. A node with a larger list does not send it (the requester then learns nothing, as from a node of
 /// an earlier release).
 pub const MAX_HAVE_LIST: usize = 64 * 1024;
 
@@ -67,6 +67,7 @@ impl HaveList {
         self.count
     }
 
+    /// Whether segment `segment` is held (never one past the last).
     pub fn contains(&self, segment: u64) -> bool {
         segment < self.count
             && self

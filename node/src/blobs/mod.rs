@@ -1,6 +1,7 @@
 //! Blobs between peers: the rulebook. Package bytes travel as blake3-verified ranges on
 //! `/niso/blob/1`; this module holds the wire format (`wire`), serving (`serve`), the choice
-//! of which segment comes from which peer (`schedule`), the fetch task (`fetch`) and every
+//! of which segment comes from which peer (`schedule`), what a fetching node holds
+//! (`have_list`), the fetch task (`fetch`, with its early flushes in `writeback`) and every
 //! limit (`limits`). `docs/federation.md` links here; the rules are:
 //!
 //! **Wire.** A request names a digest, chunk ranges (1 KiB chunks) and whether it is a last
@@ -9,8 +10,8 @@
 //! checked against the digest before it is written; a bad group, or a size that contradicts
 //! the signed manifest, is a strike. A node fetching the blob itself follows a `NotFound` for
 //! a segment it lacks with its have-list ([`HaveList`]: the segments it holds), to a peer the
-//! package is shared with; a list that does not fit the blob, or none (earlier releases), is
-//! ignored.
+//! package is shared with; a list that does not fit the blob, or none (earlier releases close
+//! the stream), is ignored, and silence instead of either is a stall.
 //!
 //! **Deadlines.** Every network read and write has one: opening a stream `open`, the answer
 //! and the first byte `first_byte`, every later read or write `idle` after the one before.
@@ -77,6 +78,7 @@ mod limits;
 pub mod schedule;
 pub mod serve;
 pub mod wire;
+mod writeback;
 
 pub use fetch::{BlobReader, FetchError, FetchState, Fetcher, Partial, done_file, sweep_partials};
 pub use have_list::HaveList;

@@ -430,9 +430,9 @@ impl Schedule {
     /// Takes `peer`'s word on what it holds, sent with a miss. The segments it says it lacks
     /// count as misses from now: it is not asked for them before `recheck`, so it is asked
     /// for what it holds next, and once every helper lacks one the announcer is asked for it
-    /// without each helper being asked first. Its word never clears a miss it answered, so a
-    /// peer that lies can only make itself asked less (as answering every request with a miss
-    /// would).
+    /// without each helper being asked first. Its word never clears a miss it answered: a
+    /// peer that lies gets what one answering every request with a miss would, asked less
+    /// itself and the announcer asked sooner, only without the round trips.
     pub fn learned(&self, peer: PeerId, held: &HaveList, now: Instant) {
         let mut guard = self.lock();
         let s = &mut *guard;
@@ -723,7 +723,19 @@ mod tests {
         s.learned(h, &HaveList::new(size, |i| i == held), now);
         let l = s.next(h, now).unwrap();
         assert_eq!(l.segment, held, "what it holds goes first");
+        let mine = |s: &Schedule| {
+            let list = s.have_list();
+            (0..list.count())
+                .filter(|&i| list.contains(i))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            mine(&s),
+            Vec::<u64>::new(),
+            "a segment in flight is not held yet"
+        );
         s.report(l.id, Answer::Verified, now);
+        assert_eq!(mine(&s), vec![held]);
         assert_eq!(
             s.next(h, now),
             None,

@@ -203,7 +203,7 @@ pub async fn fetch_range(
     {
         BlobResponse::NotFound => {
             return Err(RangeError::Missing(
-                read_have_list(&mut stream, size, limits).await,
+                read_have_list(&mut stream, size, limits).await?,
             ));
         }
         BlobResponse::Ok { size: theirs } if theirs != size => {
@@ -329,8 +329,9 @@ pub async fn send_not_found(
     write_frame(stream, &BlobResponse::NotFound).await?;
     if let Some(held) = held {
         let frame = held.to_frame();
+        // Best effort: a requester of an earlier release hangs up after `NotFound`.
         if frame.held.len() < MAX_HAVE_LIST - 16 {
-            write_frame(stream, &frame).await?;
+            let _ = write_frame(stream, &frame).await;
         }
     }
     let _ = stream.close().await;
@@ -338,17 +339,23 @@ pub async fn send_not_found(
 }
 
 /// The have-list that may follow `NotFound`. The peer closes the stream after either, so
-/// a peer of an earlier release (which sends none) costs no wait; a list that is malformed,
-/// late or does not fit the blob is ignored, not held against the peer: it only steers
-/// which segments the peer is asked for.
-async fn read_have_list<S>(stream: &mut S, size: u64, limits: &BlobLimits) -> Option<HaveList>
+/// a peer of an earlier release (which sends none) costs no wait. A list that is malformed
+/// or does not fit the blob is ignored, not held against the peer: it only steers which
+/// segments the peer is asked for. A peer that neither sends nor closes within `idle` went
+/// silent, like one that stops mid-range: the segment it holds up is no one else's until then.
+async fn read_have_list<S>(
+    stream: &mut S,
+    size: u64,
+    limits: &BlobLimits,
+) -> Result<Option<HaveList>, RangeError>
 where
     S: futures::AsyncRead + Unpin,
 {
-    let frame = read_frame_within::<BlobHoldings>(stream, MAX_HAVE_LIST, limits.idle)
-        .await
-        .ok()?;
-    HaveList::parse(frame, size)
+    match read_frame_within::<BlobHoldings>(stream, MAX_HAVE_LIST, limits.idle).await {
+        Ok(frame) => Ok(HaveList::parse(frame, size)),
+        Err(WireError::Timeout) => Err(RangeError::Stalled),
+        Err(_) => Ok(None),
+    }
 }
 
 /// Answers a request with `Ok{size}` and the bao encoding of `chunk_ranges` of `source`;
@@ -641,7 +648,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_have_list_after_not_found_is_read_and_its_absence_costs_no_wait() {
+    async fn a_have_list_after_not_found_is_read_and_silence_after_it_is_a_stall() {
         use tokio::io::AsyncWriteExt;
         use tokio_util::compat::TokioAsyncReadCompatExt;
         let size = 4 * 1024 * 1024;
@@ -655,25 +662,28 @@ mod tests {
                 let _kept = (!close).then_some(tx);
                 let start = Instant::now();
                 let list = read_have_list(&mut rx.compat(), size, &limits).await;
-                (list, start.elapsed())
+                (list.map_err(|e| e.to_string()), start.elapsed())
             }
         };
         let (list, waited) = read(list_frame(size, |i| i % 3 == 0), true).await;
-        let list = list.unwrap();
+        let list = list.unwrap().unwrap();
         assert!(list.contains(0) && !list.contains(1) && list.contains(3));
         assert_eq!(waited, Duration::ZERO);
         // An earlier release closes the stream after `NotFound`.
-        assert_eq!(read(Vec::new(), true).await, (None, Duration::ZERO));
+        assert_eq!(read(Vec::new(), true).await, (Ok(None), Duration::ZERO));
         // A list of another blob, or garbage: ignored.
         assert_eq!(
             read(list_frame(2 * size, |_| true), true).await,
-            (None, Duration::ZERO)
+            (Ok(None), Duration::ZERO)
         );
         assert_eq!(
             read(vec![0, 0, 0, 2, 0xff, 0xff], true).await,
-            (None, Duration::ZERO)
+            (Ok(None), Duration::ZERO)
         );
-        // A peer that neither sends nor closes costs at most `idle`.
-        assert_eq!(read(Vec::new(), false).await, (None, limits.idle));
+        // A peer that neither sends nor closes went silent: a stall, after `idle`.
+        assert_eq!(
+            read(Vec::new(), false).await,
+            (Err(RangeError::Stalled.to_string()), limits.idle)
+        );
     }
 }

@@ -418,15 +418,16 @@ async fn a_node_fetching_a_blob_tells_a_peer_it_shares_with_which_segments_it_ho
             .await
         }
     };
+    // The stranger asks first: the list the other gets after it shows the fetch was running.
+    assert!(
+        matches!(ask(&stranger).await, Err(RangeError::Missing(None))),
+        "nothing told to a peer the package is not shared with"
+    );
     let Err(RangeError::Missing(Some(list))) = ask(&shared).await else {
         panic!("a miss with a have-list");
     };
     let held: Vec<u64> = (0..list.count()).filter(|&i| list.contains(i)).collect();
     assert_eq!(held, (0..half).collect::<Vec<_>>());
-    assert!(
-        matches!(ask(&stranger).await, Err(RangeError::Missing(None))),
-        "nothing told to a peer the package is not shared with"
-    );
 }
 
 #[tokio::test]
