@@ -39,6 +39,14 @@ pub fn peer_id(node: &Node) -> String {
     node.state().peer_id.clone()
 }
 
+/// Dials `to` from `from` and waits until they are connected.
+pub async fn connect(from: &Node, to: &Node) {
+    let p2p = from.state().p2p.clone().unwrap();
+    let target = to.state().p2p.as_ref().unwrap().peer_id;
+    p2p.dial(address(to).await.parse().unwrap()).await.unwrap();
+    assert!(p2p.wait_connected(&target, CONVERGE).await);
+}
+
 /// Waits (on the node's log, with a deadline) until `check` holds.
 pub async fn until(node: &Node, what: &str, mut check: impl FnMut() -> bool) {
     let mut log = node.state().store.watch_log();
@@ -296,11 +304,7 @@ async fn fetch_after(
     prepare(&dir, &digest, &bytes);
 
     let a_peer = a.node.state().p2p.as_ref().unwrap().peer_id;
-    let p2p = b.node.state().p2p.clone().unwrap();
-    p2p.dial(address(&a.node).await.parse().unwrap())
-        .await
-        .unwrap();
-    assert!(p2p.wait_connected(&a_peer, CONVERGE).await);
+    connect(&b.node, &a.node).await;
     let state = b.node.state().clone();
     state
         .fetcher
@@ -374,11 +378,7 @@ async fn a_node_fetching_a_blob_tells_a_peer_it_shares_with_which_segments_it_ho
     let half = half_fetched(&dir, &digest, &bytes);
     let b_peer = b.node.state().p2p.as_ref().unwrap().peer_id;
     for n in [&shared, &stranger] {
-        let p2p = n.node.state().p2p.clone().unwrap();
-        p2p.dial(address(&b.node).await.parse().unwrap())
-            .await
-            .unwrap();
-        assert!(p2p.wait_connected(&b_peer, CONVERGE).await);
+        connect(&n.node, &b.node).await;
     }
     // B resumes the fetch with nobody holding the rest: it runs until it stalls.
     let state = b.node.state().clone();
