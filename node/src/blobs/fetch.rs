@@ -435,9 +435,10 @@ fn remove_partial(target: &Target, size: u64, data_taken: bool) {
 }
 
 /// Removes `partial/` files no fetch will resume: blobs now stored, names that are not a
-/// digest's, segment lists of an earlier release, and fetches untouched for `stale_partial` (given up on, or of a digest nobody
-/// wants any more). A fresh one stays even if no version names its digest: an eager fetch
-/// runs before its record is applied, and resumes after a restart. Runs at start.
+/// digest's, segment lists of an earlier release, and fetches untouched for `stale_partial`
+/// (given up on, or of a digest nobody wants any more). A fresh one stays even if no version
+/// names its digest: an eager fetch runs before its record is applied, and resumes after a
+/// restart. Runs at start.
 pub fn sweep_partials(state: &NodeState) {
     let dir = state.store.blobs().partial_dir();
     let Ok(entries) = std::fs::read_dir(&dir) else {

@@ -7,8 +7,8 @@ use niso_protocol::federation::BlobHoldings;
 use super::schedule::{segment_bytes, segment_count};
 
 /// The largest have-list frame read: one bit per segment, enough for a blob of just under
-/// 512 GiB. A node with a larger list does not send it (the requester then learns nothing, as from a node of
-/// an earlier release).
+/// 512 GiB. A node with a larger list does not send it (the requester then learns nothing, as
+/// from a node of an earlier release).
 pub const MAX_HAVE_LIST: usize = 64 * 1024;
 
 /// Segments of one blob held by a peer, checked against the blob's size: one bit per segment
@@ -75,6 +75,11 @@ impl HaveList {
                 .get((segment / 8) as usize)
                 .is_some_and(|b| b & (1 << (segment % 8)) != 0)
     }
+
+    /// The held segments, in order.
+    pub fn held(&self) -> impl Iterator<Item = u64> + '_ {
+        (0..self.count).filter(|&i| self.contains(i))
+    }
 }
 
 fn bytes_for(count: u64) -> usize {
@@ -97,8 +102,11 @@ mod tests {
         let back = HaveList::parse(frame, SIZE).unwrap();
         assert_eq!(back, list);
         assert_eq!(back.count(), 10);
-        let held: Vec<u64> = (0..12).filter(|&i| back.contains(i)).collect();
-        assert_eq!(held, vec![0, 9]);
+        assert_eq!(back.held().collect::<Vec<_>>(), vec![0, 9]);
+        assert!(
+            !back.contains(10) && !back.contains(11),
+            "nothing past the last"
+        );
     }
 
     #[test]

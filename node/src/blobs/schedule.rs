@@ -723,12 +723,7 @@ mod tests {
         s.learned(h, &HaveList::new(size, |i| i == held), now);
         let l = s.next(h, now).unwrap();
         assert_eq!(l.segment, held, "what it holds goes first");
-        let mine = |s: &Schedule| {
-            let list = s.have_list();
-            (0..list.count())
-                .filter(|&i| list.contains(i))
-                .collect::<Vec<_>>()
-        };
+        let mine = |s: &Schedule| s.have_list().held().collect::<Vec<_>>();
         assert_eq!(
             mine(&s),
             Vec::<u64>::new(),
