@@ -523,8 +523,8 @@ async fn run(
     };
     let fetcher = &state.fetcher;
     let limits = fetcher.limits.clone();
-    // Bounded fetches at once: a page of many manifests queues here, not on the network.
-    let _turn = fetcher
+    // Bounded transfers at once: a page of many manifests queues here, not on the network.
+    let turn = fetcher
         .turns
         .clone()
         .acquire_owned()
@@ -761,6 +761,10 @@ async fn run(
         }
     }
     drop(done_writer);
+    // The bytes are here: checking and storing them wait on the CPU and the disk (an fsync of
+    // the file and one of its directory), not on the network, and held the next transfer up
+    // for as long as the transfer itself took in a catch-up of small packages.
+    drop(turn);
     finish(state, digest, size, &target).await
 }
 
@@ -772,6 +776,7 @@ async fn finish(
     size: u64,
     target: &Target,
 ) -> Result<(), FetchError> {
+    state.failpoints.hit("fetch-finish", 0).await;
     let check = target.data.clone();
     let archive = state.config.archive_limits();
     let verified =

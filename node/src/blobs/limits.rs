@@ -33,7 +33,9 @@ pub struct BlobLimits {
     /// With no segment verified for this long and nothing in flight, the fetch asks the DHT
     /// for providers once, then fails (the next sync round retries).
     pub stall: Duration,
-    /// Blob fetches running at once on this node; more wait for a turn.
+    /// Blob fetches transferring at once on this node; more wait for a turn. A fetch gives its
+    /// turn back once every segment is verified: the check of the whole and its flush to disk
+    /// need no network (the archive checks have their own bound, two per core).
     pub fetches: usize,
     /// Transfers of one blob served at once (complete or partial).
     pub per_blob: usize,

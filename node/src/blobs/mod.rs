@@ -70,7 +70,9 @@
 //! eager fetch runs before its record is applied, and resumes after a restart).
 //!
 //! **Readers.** The HTTP lazy path reads through [`BlobReader`]: bytes only once verified.
-//! **Bounds.** At most `fetches` fetches run at once; the others wait for a turn.
+//! **Bounds.** At most `fetches` fetches transfer at once; the others wait for a turn. A fetch
+//! gives its turn back when its last segment is verified, before the whole is checked and
+//! stored.
 
 mod fetch;
 mod have_list;

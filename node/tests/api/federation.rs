@@ -432,6 +432,51 @@ async fn a_node_fetching_a_blob_tells_a_peer_it_shares_with_which_segments_it_ho
     );
 }
 
+/// A fetch gives its turn back once its bytes are verified: checking and storing the blob (the
+/// archive check, an fsync of the file and one of its directory) do not hold up the next
+/// transfers. Every fetch here stops before its check, so with the turns held through it the
+/// last package would never get a byte.
+#[tokio::test]
+async fn a_fetch_gives_its_turn_back_before_the_blob_is_checked_and_stored() {
+    use niso_node::blobs::{BlobLimits, FetchState};
+
+    let a = sharing_origin().await;
+    let a_peer = a.node.state().p2p.as_ref().unwrap().peer_id;
+    let mut blobs = Vec::new();
+    for i in 0..=BlobLimits::default().fetches {
+        let name = format!("turn-pkg-{i}");
+        let bytes = package(&name, "1.0.0", "any", name.as_bytes());
+        a.push(&a.admin.clone(), &name, &bytes)
+            .await
+            .expect(StatusCode::CREATED);
+        blobs.push((name, Digest::of(&bytes), bytes.len() as u64));
+    }
+    let b = mem_node(|c| {
+        c.p2p.bootstrap = vec![];
+        c.failpoints = vec!["fetch-finish".into()];
+    })
+    .await;
+    connect(&b.node, &a.node).await;
+    let state = b.node.state().clone();
+    for (name, digest, size) in &blobs {
+        let mut progress = state
+            .fetcher
+            .start(&state, name, *digest, *size, vec![a_peer]);
+        let all_here = progress
+            .wait_for(|s| matches!(s, FetchState::Running { verified } if verified == size));
+        tokio::time::timeout(CONVERGE, all_here)
+            .await
+            .unwrap_or_else(|_| panic!("{name}: every byte verified while the others wait"))
+            .unwrap();
+    }
+    for (name, digest, _) in &blobs {
+        assert!(
+            !state.store.blobs().contains(digest),
+            "{name} waits at the failpoint, before its check"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_segment_list_of_another_segment_size_is_not_read() {
     let (sent, size, left) = fetch_after("relisted-pkg", |dir, digest, bytes| {
