@@ -35,7 +35,9 @@ pub struct BlobLimits {
     pub stall: Duration,
     /// Blob fetches transferring at once on this node; more wait for a turn. A fetch gives its
     /// turn back once every segment is verified: the check of the whole and its flush to disk
-    /// need no network (the archive checks have their own bound, two per core).
+    /// need no network. The archive checks have their own bound (two per core); the fetches
+    /// being stored are bounded by those started, one at a time per deferred group (256) or
+    /// per lazy pull.
     pub fetches: usize,
     /// Transfers of one blob served at once (complete or partial).
     pub per_blob: usize,
