@@ -14,7 +14,7 @@ use libp2p::PeerId;
 use niso_protocol::Digest;
 use tokio::{
     io::{AsyncReadExt, AsyncSeekExt},
-    sync::{Semaphore, watch},
+    sync::watch,
     task::{AbortHandle, JoinSet},
     time::Instant,
 };
@@ -23,6 +23,7 @@ use super::{
     BlobLimits,
     have_list::HaveList,
     schedule::{Answer, Lease, Reported, Role, Schedule, segment_bytes, segment_count},
+    turns::Turns,
     wire::{self, Meter, Order, RangeError, RangeWant, Source, Target, fetch_range},
     writeback::Writeback,
 };
@@ -109,8 +110,8 @@ impl Partial {
 pub struct Fetcher {
     inflight: Mutex<HashMap<Digest, watch::Receiver<FetchState>>>,
     partials: Mutex<HashMap<Digest, Arc<Partial>>>,
-    /// Turns for fetches to run: more wait.
-    turns: Arc<Semaphore>,
+    /// Turns to transfer and places to store: more wait.
+    turns: Turns,
     /// Peers that went silent in a fetch, and until when no fetch recruits them as helpers.
     benched: Mutex<HashMap<PeerId, Instant>>,
     limits: BlobLimits,
@@ -127,7 +128,7 @@ impl Fetcher {
         Self {
             inflight: Mutex::default(),
             partials: Mutex::default(),
-            turns: Arc::new(Semaphore::new(limits.fetches.max(1))),
+            turns: Turns::new(limits.fetches, limits.stores),
             benched: Mutex::default(),
             limits,
         }
@@ -524,12 +525,7 @@ async fn run(
     let fetcher = &state.fetcher;
     let limits = fetcher.limits.clone();
     // Bounded transfers at once: a page of many manifests queues here, not on the network.
-    let turn = fetcher
-        .turns
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| FetchError::Ended)?;
+    let turn = fetcher.turns.transfer().await.ok_or(FetchError::Ended)?;
     if state.store.blobs().contains(&digest) {
         return Ok(());
     }
@@ -762,9 +758,9 @@ async fn run(
     }
     drop(done_writer);
     // The bytes are here: checking and storing them wait on the CPU and the disk (an fsync of
-    // the file and one of its directory), not on the network, and held the next transfer up
-    // for as long as the transfer itself took in a catch-up of small packages.
-    drop(turn);
+    // the file and one of its directory), not on the network, so the next transfer need not
+    // wait for them.
+    let _place = turn.store().await.ok_or(FetchError::Ended)?;
     finish(state, digest, size, &target).await
 }
 

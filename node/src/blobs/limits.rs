@@ -33,12 +33,12 @@ pub struct BlobLimits {
     /// With no segment verified for this long and nothing in flight, the fetch asks the DHT
     /// for providers once, then fails (the next sync round retries).
     pub stall: Duration,
-    /// Blob fetches transferring at once on this node; more wait for a turn. A fetch gives its
-    /// turn back once every segment is verified: the check of the whole and its flush to disk
-    /// need no network. The archive checks have their own bound (two per core); the fetches
-    /// being stored are bounded by those started, one at a time per deferred group (256) or
-    /// per lazy pull.
+    /// Blob fetches transferring at once on this node; more wait for a turn.
     pub fetches: usize,
+    /// Fetches checking and storing their blob at once (the archive check, then the file's
+    /// fsync and its directory's). A fetch whose segments are all verified waits for a place
+    /// holding its turn, and gives the turn back once it has one.
+    pub stores: usize,
     /// Transfers of one blob served at once (complete or partial).
     pub per_blob: usize,
     /// How long a request waits for a per-blob slot before it is turned away.
@@ -65,6 +65,7 @@ impl Default for BlobLimits {
             failures: 3,
             stall: Duration::from_secs(3),
             fetches: 8,
+            stores: 16,
             per_blob: 2,
             slot_wait: Duration::from_secs(1),
             resend_after: Duration::from_secs(30),

@@ -70,15 +70,17 @@
 //! eager fetch runs before its record is applied, and resumes after a restart).
 //!
 //! **Readers.** The HTTP lazy path reads through [`BlobReader`]: bytes only once verified.
-//! **Bounds.** At most `fetches` fetches transfer at once; the others wait for a turn. A fetch
-//! gives its turn back when its last segment is verified, before the whole is checked and
-//! stored.
+//!
+//! **Bounds.** At most `fetches` fetches transfer at once; the others wait for a turn. Once
+//! its last segment is verified, a fetch waits for one of `stores` places to check the whole
+//! and store it, and gives its turn back when it has one (`turns`).
 
 mod fetch;
 mod have_list;
 mod limits;
 pub mod schedule;
 pub mod serve;
+mod turns;
 pub mod wire;
 mod writeback;
 
