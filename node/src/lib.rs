@@ -11,6 +11,7 @@ mod clock;
 pub mod config;
 mod deferred;
 pub mod failpoint;
+pub mod gossip_room;
 pub mod http;
 pub mod identity;
 pub mod ingest;

@@ -52,6 +52,7 @@ pub struct Metrics {
     pub records_applied: Counter,
     pub records_rejected: Counter,
     pub records_refused: Family<RefusedLabels, Counter>,
+    pub gossip_dropped: Counter,
     pub auth_failures: Counter,
     pub gc_runs: Counter,
     pub uploads_expired: Counter,
@@ -72,6 +73,7 @@ impl Default for Metrics {
         let records_applied = Counter::default();
         let records_rejected = Counter::default();
         let records_refused = Family::<RefusedLabels, Counter>::default();
+        let gossip_dropped = Counter::default();
         let auth_failures = Counter::default();
         let gc_runs = Counter::default();
         let uploads_expired = Counter::default();
@@ -116,6 +118,11 @@ impl Default for Metrics {
             records_refused.clone(),
         );
         registry.register(
+            "gossip_dropped",
+            "Gossiped records dropped for want of room to take them in (sync rounds pull them)",
+            gossip_dropped.clone(),
+        );
+        registry.register(
             "auth_failures",
             "Requests refused for a missing or bad key",
             auth_failures.clone(),
@@ -152,6 +159,7 @@ impl Default for Metrics {
             records_applied,
             records_rejected,
             records_refused,
+            gossip_dropped,
             auth_failures,
             gc_runs,
             uploads_expired,

@@ -18,6 +18,7 @@ use crate::{
     blobs::{Fetcher, serve::Serving},
     config::NodeConfig,
     failpoint::Failpoints,
+    gossip_room::GossipRoom,
     identity::{self, IdentityError, peer_id},
     last_used::LastUsed,
     metrics::Metrics,
@@ -109,6 +110,8 @@ pub struct NodeState {
     pub fetcher: Fetcher,
     pub(crate) serving: Arc<Serving>,
     pub sync_gate: SyncGate,
+    /// Room for gossiped records being taken in.
+    pub gossip_room: Arc<GossipRoom>,
     /// Signed-in browsers of the web UI.
     pub ui_sessions: crate::ui::Sessions,
     /// The last GC run since start, for the web UI's node page.
@@ -225,6 +228,7 @@ impl Node {
             fetcher: Fetcher::default(),
             serving: Arc::new(Serving::new(crate::blobs::BlobLimits::default())),
             sync_gate: SyncGate::default(),
+            gossip_room: Arc::default(),
             failpoints,
             ui_sessions: crate::ui::Sessions::new(&config.ui),
             last_gc: crate::last_gc::LastGc::default(),

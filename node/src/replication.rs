@@ -85,8 +85,14 @@ pub async fn run(state: Arc<NodeState>, mut events: mpsc::Receiver<P2pEvent>) {
                 Some(P2pEvent::Connected(peer) | P2pEvent::Poked(peer)) => spawn_sync(&state, peer),
                 Some(P2pEvent::Disconnected(_)) => {}
                 Some(P2pEvent::Gossip { from, record }) => {
+                    let Some(place) = state.gossip_room.enter(from) else {
+                        state.metrics.gossip_dropped.inc();
+                        tracing::debug!(%from, "dropped a gossiped record: no room to take it in");
+                        continue;
+                    };
                     let state = state.clone();
                     tokio::spawn(async move {
+                        let _place = place;
                         let outcome = take_in(
                             &state,
                             from,

@@ -1,6 +1,7 @@
 //! A hostile peer, in process: forged signatures, unknown origins, a conflicting manifest, a
 //! tag rollback, wrong blob bytes, an oversized message and a flood. Each is refused, the peer
-//! is penalised until blocked, and nothing unverified is stored or served.
+//! is penalised until blocked, and nothing unverified is stored or served. Gossip whose blobs
+//! never come holds one peer's share of the node's room for it, and no more.
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use futures::AsyncWriteExt;
 use niso_node::{
     blobs::wire,
     config::{BlobMode, P2pConfig, ReplicateRule},
-    p2p::{P2p, TransportChoice, frames},
+    p2p::{Incoming, P2p, TransportChoice, frames},
     trust::Trust,
 };
 use niso_protocol::{
@@ -22,7 +23,7 @@ use niso_protocol::{
 };
 
 use crate::{
-    federation::{CONVERGE, mem_node, until},
+    federation::{CONVERGE, has_version, mem_node, until},
     support::package,
 };
 
@@ -44,6 +45,51 @@ fn tag(seq: u64, version: &str) -> RecordBody {
         version: Some(version.parse().unwrap()),
         tag_seq: seq,
     })
+}
+
+/// A bare libp2p side for a test to script: its handle, address and inbound streams.
+async fn bare_peer(secret: [u8; 32]) -> (P2p, String, Incoming) {
+    let config = P2pConfig {
+        listen: vec!["/memory/0".into()],
+        mdns: false,
+        ..P2pConfig::default()
+    };
+    let (peer, events, _tx, _task, incoming) =
+        P2p::start(secret, &config, Trust::default(), TransportChoice::Memory)
+            .await
+            .unwrap();
+    // Nobody reads this peer's events: its event loop drops them.
+    drop(events);
+    assert!(peer.wait_listening(Duration::from_secs(10)).await);
+    let addr = peer.listen_addrs().remove(0);
+    (peer, addr, incoming)
+}
+
+/// Answers a blob request with the asked range of `bytes`, encoded against their honest tree;
+/// with `corrupt`, part of the data is then flipped.
+async fn answer(
+    stream: &mut (impl futures::AsyncWrite + Unpin),
+    req: &BlobRequest,
+    bytes: &[u8],
+    corrupt: bool,
+) {
+    let ok = BlobResponse::Ok {
+        size: bytes.len() as u64,
+    };
+    let _ = frames::write_frame(stream, &ok).await;
+    let ob = PreOrderMemOutboard::create(bytes, wire::BLOCK);
+    let ranges =
+        ChunkRanges::from(ChunkNum(req.chunk_ranges[0].0)..ChunkNum(req.chunk_ranges[0].1));
+    let mut encoded = Vec::new();
+    encode_ranges_validated(bytes, &ob, &ranges, &mut encoded).unwrap();
+    if corrupt {
+        let n = encoded.len();
+        for b in &mut encoded[n / 2..n / 2 + 64] {
+            *b ^= 0x55;
+        }
+    }
+    let _ = stream.write_all(&encoded).await;
+    let _ = stream.close().await;
 }
 
 #[tokio::test]
@@ -71,17 +117,7 @@ async fn a_hostile_peer_is_refused_penalised_and_blocked() {
     ];
 
     // The hostile peer: a bare libp2p side with scripted answers.
-    let config = P2pConfig {
-        listen: vec!["/memory/0".into()],
-        mdns: false,
-        ..P2pConfig::default()
-    };
-    let (evil, _events, _tx, _task, incoming) =
-        P2p::start([66; 32], &config, Trust::default(), TransportChoice::Memory)
-            .await
-            .unwrap();
-    assert!(evil.wait_listening(Duration::from_secs(10)).await);
-    let evil_addr = evil.listen_addrs().remove(0);
+    let (evil, evil_addr, incoming) = bare_peer([66; 32]).await;
     let mut sync_in = incoming.sync;
     tokio::spawn(async move {
         let mut pulls = 0;
@@ -119,31 +155,11 @@ async fn a_hostile_peer_is_refused_penalised_and_blocked() {
                 continue;
             };
             let bytes = if req.digest == *Digest::of(&good2).as_bytes() {
-                good2.clone()
+                &good2
             } else {
-                bad2.clone()
+                &bad2
             };
-            let _ = frames::write_frame(
-                &mut stream,
-                &BlobResponse::Ok {
-                    size: bytes.len() as u64,
-                },
-            )
-            .await;
-            // Encode against the honest tree, then corrupt the data of the bad blob.
-            let ob = PreOrderMemOutboard::create(&bytes, wire::BLOCK);
-            let ranges =
-                ChunkRanges::from(ChunkNum(req.chunk_ranges[0].0)..ChunkNum(req.chunk_ranges[0].1));
-            let mut encoded = Vec::new();
-            encode_ranges_validated(&bytes[..], &ob, &ranges, &mut encoded).unwrap();
-            if bytes != good2 {
-                let n = encoded.len();
-                for b in &mut encoded[n / 2..n / 2 + 64] {
-                    *b ^= 0x55;
-                }
-            }
-            let _ = stream.write_all(&encoded).await;
-            let _ = stream.close().await;
+            answer(&mut stream, &req, bytes, *bytes != good2).await;
         }
     });
 
@@ -224,5 +240,112 @@ async fn a_hostile_peer_is_refused_penalised_and_blocked() {
         .await;
     assert_eq!(body.expect(StatusCode::OK).body, good);
     assert!(v.metrics.render().contains("niso_records_rejected_total"));
+    victim.get("/healthz", None).await.expect(StatusCode::OK);
+}
+
+/// A peer that gossips manifests whose blobs never come gets its share of the room for
+/// gossiped records being taken in, and no more: the rest are dropped (sync rounds would pull
+/// them), where each used to hold a task waiting on its fetch.
+#[tokio::test]
+async fn gossip_whose_blobs_never_come_takes_one_share_of_the_room() {
+    const GOSSIPED: u64 = 100;
+    let origin = NodeSecret::from_bytes(&[8; 32]);
+    let probe = package("probe-pkg", "1.0.0", "any", b"the probe's bytes");
+    let first = Record::sign(&origin, 1, 1, manifest("probe-pkg", "1.0.0", &probe));
+
+    let (evil, evil_addr, incoming) = bare_peer([67; 32]).await;
+    // The probe comes by sync, blob and all, so the two sides are fully connected (gossip
+    // subscriptions exchanged) before any gossip.
+    let mut sync_in = incoming.sync;
+    tokio::spawn(async move {
+        let mut pulls = 0;
+        while let Some((_, mut stream)) = sync_in.next().await {
+            if frames::read_frame::<SyncMessage>(&mut stream, 65536)
+                .await
+                .is_err()
+            {
+                continue;
+            }
+            pulls += 1;
+            let records = if pulls == 1 {
+                vec![first.to_bytes()]
+            } else {
+                Vec::new()
+            };
+            let page = SyncPage {
+                records,
+                next: 1,
+                more: false,
+                share_fingerprint: 1,
+                head: 1,
+            };
+            let _ = frames::write_frame(&mut stream, &page).await;
+            let _ = stream.close().await;
+        }
+    });
+    // Every other blob is asked for and never answered: its stream is held open, silent.
+    let mut blob_in = incoming.blobs;
+    let probe2 = probe.clone();
+    tokio::spawn(async move {
+        let mut silent = Vec::new();
+        while let Some((_, mut stream)) = blob_in.next().await {
+            let Ok(req) = frames::read_frame::<BlobRequest>(&mut stream, 65536).await else {
+                continue;
+            };
+            if req.digest == *Digest::of(&probe2).as_bytes() {
+                answer(&mut stream, &req, &probe2, false).await;
+            } else {
+                silent.push(stream);
+            }
+        }
+    });
+
+    let victim = mem_node(|c| {
+        c.p2p.bootstrap = vec![evil_addr];
+        c.replicate = vec![ReplicateRule {
+            from: niso_node::identity::peer_id(&origin.origin()),
+            packages: vec!["*".into()],
+            blobs: BlobMode::Eager,
+        }];
+    })
+    .await;
+    let v = victim.node.state().clone();
+    until(&victim.node, "the probe", || {
+        has_version(&victim.node, "probe-pkg", "1.0.0")
+    })
+    .await;
+
+    let mut counts = v.gossip_room.watch();
+    for seq in 2..2 + GOSSIPED {
+        let body = manifest(
+            &format!("slow-{seq}"),
+            "1.0.0",
+            format!("never {seq}").as_bytes(),
+        );
+        evil.publish_raw(Record::sign(&origin, seq, 1, body).to_bytes())
+            .await
+            .unwrap();
+    }
+    let seen = tokio::time::timeout(
+        CONVERGE,
+        counts.wait_for(|c| c.entered + c.dropped == GOSSIPED),
+    )
+    .await
+    .expect("every gossiped record was either taken in or dropped")
+    .map(|c| *c)
+    .unwrap();
+    // Each fetch waits at least 5 s for a first byte, so all 100 arrive while the first
+    // ones still wait: 32 are taken in, and the rest find the share full.
+    assert_eq!(
+        seen.peak, 32,
+        "one peer's share is 32 records at once: {seen:?}"
+    );
+    assert!(seen.dropped >= GOSSIPED - 32, "{seen:?}");
+    assert!(
+        v.metrics
+            .render()
+            .contains(&format!("niso_gossip_dropped_total {}", seen.dropped)),
+        "the drops are counted"
+    );
     victim.get("/healthz", None).await.expect(StatusCode::OK);
 }
