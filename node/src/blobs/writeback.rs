@@ -54,15 +54,12 @@ mod tests {
         let mib = |n: u64| (0, n * 1024);
         assert!(!w.verified(&data, mib(15)));
         assert!(w.verified(&data, mib(1)), "16 MiB unflushed");
-        let running = w.running.as_ref().unwrap();
-        let flushed = async {
-            while !running.is_finished() {
-                tokio::task::yield_now().await;
-            }
-        };
-        tokio::time::timeout(std::time::Duration::from_secs(30), flushed)
+        // Waited for through the handle, which stays in place, finished.
+        let running = w.running.as_mut().unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(30), running)
             .await
-            .expect("the flush ends");
+            .expect("the flush ends")
+            .expect("the flush does not panic");
         assert!(!w.verified(&data, mib(8)), "the count started again");
         assert!(
             w.verified(&data, mib(8)),
