@@ -4,7 +4,6 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
-    time::Duration,
 };
 
 use futures::StreamExt;
@@ -13,11 +12,15 @@ use libp2p::{
     swarm::{SwarmEvent, dial_opts::DialOpts},
 };
 use niso_protocol::{federation::RECORDS_TOPIC, record::Record};
-use tokio::sync::{mpsc, oneshot};
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::Instant,
+};
 
 use super::{
     Command, MAX_STRIKES, P2pEvent, Shared,
     behaviour::{Behaviour, BehaviourEvent},
+    redial::{self, Redial},
 };
 use crate::{identity::peer_id as origin_peer_id, trust::Trust};
 
@@ -32,7 +35,7 @@ struct Loop {
     topic: gossipsub::IdentTopic,
     provider_queries: HashMap<kad::QueryId, ProviderQuery>,
     strikes: HashMap<PeerId, u32>,
-    bootstrap: Vec<Multiaddr>,
+    redial: Redial,
 }
 
 pub(super) async fn run(
@@ -52,7 +55,7 @@ pub(super) async fn run(
         topic,
         provider_queries: HashMap::new(),
         strikes: HashMap::new(),
-        bootstrap,
+        redial: Redial::new(bootstrap, Instant::now()),
     };
     if let Err(e) = state
         .swarm
@@ -63,9 +66,8 @@ pub(super) async fn run(
         tracing::error!(error = %e, "could not subscribe to the records topic");
     }
     state.dial_bootstrap();
-    // Redial bootstrap peers every few seconds, so a node that was offline or partitioned
-    // finds them again soon after the network heals.
-    let mut redial = tokio::time::interval(Duration::from_secs(5));
+    // Bootstrap addresses fall due at multiples of the first delay (`redial.rs`).
+    let mut redial = tokio::time::interval(redial::FIRST);
     redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -82,11 +84,7 @@ pub(super) async fn run(
 
 impl Loop {
     fn dial_bootstrap(&mut self) {
-        for addr in self.bootstrap.clone() {
-            let peer = addr.iter().find_map(|p| match p {
-                libp2p::multiaddr::Protocol::P2p(peer) => Some(peer),
-                _ => None,
-            });
+        for (addr, peer) in self.redial.due(Instant::now()) {
             if let Some(peer) = peer {
                 if self.swarm.is_connected(&peer) {
                     continue;
@@ -224,6 +222,11 @@ impl Loop {
             } => {
                 let addr = endpoint.get_remote_address().clone();
                 tracing::info!(peer = %peer_id, %addr, "peer connected");
+                self.redial.connected(
+                    peer_id,
+                    endpoint.is_dialer().then_some(&addr),
+                    Instant::now(),
+                );
                 self.peer_mut(&peer_id, |i| {
                     i.connected = true;
                     let a = addr.to_string();
@@ -245,6 +248,7 @@ impl Loop {
                 ..
             } => {
                 tracing::info!(peer = %peer_id, "peer disconnected");
+                self.redial.disconnected(peer_id, Instant::now());
                 self.peer_mut(&peer_id, |i| i.connected = false);
                 self.shared.connections.send_modify(|n| *n += 1);
                 self.emit(P2pEvent::Disconnected(peer_id));

@@ -8,6 +8,7 @@ mod event_loop;
 pub mod frames;
 pub mod inbound;
 mod provider_store;
+mod redial;
 pub mod sync;
 pub mod transport;
 
