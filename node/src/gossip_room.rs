@@ -2,9 +2,10 @@
 //!
 //! Each gossiped record is judged in a task of its own, and a manifest's task waits for its
 //! blob's fetch. A peer that gossips records faster than their blobs arrive (or whose blobs
-//! never come) would otherwise pile those tasks up without end: fetch turns bound the
-//! transfers, not the tasks waiting for one. Gossip is only the fast path, since sync rounds
-//! pull every record anyway, so a record that finds no room is dropped rather than queued.
+//! never come) would otherwise pile those tasks up without end, and its fetches would hold
+//! every fetch turn: the turns bound the transfers, not the tasks waiting for one. Gossip is
+//! only the fast path, since sync rounds pull every record from the peers that hold it, so a
+//! record that finds no room is dropped rather than queued.
 
 use std::{
     collections::HashMap,
@@ -12,14 +13,16 @@ use std::{
 };
 
 use libp2p::PeerId;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::watch;
 
 /// Gossiped records taken in at once, from all peers.
 const TAKING: usize = 256;
 
-/// Of those, the most one relaying peer's may be: a peer whose blobs never come leaves the
-/// rest to the others.
-const TAKING_PER_PEER: usize = 32;
+/// Of those, the most one relaying peer's may be: half the 8 fetch turns
+/// (`BlobLimits::fetches`), so a peer whose blobs never come leaves the other half, and the
+/// rest of the room, to everyone else.
+const TAKING_PER_PEER: usize = 4;
 
 /// What the room has seen, as it changes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,18 +37,15 @@ pub struct GossipCounts {
     pub dropped: u64,
 }
 
+/// The places for gossiped records being taken in, counted in all and per relaying peer.
 #[derive(Debug)]
 pub struct GossipRoom {
     total: usize,
     per_peer: usize,
     by_peer: Mutex<HashMap<PeerId, usize>>,
     counts: watch::Sender<GossipCounts>,
-}
-
-impl Default for GossipRoom {
-    fn default() -> Self {
-        Self::with_room(TAKING, TAKING_PER_PEER)
-    }
+    /// `niso_gossip_dropped_total`.
+    dropped: Counter,
 }
 
 /// A gossiped record's place in the room, given back when dropped.
@@ -56,12 +56,18 @@ pub struct GossipPlace {
 }
 
 impl GossipRoom {
-    fn with_room(total: usize, per_peer: usize) -> Self {
+    /// The node's room; records dropped are also counted in `dropped`.
+    pub fn new(dropped: Counter) -> Self {
+        Self::with_room(TAKING, TAKING_PER_PEER, dropped)
+    }
+
+    fn with_room(total: usize, per_peer: usize, dropped: Counter) -> Self {
         Self {
             total: total.max(1),
             per_peer: per_peer.max(1),
             by_peer: Mutex::default(),
             counts: watch::channel(GossipCounts::default()).0,
+            dropped,
         }
     }
 
@@ -72,6 +78,7 @@ impl GossipRoom {
         let taking = self.counts.borrow().taking;
         let mine = by_peer.get(&from).copied().unwrap_or(0);
         if taking >= self.total || mine >= self.per_peer {
+            self.dropped.inc();
             self.counts.send_modify(|c| c.dropped += 1);
             return None;
         }
@@ -112,7 +119,8 @@ mod tests {
 
     #[test]
     fn one_peer_takes_its_share_and_all_peers_the_total() {
-        let room = Arc::new(GossipRoom::with_room(5, 3));
+        let dropped = Counter::default();
+        let room = Arc::new(GossipRoom::with_room(5, 3, dropped.clone()));
         let (a, b) = (PeerId::random(), PeerId::random());
         let held_a: Vec<_> = (0..4).map(|_| room.enter(a)).collect();
         assert_eq!(
@@ -136,6 +144,7 @@ mod tests {
                 dropped: 2,
             }
         );
+        assert_eq!(dropped.get(), 2, "the metric counts the drops too");
 
         // A place given back is a place for the next record, of that peer or another.
         drop(held_a);

@@ -223,18 +223,19 @@ impl Node {
         } else {
             (None, None)
         };
+        let metrics = Metrics::default();
         let state = Arc::new(NodeState {
+            gossip_room: Arc::new(GossipRoom::new(metrics.gossip_dropped.clone())),
             p2p,
             fetcher: Fetcher::default(),
             serving: Arc::new(Serving::new(crate::blobs::BlobLimits::default())),
             sync_gate: SyncGate::default(),
-            gossip_room: Arc::default(),
             failpoints,
             ui_sessions: crate::ui::Sessions::new(&config.ui),
             last_gc: crate::last_gc::LastGc::default(),
             config,
             store,
-            metrics: Metrics::default(),
+            metrics,
             last_used: LastUsed::default(),
             http: crate::mirror::http_client(),
             peer_id,

@@ -12,9 +12,8 @@ use bao_tree::{
 use futures::{AsyncReadExt, AsyncWriteExt};
 use niso_node::{
     blobs::{BlobLimits, wire},
-    config::{BlobMode, P2pConfig, ReplicateRule},
-    p2p::{P2p, TransportChoice, frames},
-    trust::Trust,
+    config::{BlobMode, ReplicateRule},
+    p2p::{P2p, frames},
 };
 use niso_protocol::{
     Digest,
@@ -24,7 +23,7 @@ use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
     federation::{address, has_version, mem_node, peer_id, sharing_origin, until},
-    support::package,
+    support::{bare_peer, package},
 };
 
 /// How soon after the provider went silent the blob must be complete: its idle deadline plus
@@ -51,15 +50,7 @@ enum Seen {
 /// A bare libp2p peer that answers every blob request for `bytes` with `Ok`, about half of
 /// the encoded range, and then silence, keeping the stream open until the requester drops it.
 async fn silent_provider(bytes: Vec<u8>, seen: mpsc::Sender<Seen>) -> P2p {
-    let config = P2pConfig {
-        listen: vec!["/memory/0".into()],
-        mdns: false,
-        ..P2pConfig::default()
-    };
-    let (p2p, _events, _tx, _task, incoming) =
-        P2p::start([77; 32], &config, Trust::default(), TransportChoice::Memory)
-            .await
-            .unwrap();
+    let (p2p, _, incoming) = bare_peer([77; 32]).await;
     let mut blobs = incoming.blobs;
     // The sync side is never answered: requests to it just wait (as on a stopped process).
     let sync = incoming.sync;

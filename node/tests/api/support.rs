@@ -6,7 +6,13 @@ use axum::{
     http::{Method, Request, StatusCode},
 };
 use http_body_util::BodyExt;
-use niso_node::{Node, NodeConfig, api_keys::issue_key, p2p::TransportChoice};
+use niso_node::{
+    Node, NodeConfig,
+    api_keys::issue_key,
+    config::P2pConfig,
+    p2p::{Incoming, P2p, TransportChoice},
+    trust::Trust,
+};
 use niso_protocol::{Digest, pack::Packer, scope::Scope};
 use serde_json::Value;
 use tower::ServiceExt;
@@ -258,4 +264,26 @@ pub fn package(name: &str, version: &str, arch: &str, payload: &[u8]) -> Vec<u8>
     p.add_file("payload", false, payload.len() as u64, payload)
         .unwrap();
     p.finish().unwrap()
+}
+
+/// A bare libp2p side on the memory transport, for a test to script as a peer: its handle,
+/// its address and its inbound streams.
+pub async fn bare_peer(secret: [u8; 32]) -> (P2p, String, Incoming) {
+    let config = P2pConfig {
+        listen: vec!["/memory/0".into()],
+        mdns: false,
+        ..P2pConfig::default()
+    };
+    let (peer, mut events, _tx, _task, incoming) =
+        P2p::start(secret, &config, Trust::default(), TransportChoice::Memory)
+            .await
+            .unwrap();
+    // Its events matter to no test; taken, so its event loop never finds the queue full.
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    assert!(
+        peer.wait_listening(std::time::Duration::from_secs(10))
+            .await
+    );
+    let addr = peer.listen_addrs().remove(0);
+    (peer, addr, incoming)
 }

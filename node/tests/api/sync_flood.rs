@@ -11,15 +11,14 @@ use libp2p::{PeerId, StreamProtocol};
 use niso_node::{
     Node,
     blobs::wire,
-    config::{BlobMode, P2pConfig, ReplicateRule, ShareRule},
-    p2p::{P2p, PeerInfo, TransportChoice, frames::MAX_REQUEST, sync},
-    trust::Trust,
+    config::{BlobMode, ReplicateRule, ShareRule},
+    p2p::{P2p, PeerInfo, frames::MAX_REQUEST, sync},
 };
 use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
     federation::{CONVERGE, address, has_version, mem_node},
-    support::{TestNode, package},
+    support::{TestNode, bare_peer, package},
 };
 
 /// Idle streams the stranger opens, more than the 32 sync requests a node used to serve.
@@ -44,19 +43,7 @@ async fn origin() -> TestNode {
 
 /// A bare libp2p peer with no rules, connected to `to`.
 async fn stranger(secret: u8, to: &Node) -> P2p {
-    let config = P2pConfig {
-        listen: vec!["/memory/0".into()],
-        mdns: false,
-        ..P2pConfig::default()
-    };
-    let (p2p, _events, _tx, _task, _incoming) = P2p::start(
-        [secret; 32],
-        &config,
-        Trust::default(),
-        TransportChoice::Memory,
-    )
-    .await
-    .unwrap();
+    let (p2p, _, _) = bare_peer([secret; 32]).await;
     let target = to.state().p2p.as_ref().unwrap().peer_id;
     p2p.dial(address(to).await.parse().unwrap()).await.unwrap();
     assert!(p2p.wait_connected(&target, CONVERGE).await);
