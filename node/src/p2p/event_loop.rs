@@ -65,10 +65,9 @@ pub(super) async fn run(
     {
         tracing::error!(error = %e, "could not subscribe to the records topic");
     }
-    state.dial_bootstrap();
-    // Bootstrap addresses fall due at multiples of the first delay (`redial.rs`).
-    let mut redial = tokio::time::interval(redial::FIRST);
-    redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick comes at once: every bootstrap address is due then.
+    let mut redial_tick = tokio::time::interval(redial::TICK);
+    redial_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             event = state.swarm.select_next_some() => state.on_swarm_event(event),
@@ -76,7 +75,7 @@ pub(super) async fn run(
                 Some(c) => state.on_command(c),
                 None => break,
             },
-            _ = redial.tick() => state.dial_bootstrap(),
+            _ = redial_tick.tick() => state.dial_bootstrap(),
         }
     }
     tracing::info!("p2p event loop stopped");
@@ -86,6 +85,7 @@ impl Loop {
     fn dial_bootstrap(&mut self) {
         for (addr, peer) in self.redial.due(Instant::now()) {
             if let Some(peer) = peer {
+                // `Redial` knows connections from their events; the swarm has the last word.
                 if self.swarm.is_connected(&peer) {
                     continue;
                 }
