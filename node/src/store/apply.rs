@@ -448,7 +448,11 @@ pub(crate) fn index_log_entry(
     key: &[u8],
 ) -> Result<(), StoreError> {
     package_log.insert((package, position), key).map_err(db)?;
-    log_names.insert(package, ()).map_err(db)?;
+    // Inserting a name already there would still copy its page and the pages above it into
+    // the commit: most records are of a package the log already holds.
+    if log_names.get(package).map_err(db)?.is_none() {
+        log_names.insert(package, ()).map_err(db)?;
+    }
     Ok(())
 }
 
