@@ -271,6 +271,12 @@ impl Fetcher {
             .is_some_and(|until| *until > Instant::now())
     }
 
+    /// Fetches holding one of the [`BlobLimits::stores`] places: checking and storing their
+    /// blob, every byte of it verified.
+    pub fn storing(&self) -> usize {
+        self.turns.storing()
+    }
+
     /// Every fetch running now: its package, size and the bytes verified so far.
     pub fn in_flight(&self) -> Vec<FetchProgress> {
         let partials: Vec<(Digest, Arc<Partial>)> = self

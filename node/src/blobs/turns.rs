@@ -12,6 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct Turns {
     transfer: Arc<Semaphore>,
     store: Arc<Semaphore>,
+    stores: usize,
 }
 
 /// A fetch's turn to transfer its blob.
@@ -32,7 +33,13 @@ impl Turns {
         Self {
             transfer: Arc::new(Semaphore::new(transfers.max(1))),
             store: Arc::new(Semaphore::new(stores.max(1))),
+            stores: stores.max(1),
         }
+    }
+
+    /// Places to check and store taken now.
+    pub fn storing(&self) -> usize {
+        self.stores - self.store.available_permits()
     }
 
     /// Waits for a turn to transfer. `None` only if the turns were closed, which they never

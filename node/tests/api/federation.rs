@@ -469,6 +469,17 @@ async fn a_fetch_gives_its_turn_back_before_the_blob_is_checked_and_stored() {
             .unwrap_or_else(|_| panic!("{name}: every byte verified while the others wait"))
             .expect("the fetch goes on");
     }
+    let mut stopped = state.failpoints.reached("fetch-finish").unwrap();
+    let all_stopped = stopped.wait_for(|n| *n == blobs.len() as u64);
+    tokio::time::timeout(CONVERGE, all_stopped)
+        .await
+        .expect("every fetch reaches its check")
+        .unwrap();
+    assert_eq!(
+        state.fetcher.storing(),
+        blobs.len(),
+        "each fetch holds a place to check and store while it does"
+    );
     for (name, digest, _) in &blobs {
         assert!(
             !state.store.blobs().contains(digest),
