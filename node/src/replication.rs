@@ -33,7 +33,7 @@ use crate::{
     deferred::Deferred,
     intake::{self, BlobError, BlobSource, Outcome, Policy, Provided},
     node::NodeState,
-    p2p::{P2pEvent, PeerInfo, sync},
+    p2p::{P2p, P2pEvent, PeerInfo, sync},
     signatures::Prechecked,
     store::PeerSync,
 };
@@ -180,9 +180,9 @@ async fn announce(state: &Arc<NodeState>, from: u64) -> u64 {
         }
     }
     for peer in poke {
-        let mut control = p2p.control();
+        let p2p = p2p.clone();
         tokio::spawn(async move {
-            if let Err(e) = sync::poke(&mut control, peer).await {
+            if let Err(e) = sync::poke(&p2p, peer).await {
                 tracing::debug!(%peer, error = %e, "poke failed");
             }
         });
@@ -257,7 +257,6 @@ pub async fn sync_with(state: &Arc<NodeState>, peer: PeerId) -> Result<Outcome, 
         deferred.restart(peer);
     }
     cursor.cursor = deferred.resume(peer, cursor.cursor);
-    let mut control = p2p.control();
     let mut total = Outcome::default();
     // The next page, pulled and its signatures checked while this one is judged and written
     // (its position is known as soon as this one arrives), so a catch-up is not one round trip
@@ -266,7 +265,7 @@ pub async fn sync_with(state: &Arc<NodeState>, peer: PeerId) -> Result<Outcome, 
     loop {
         let pulled = match prefetched.take() {
             Some(pulled) => pulled,
-            None => Pulled::pull(state, &mut control, peer, cursor.cursor).await?,
+            None => Pulled::pull(state, &p2p, peer, cursor.cursor).await?,
         };
         let page = &pulled.page;
         if page.share_fingerprint != cursor.share_fingerprint && cursor.cursor != 0 {
@@ -282,12 +281,11 @@ pub async fn sync_with(state: &Arc<NodeState>, peer: PeerId) -> Result<Outcome, 
         cursor.share_fingerprint = page.share_fingerprint;
         let start = cursor.cursor;
         let after = page.next.max(cursor.cursor);
-        let mut next_control = control.clone();
         let more = page.more;
         let head = page.head;
         let next_pull = async {
             if more {
-                Some(Pulled::pull(state, &mut next_control, peer, after).await)
+                Some(Pulled::pull(state, &p2p, peer, after).await)
             } else {
                 None
             }
@@ -324,11 +322,11 @@ struct Pulled {
 impl Pulled {
     async fn pull(
         state: &Arc<NodeState>,
-        control: &mut libp2p_stream::Control,
+        p2p: &P2p,
         peer: PeerId,
         after: u64,
     ) -> Result<Self, sync::SyncError> {
-        let mut page = sync::pull(control, peer, after, state.trust.wants()).await?;
+        let mut page = sync::pull(p2p, peer, after, state.trust.wants()).await?;
         let (records, unparseable) = decode_page(peer, &std::mem::take(&mut page.records));
         let prechecked = Arc::new(Prechecked::check(state, &records).await);
         Ok(Self {
@@ -406,17 +404,10 @@ pub async fn mirror_from_peer(
     let Some(p2p) = state.p2p.clone() else {
         return Ok(Outcome::default());
     };
-    let mut control = p2p.control();
     let mut after = 0;
     let mut total = Outcome::default();
     loop {
-        let page = sync::pull(
-            &mut control,
-            peer,
-            after,
-            vec![("*".into(), vec!["*".into()])],
-        )
-        .await?;
+        let page = sync::pull(&p2p, peer, after, vec![("*".into(), vec!["*".into()])]).await?;
         let records = decode_page(peer, &page.records);
         total.merge(
             take_in(

@@ -167,8 +167,7 @@ impl Hostile {
                     .publish_raw(format!("garbage {n}").into_bytes())
                     .await;
                 for peer in flooder.connected_peers() {
-                    let mut control = flooder.control();
-                    let _ = niso_node::p2p::sync::poke(&mut control, peer).await;
+                    let _ = niso_node::p2p::sync::poke(&flooder, peer).await;
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }

@@ -18,7 +18,7 @@ use std::{
     time::Duration,
 };
 
-use libp2p::{Multiaddr, PeerId, identity::Keypair};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, identity::Keypair};
 use niso_protocol::{Digest, record::Record};
 use tokio::sync::{mpsc, oneshot};
 
@@ -96,6 +96,15 @@ pub enum P2pError {
     },
     #[error("the p2p event loop has stopped")]
     Stopped,
+}
+
+/// Why an outbound stream could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("the peer is not connected")]
+    NotConnected,
+    #[error("the peer did not take the stream")]
+    Refused(#[from] libp2p_stream::OpenStreamError),
 }
 
 /// A cloneable handle to the node's libp2p side.
@@ -202,6 +211,24 @@ impl P2p {
     /// share through libp2p_stream's queue of one, which resets bursts).
     pub fn control(&self) -> libp2p_stream::Control {
         self.control.clone()
+    }
+
+    /// Opens a stream of `protocol` to `peer` over a connection it has now; never dials.
+    ///
+    /// `libp2p_stream` dials a peer it has no connection to, and sync pulls and pokes are
+    /// started by connection events: a peer at its connection limit accepts our handshake and
+    /// then closes, and a pull started by that brief connection would dial it again, each
+    /// round costing both ends a full handshake, without end. A peer that is gone is pulled
+    /// from again when it connects.
+    pub async fn open_connected(
+        &self,
+        peer: PeerId,
+        protocol: StreamProtocol,
+    ) -> Result<libp2p::Stream, OpenError> {
+        if !self.is_connected(&peer) {
+            return Err(OpenError::NotConnected);
+        }
+        Ok(self.control.clone().open_stream(peer, protocol).await?)
     }
 
     /// Listen addresses, each ending in `/p2p/PEER_ID`.

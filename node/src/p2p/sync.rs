@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use super::{
-    P2pEvent,
+    OpenError, P2p, P2pEvent,
     frames::{
         Admission, SERVING_WAIT, SYNC_SERVING, SYNC_STREAMS, WireError, read_frame, read_request,
         strike_bad_request, write_frame,
@@ -33,7 +33,7 @@ const MAX_WANTS: usize = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     #[error("could not open a sync stream")]
-    Open(#[from] libp2p_stream::OpenStreamError),
+    Open(#[from] OpenError),
     #[error(transparent)]
     Wire(#[from] WireError),
 }
@@ -173,12 +173,12 @@ async fn handle(
 
 /// Pulls one page from `peer`.
 pub async fn pull(
-    control: &mut libp2p_stream::Control,
+    p2p: &P2p,
     peer: PeerId,
     after: u64,
     wants: Vec<(String, Vec<String>)>,
 ) -> Result<SyncPage, SyncError> {
-    let mut stream = open(control, peer).await?;
+    let mut stream = open(p2p, peer).await?;
     write_frame(
         &mut stream,
         &SyncMessage::Pull {
@@ -194,20 +194,17 @@ pub async fn pull(
 }
 
 /// Asks `peer` to pull from us.
-pub async fn poke(control: &mut libp2p_stream::Control, peer: PeerId) -> Result<(), SyncError> {
-    let mut stream = open(control, peer).await?;
+pub async fn poke(p2p: &P2p, peer: PeerId) -> Result<(), SyncError> {
+    let mut stream = open(p2p, peer).await?;
     write_frame(&mut stream, &SyncMessage::Poke).await?;
     let _ = stream.close().await;
     Ok(())
 }
 
-async fn open(
-    control: &mut libp2p_stream::Control,
-    peer: PeerId,
-) -> Result<libp2p::Stream, SyncError> {
+async fn open(p2p: &P2p, peer: PeerId) -> Result<libp2p::Stream, SyncError> {
     match tokio::time::timeout(
         super::frames::FRAME_TIMEOUT,
-        control.open_stream(peer, PROTOCOL),
+        p2p.open_connected(peer, PROTOCOL),
     )
     .await
     {

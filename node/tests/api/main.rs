@@ -27,5 +27,6 @@ mod scopes;
 mod stalled_peer;
 mod support;
 mod sync_flood;
+mod sync_streams;
 mod ui;
 mod uploads;

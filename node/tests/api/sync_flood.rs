@@ -338,8 +338,8 @@ async fn pulls_sent_at_once_by_several_peers_are_all_answered() {
     }
     let pulls = strangers.iter().flat_map(|s| {
         (0..each).map(|_| {
-            let mut control = s.control();
-            async move { sync::pull(&mut control, a_peer, 0, Vec::new()).await }
+            let s = s.clone();
+            async move { sync::pull(&s, a_peer, 0, Vec::new()).await }
         })
     });
     let answers = tokio::time::timeout(CONVERGE, futures::future::join_all(pulls))
