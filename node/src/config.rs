@@ -189,8 +189,11 @@ pub struct P2pConfig {
     pub mdns: bool,
     /// Most connections held at once.
     pub max_connections: u32,
-    /// How often to run anti-entropy sync with every connected peer.
+    /// How often to run an anti-entropy sync round.
     pub sync_interval_secs: u64,
+    /// How many connected peers each sync round pulls from, in turn (new connections and
+    /// pokes are pulled from at once, whatever this says).
+    pub sync_peers_per_round: usize,
     /// `[p2p.limits]`: inbound streams per peer and the request deadline.
     pub limits: crate::p2p::frames::StreamLimits,
 }
@@ -204,6 +207,7 @@ impl Default for P2pConfig {
             mdns: true,
             max_connections: 128,
             sync_interval_secs: 10,
+            sync_peers_per_round: 8,
             limits: crate::p2p::frames::StreamLimits::default(),
         }
     }

@@ -26,6 +26,7 @@ pub mod replication;
 mod runtime_flavor;
 pub mod signatures;
 pub mod store;
+mod sync_rota;
 pub mod trust;
 pub mod ui;
 pub mod upload_expiry;

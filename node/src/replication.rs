@@ -4,8 +4,9 @@
 //! - New records in the local log (pushed here, mirrored, imported or replicated) are gossiped
 //!   when their package is shared with everyone, and every connected peer they are shared with
 //!   is poked to pull.
-//! - On connect, on a poke, and every `sync_interval_secs`, the node pulls from each peer
-//!   everything after the position it reached last time (anti-entropy).
+//! - On connect and on a poke, the node pulls from that peer everything after the position it
+//!   reached last time; every `sync_interval_secs` it does so with the next
+//!   `sync_peers_per_round` connected peers in turn (anti-entropy, see `sync_rota`).
 //! - Every record goes through `intake::admit` (signature, replicate rules, authority, blob
 //!   verified against the manifest, one write); for eager rules the blob is fetched from
 //!   peers before the manifest is applied.
@@ -36,6 +37,7 @@ use crate::{
     p2p::{P2p, P2pEvent, PeerInfo, sync},
     signatures::Prechecked,
     store::PeerSync,
+    sync_rota::SyncRota,
 };
 
 /// Peers being synced right now, those that asked again meanwhile, and the sync records
@@ -78,6 +80,8 @@ pub async fn run(state: Arc<NodeState>, mut events: mpsc::Receiver<P2pEvent>) {
         period,
     );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let per_round = state.config.p2p.sync_peers_per_round.max(1);
+    let mut rota = SyncRota::default();
     loop {
         tokio::select! {
             event = events.recv() => match event {
@@ -114,7 +118,7 @@ pub async fn run(state: Arc<NodeState>, mut events: mpsc::Receiver<P2pEvent>) {
                 announced = announce(&state, announced).await;
             }
             _ = tick.tick() => {
-                for peer in p2p.connected_peers() {
+                for peer in rota.next_round(p2p.connected_peers(), per_round) {
                     spawn_sync(&state, peer);
                 }
             }
