@@ -10,9 +10,11 @@
 //! wall clock drops that node's own runtime; on a shared runtime there is no such boundary,
 //! so timelines with `crash` or `restart` run on the wall clock.
 //!
-//! libp2p's own timers (gossipsub's heartbeat, Kademlia and identify timeouts, idle
-//! connections) come from `futures-timer`, which keeps wall-clock time on its own thread:
-//! under virtual time they fire after host time, not simulated time, has passed.
+//! libp2p's own timers (upgrade timeouts, gossipsub's heartbeat, Kademlia and identify
+//! timeouts, idle connections) are on this clock too: the workspace patches `futures-timer`
+//! onto tokio's timer (`patches/futures-timer`). libp2p still reads `Instant::now()` in a
+//! few places (Kademlia's query deadlines, gossipsub's backoffs); those compare wall-clock
+//! time, but wake nothing.
 
 use std::{fmt, str::FromStr};
 
