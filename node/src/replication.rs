@@ -34,7 +34,7 @@ use crate::{
     deferred::Deferred,
     intake::{self, BlobError, BlobSource, Outcome, Policy, Provided},
     node::NodeState,
-    p2p::{P2p, P2pEvent, PeerInfo, sync},
+    p2p::{P2p, P2pEvent, PeerInfo, Reach, sync},
     signatures::Prechecked,
     store::PeerSync,
     sync_rota::SyncRota,
@@ -330,7 +330,7 @@ impl Pulled {
         peer: PeerId,
         after: u64,
     ) -> Result<Self, sync::SyncError> {
-        let mut page = sync::pull(p2p, peer, after, state.trust.wants()).await?;
+        let mut page = sync::pull(p2p, peer, Reach::Connected, after, state.trust.wants()).await?;
         let (records, unparseable) = decode_page(peer, &std::mem::take(&mut page.records));
         let prechecked = Arc::new(Prechecked::check(state, &records).await);
         Ok(Self {
@@ -411,7 +411,14 @@ pub async fn mirror_from_peer(
     let mut after = 0;
     let mut total = Outcome::default();
     loop {
-        let page = sync::pull(&p2p, peer, after, vec![("*".into(), vec!["*".into()])]).await?;
+        let page = sync::pull(
+            &p2p,
+            peer,
+            Reach::Dial,
+            after,
+            vec![("*".into(), vec!["*".into()])],
+        )
+        .await?;
         let records = decode_page(peer, &page.records);
         total.merge(
             take_in(

@@ -13,8 +13,9 @@
 //! libp2p's own timers (upgrade timeouts, gossipsub's heartbeat, Kademlia and identify
 //! timeouts, idle connections) are on this clock too: the workspace patches `futures-timer`
 //! onto tokio's timer (`patches/futures-timer`). libp2p still reads `Instant::now()` in a
-//! few places (Kademlia's query deadlines, gossipsub's backoffs); those compare wall-clock
-//! time, but wake nothing.
+//! few places: Kademlia's query deadline, and gossipsub's backoffs and message caches, which
+//! its heartbeat (on this clock) checks against the wall clock. They wake nothing, but they
+//! can let a backoff end sooner or later in simulated time than it would on a real network.
 
 use std::{fmt, str::FromStr};
 
@@ -96,5 +97,28 @@ impl fmt::Display for Clock {
             Clock::Virtual => "virtual",
             Clock::Real => "real",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The workspace's `[patch.crates-io]` is what puts libp2p's timers on this clock; a
+    /// `cargo update` to a futures-timer the patch does not match would quietly undo it.
+    #[test]
+    fn libp2p_timers_run_on_the_virtual_clock() {
+        Clock::Virtual.runtime().unwrap().block_on(async {
+            let start = tokio::time::Instant::now();
+            tokio::time::timeout(
+                Duration::from_secs(7200),
+                futures_timer::Delay::new(Duration::from_secs(3600)),
+            )
+            .await
+            .expect("futures-timer's Delay is patched onto tokio's clock");
+            assert_eq!(start.elapsed(), Duration::from_secs(3600));
+        });
     }
 }

@@ -98,13 +98,24 @@ pub enum P2pError {
     Stopped,
 }
 
+/// Whether opening a stream may dial the peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// Only over a connection the peer has now: sync rounds and pokes, which follow
+    /// connections.
+    Connected,
+    /// Dial the peer if it has no connection: a mirror the user asked for, which keeps going
+    /// when the connection drops between pages.
+    Dial,
+}
+
 /// Why an outbound stream could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("the peer is not connected")]
     NotConnected,
-    #[error("the peer did not take the stream")]
-    Refused(#[from] libp2p_stream::OpenStreamError),
+    #[error("could not open the stream")]
+    Open(#[from] libp2p_stream::OpenStreamError),
 }
 
 /// A cloneable handle to the node's libp2p side.
@@ -213,19 +224,23 @@ impl P2p {
         self.control.clone()
     }
 
-    /// Opens a stream of `protocol` to `peer` over a connection it has now; never dials.
+    /// Opens a stream of `protocol` to `peer`; with `Reach::Connected`, only if this node
+    /// knows it connected now.
     ///
     /// `libp2p_stream` dials a peer it has no connection to, and sync pulls and pokes are
     /// started by connection events: a peer at its connection limit accepts our handshake and
     /// then closes, and a pull started by that brief connection would dial it again, each
     /// round costing both ends a full handshake, without end. A peer that is gone is pulled
-    /// from again when it connects.
-    pub async fn open_connected(
+    /// from again when it connects. The check reads the event loop's view, which learns of a
+    /// closed connection a moment after libp2p does: a pull in that moment can still dial,
+    /// but it no longer starts the next one.
+    pub async fn open_stream(
         &self,
         peer: PeerId,
         protocol: StreamProtocol,
+        reach: Reach,
     ) -> Result<libp2p::Stream, OpenError> {
-        if !self.is_connected(&peer) {
+        if reach == Reach::Connected && !self.is_connected(&peer) {
             return Err(OpenError::NotConnected);
         }
         Ok(self.control.clone().open_stream(peer, protocol).await?)

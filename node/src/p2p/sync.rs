@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use super::{
-    OpenError, P2p, P2pEvent,
+    OpenError, P2p, P2pEvent, Reach,
     frames::{
         Admission, SERVING_WAIT, SYNC_SERVING, SYNC_STREAMS, WireError, read_frame, read_request,
         strike_bad_request, write_frame,
@@ -175,10 +175,11 @@ async fn handle(
 pub async fn pull(
     p2p: &P2p,
     peer: PeerId,
+    reach: Reach,
     after: u64,
     wants: Vec<(String, Vec<String>)>,
 ) -> Result<SyncPage, SyncError> {
-    let mut stream = open(p2p, peer).await?;
+    let mut stream = open(p2p, peer, reach).await?;
     write_frame(
         &mut stream,
         &SyncMessage::Pull {
@@ -195,16 +196,16 @@ pub async fn pull(
 
 /// Asks `peer` to pull from us.
 pub async fn poke(p2p: &P2p, peer: PeerId) -> Result<(), SyncError> {
-    let mut stream = open(p2p, peer).await?;
+    let mut stream = open(p2p, peer, Reach::Connected).await?;
     write_frame(&mut stream, &SyncMessage::Poke).await?;
     let _ = stream.close().await;
     Ok(())
 }
 
-async fn open(p2p: &P2p, peer: PeerId) -> Result<libp2p::Stream, SyncError> {
+async fn open(p2p: &P2p, peer: PeerId, reach: Reach) -> Result<libp2p::Stream, SyncError> {
     match tokio::time::timeout(
         super::frames::FRAME_TIMEOUT,
-        p2p.open_connected(peer, PROTOCOL),
+        p2p.open_stream(peer, PROTOCOL, reach),
     )
     .await
     {

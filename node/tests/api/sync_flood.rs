@@ -12,7 +12,7 @@ use niso_node::{
     Node,
     blobs::wire,
     config::{BlobMode, ReplicateRule, ShareRule},
-    p2p::{P2p, PeerInfo, frames::MAX_REQUEST, sync},
+    p2p::{P2p, PeerInfo, Reach, frames::MAX_REQUEST, sync},
 };
 use tokio::{sync::mpsc, time::Instant};
 
@@ -339,7 +339,7 @@ async fn pulls_sent_at_once_by_several_peers_are_all_answered() {
     let pulls = strangers.iter().flat_map(|s| {
         (0..each).map(|_| {
             let s = s.clone();
-            async move { sync::pull(&s, a_peer, 0, Vec::new()).await }
+            async move { sync::pull(&s, a_peer, Reach::Connected, 0, Vec::new()).await }
         })
     });
     let answers = tokio::time::timeout(CONVERGE, futures::future::join_all(pulls))

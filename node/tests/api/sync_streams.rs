@@ -1,13 +1,13 @@
 //! Sync streams follow connections: a pull or a poke to a peer that has gone fails at once and
 //! dials nobody. (libp2p_stream would dial it back; a peer at its connection limit, which
 //! accepts the handshake and then closes, made each pull started by that brief connection
-//! dial it again, without end.)
+//! dial it again, without end.) A mirror's pull still dials.
 
 use std::time::Duration;
 
 use niso_node::{
     config::P2pConfig,
-    p2p::{OpenError, P2p, TransportChoice, sync},
+    p2p::{OpenError, P2p, Reach, TransportChoice, sync},
     trust::Trust,
 };
 
@@ -45,7 +45,7 @@ async fn a_pull_or_poke_to_a_peer_that_has_gone_fails_without_dialing() {
     .await
     .expect("A notices B has gone");
 
-    let pulled = sync::pull(&a, b.peer_id, 0, Vec::new()).await;
+    let pulled = sync::pull(&a, b.peer_id, Reach::Connected, 0, Vec::new()).await;
     assert!(
         matches!(pulled, Err(sync::SyncError::Open(OpenError::NotConnected))),
         "{pulled:?}"
@@ -54,5 +54,11 @@ async fn a_pull_or_poke_to_a_peer_that_has_gone_fails_without_dialing() {
     assert!(
         matches!(poked, Err(sync::SyncError::Open(OpenError::NotConnected))),
         "{poked:?}"
+    );
+    // A mirror's pull may dial: it tries B's address, which nobody listens on any more.
+    let mirrored = sync::pull(&a, b.peer_id, Reach::Dial, 0, Vec::new()).await;
+    assert!(
+        matches!(mirrored, Err(sync::SyncError::Open(OpenError::Open(_)))),
+        "{mirrored:?}"
     );
 }

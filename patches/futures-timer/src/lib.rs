@@ -24,7 +24,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 /// A future that completes after a duration, on tokio's clock.
 pub struct Delay {
@@ -50,13 +50,11 @@ impl Delay {
     }
 
     /// Restarts the delay to complete `dur` from now, whether or not it had completed.
+    ///
+    /// A new timer rather than `Sleep::reset`: it belongs to the runtime current now (the one
+    /// whose clock "now" was read on), and a huge `dur` saturates as in `new`.
     pub fn reset(&mut self, dur: Duration) {
-        match &mut self.state {
-            State::Armed(sleep) if tokio::runtime::Handle::try_current().is_ok() => {
-                sleep.as_mut().reset(Instant::now() + dur);
-            }
-            _ => *self = Delay::new(dur),
-        }
+        *self = Delay::new(dur);
     }
 }
 
@@ -88,6 +86,8 @@ impl fmt::Debug for Delay {
 
 #[cfg(test)]
 mod tests {
+    use tokio::time::Instant;
+
     use super::*;
 
     fn current_thread() -> tokio::runtime::Runtime {
