@@ -1,8 +1,9 @@
 //! Which connected peers a periodic sync round pulls from: a few at a time, in turn.
 //!
 //! Pulling from every connected peer each round costs a node one stream per peer per round,
-//! and a peer with many connections answers that many pulls per round; in a federation where
-//! Kademlia keeps dozens of connections per node, that is most of what an idle cluster does.
+//! and a peer with many connections answers that many pulls per round: in a federation where
+//! Kademlia keeps dozens of connections per node, the pulls of an idle cluster grow with the
+//! number of nodes times their connections.
 //! Periodic rounds are only the safety net: new records are gossiped and every peer they are
 //! shared with is poked to pull, and a new connection is pulled from at once. So a round takes
 //! the next few peers in peer-id order after the last one it pulled from, and every connected
