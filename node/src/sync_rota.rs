@@ -21,8 +21,8 @@ impl SyncRota {
     /// The peers this round pulls from: up to `per_round` of `connected`, starting after the
     /// last one pulled from and wrapping around.
     pub fn next_round(&mut self, mut connected: Vec<PeerId>, per_round: usize) -> Vec<PeerId> {
+        // Keys of the peer map: sorted here, never repeated.
         connected.sort_unstable();
-        connected.dedup();
         if connected.len() <= per_round {
             self.last = connected.last().copied();
             return connected;
