@@ -13,11 +13,14 @@ use niso_protocol::federation::{IDENTIFY_PROTOCOL, KAD_PROTOCOL};
 use super::{
     inbound::Inbound,
     provider_store::{ProviderLimits, ProviderStore},
+    room::Room,
 };
 use crate::config::P2pConfig;
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    /// First, so a connection it refuses costs no other behaviour anything.
+    pub room: Room,
     pub limits: connection_limits::Behaviour,
     pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub gossipsub: gossipsub::Behaviour,
@@ -94,6 +97,7 @@ impl Behaviour {
         };
 
         Ok(Self {
+            room: Room::new(config.max_connections as usize),
             limits: connection_limits::Behaviour::new(limits),
             blocked: allow_block_list::Behaviour::default(),
             gossipsub,

@@ -254,13 +254,23 @@ impl Loop {
                 self.emit(P2pEvent::Disconnected(peer_id));
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            // libp2p logs neither: without them, how many dials the limits refuse cannot be
+            // counted (docs/simulator.md).
+            SwarmEvent::IncomingConnectionError { error, .. } => {
+                tracing::debug!(error = %error, "incoming p2p connection failed");
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(peer = ?peer_id, error = %error, "outgoing p2p connection failed");
+            }
             _ => {}
         }
     }
 
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
         match event {
-            BehaviourEvent::Limits(never) | BehaviourEvent::Blocked(never) => match never {},
+            BehaviourEvent::Room(never)
+            | BehaviourEvent::Limits(never)
+            | BehaviourEvent::Blocked(never) => match never {},
             BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
                 message_id,

@@ -9,6 +9,7 @@ pub mod frames;
 pub mod inbound;
 mod provider_store;
 mod redial;
+mod room;
 pub mod sync;
 pub mod transport;
 

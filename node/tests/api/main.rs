@@ -9,6 +9,7 @@
 
 mod archives;
 mod bundles;
+mod connection_room;
 mod disk_full;
 mod federation;
 mod flows;
