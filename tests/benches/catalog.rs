@@ -5,8 +5,12 @@
 //! are the node's.
 //!
 //! Run: `cargo bench -p niso-tests --bench catalog` (versions: `NISO_BENCH_VERSIONS`, default
-//! 100000; 5 versions per package). It first prints the disk's fsync latency, measured in the
-//! same run: publishing and eager catch-up wait on flushes, so that is their baseline.
+//! 100000; 5 versions per package). It first prints the disk's fsync latency and what creating
+//! a file costs, measured in the same run: publishing and eager catch-up wait on flushes and
+//! create a file per version, so those are their baselines. Publishing and catching up also
+//! print each node's CPU time per version, which flush latency does not move (a slow file
+//! creation does, as kernel time): the figure to compare between runs, since an eager
+//! catch-up keeps both cores of a 2-core machine busy.
 //! Targets (issue "Scale"): publish ≥ 500 versions/s; search and resolve p99 ≤ 10 ms and flat
 //! from 10k to the full size; eager catch-up ≥ 2,000 versions/s; lazy catch-up ≥ 10,000
 //! records/s; serving node's peak RSS during catch-up ≤ 64 MiB.
@@ -23,6 +27,7 @@ use std::time::{Duration, Instant};
 use niso_tests::{
     Sandbox, Server,
     catalog::{self, VERSIONS_PER_PACKAGE},
+    cpu_secs,
     http1::Connection,
     peak_rss_kib, replica, rss_breakdown, sharing_node,
 };
@@ -90,9 +95,25 @@ fn fsync_pair_ms(dir: &std::path::Path) -> f64 {
         std::fs::File::open(&path).unwrap().sync_all().unwrap();
         directory.sync_all().unwrap();
     }
-    let ms = start.elapsed().as_secs_f64() * 1000.0 / FILES as f64;
-    std::fs::remove_dir_all(&dir).unwrap();
-    ms
+    // Kept until the sandbox goes: removing them now would slow the nodes' own file
+    // creation (see `new_file_us`).
+    start.elapsed().as_secs_f64() * 1000.0 / FILES as f64
+}
+
+/// The other baseline: microseconds to create one small file, without flushing it. Every
+/// push and every fetched blob creates a file. Journal-less ext4 (this machine's) skips
+/// inodes freed in the last few minutes when it picks one for a new file, so after a large
+/// removal (the previous run's sandbox) creating a file can cost hundreds of microseconds of
+/// kernel time instead of tens, and the publish and eager figures drop with it.
+fn new_file_us(dir: &std::path::Path) -> f64 {
+    const FILES: usize = 2000;
+    let dir = dir.join("create-baseline");
+    std::fs::create_dir_all(&dir).unwrap();
+    let start = Instant::now();
+    for n in 0..FILES {
+        std::fs::write(dir.join(format!("f{n}")), [7u8; 600]).unwrap();
+    }
+    start.elapsed().as_secs_f64() * 1e6 / FILES as f64
 }
 
 fn node_versions(url: &str, key: &str) -> u64 {
@@ -101,17 +122,28 @@ fn node_versions(url: &str, key: &str) -> u64 {
         .unwrap()
 }
 
-/// Starts a fresh peer that replicates everything from `origin` with `blobs`, and returns
-/// the seconds until it holds `versions` versions, and its peak RSS in MiB.
+/// What a catch-up took.
+struct CatchUp {
+    secs: f64,
+    /// The replica's peak RSS, MiB.
+    peak_mib: u64,
+    /// CPU seconds the replica used (from its start) and the serving node used meanwhile.
+    replica_cpu: f64,
+    origin_cpu: f64,
+}
+
+/// Starts a fresh peer that replicates everything from `origin` with `blobs`, and waits
+/// until it holds `versions` versions.
 fn catch_up(
     user: &Sandbox,
     origin: &Server,
     origin_addr: &str,
     versions: usize,
     blobs: &str,
-) -> (f64, u64) {
+) -> CatchUp {
     // The serving node's peak from here on, not from the publishing before.
     std::fs::write(format!("/proc/{}/clear_refs", origin.child.id()), "5").unwrap();
+    let origin_cpu = cpu_secs(origin.child.id());
     let start = Instant::now();
     let replica = replica(user, &format!("replica-{blobs}"), origin_addr, blobs);
     let key = replica.admin_key();
@@ -123,8 +155,22 @@ fn catch_up(
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let secs = start.elapsed().as_secs_f64();
-    (secs, peak_rss_kib(replica.child.id()) / 1024)
+    CatchUp {
+        secs: start.elapsed().as_secs_f64(),
+        peak_mib: peak_rss_kib(replica.child.id()) / 1024,
+        replica_cpu: cpu_secs(replica.child.id()),
+        origin_cpu: cpu_secs(origin.child.id()) - origin_cpu,
+    }
+}
+
+/// CPU milliseconds per version (or record), the replica's and the serving node's.
+fn cpu_per_version(c: &CatchUp, versions: usize) -> String {
+    let ms = |secs: f64| secs * 1000.0 / versions as f64;
+    format!(
+        "CPU {:.2} ms per version on the replica, {:.2} ms on the serving node",
+        ms(c.replica_cpu),
+        ms(c.origin_cpu)
+    )
 }
 
 fn main() {
@@ -141,6 +187,10 @@ fn main() {
         "  baseline: this disk takes {:.2} ms for a small new file's fsync and its directory's",
         fsync_pair_ms(user.path())
     );
+    println!(
+        "  baseline: creating a small file takes {:.0} µs here",
+        new_file_us(user.path())
+    );
     let origin = sharing_node(&user, "origin");
     let key = origin.admin_key();
     let info = Connection::open(&origin.url, Some(&key))
@@ -149,10 +199,14 @@ fn main() {
     let origin_addr = info["p2p_addrs"][0].as_str().unwrap().to_owned();
 
     let first = versions.min(10_000);
+    let publish_cpu = cpu_secs(origin.child.id());
     let rate_first = publish(&origin.url, &key, 0, first);
+    let mut publish_cpu = cpu_secs(origin.child.id()) - publish_cpu;
     reads(&origin.url, &key, first);
     let rate_rest = if versions > first {
+        let before = cpu_secs(origin.child.id());
         let rate = publish(&origin.url, &key, first, versions);
+        publish_cpu += cpu_secs(origin.child.id()) - before;
         reads(&origin.url, &key, versions);
         Some(rate)
     } else {
@@ -164,21 +218,32 @@ fn main() {
         ),
         None => println!("  publish: {rate_first:.0} versions/s (target ≥ 500)"),
     }
+    // The node's own work per push, which the disk's flush latency does not move.
+    println!(
+        "  publish: CPU {:.2} ms per version on the node",
+        publish_cpu * 1000.0 / versions as f64
+    );
     let publish_peak = peak_rss_kib(origin.child.id()) / 1024;
     let publish_now = rss_breakdown(origin.child.id());
 
-    let (eager_secs, eager_rss) = catch_up(&user, &origin, &origin_addr, versions, "eager");
+    let eager = catch_up(&user, &origin, &origin_addr, versions, "eager");
     let origin_eager_rss = peak_rss_kib(origin.child.id()) / 1024;
     println!(
-        "  eager catch-up: {eager_secs:.1} s, {:.0} versions/s (target ≥ 2000); replica peak RSS {eager_rss} MiB",
-        versions as f64 / eager_secs
+        "  eager catch-up: {:.1} s, {:.0} versions/s (target ≥ 2000); replica peak RSS {} MiB",
+        eager.secs,
+        versions as f64 / eager.secs,
+        eager.peak_mib
     );
-    let (lazy_secs, lazy_rss) = catch_up(&user, &origin, &origin_addr, versions, "lazy");
+    println!("  eager catch-up: {}", cpu_per_version(&eager, versions));
+    let lazy = catch_up(&user, &origin, &origin_addr, versions, "lazy");
     let origin_lazy_rss = peak_rss_kib(origin.child.id()) / 1024;
     println!(
-        "  lazy catch-up: {lazy_secs:.1} s, {:.0} records/s (target ≥ 10000); replica peak RSS {lazy_rss} MiB",
-        versions as f64 / lazy_secs
+        "  lazy catch-up: {:.1} s, {:.0} records/s (target ≥ 10000); replica peak RSS {} MiB",
+        lazy.secs,
+        versions as f64 / lazy.secs,
+        lazy.peak_mib
     );
+    println!("  lazy catch-up: {}", cpu_per_version(&lazy, versions));
     println!(
         "  serving node peak RSS: {publish_peak} MiB while publishing, {origin_eager_rss} MiB during eager catch-up, {origin_lazy_rss} MiB during lazy catch-up (target ≤ 64)"
     );

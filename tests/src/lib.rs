@@ -455,7 +455,6 @@ pub fn random_package(sandbox: &Sandbox, name: &str, mib: u64, seed: u64) -> Pat
     sandbox.path().join(format!("{name}-1.0.0-any.niso"))
 }
 
-/// The kernel's record of a process's peak resident set (`VmHWM`), in KiB.
 /// What a process holds now, from `/proc/PID/status`: `RssAnon` (heap and stacks) and
 /// `RssFile` (mapped files), in MiB, as `anon A MiB + files F MiB`.
 pub fn rss_breakdown(pid: u32) -> String {
@@ -475,6 +474,7 @@ pub fn rss_breakdown(pid: u32) -> String {
     )
 }
 
+/// The kernel's record of a process's peak resident set (`VmHWM`), in KiB.
 pub fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -482,4 +482,18 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
+}
+
+/// CPU time a process has used so far, user and system, in seconds (`/proc/PID/stat`, counted in
+/// `USER_HZ` ticks: 100 a second on x86 and ARM Linux). Unlike wall time it does not move
+/// with the disk's flush latency, so it compares runs taken on different days.
+pub fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The command name may hold spaces and parentheses; the fields after its last `)` do not.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15 of the line; the state (field 3) comes first here.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
 }
