@@ -9,8 +9,9 @@
 //! a file costs, measured in the same run: publishing and eager catch-up wait on flushes and
 //! create a file per version, so those are their baselines. Publishing and catching up also
 //! print each node's CPU time per version, which flush latency does not move (a slow file
-//! creation does, as kernel time): the figure to compare between runs, since an eager
-//! catch-up keeps both cores of a 2-core machine busy.
+//! creation does, as kernel time, and so does the host's other load): the steadier figure to
+//! compare runs of one hour by, since an eager catch-up keeps both cores of a 2-core machine
+//! busy.
 //! Targets (issue "Scale"): publish ≥ 500 versions/s; search and resolve p99 ≤ 10 ms and flat
 //! from 10k to the full size; eager catch-up ≥ 2,000 versions/s; lazy catch-up ≥ 10,000
 //! records/s; serving node's peak RSS during catch-up ≤ 64 MiB.

@@ -485,8 +485,8 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
 }
 
 /// CPU time a process has used so far, user and system, in seconds (`/proc/PID/stat`, counted in
-/// `USER_HZ` ticks: 100 a second on x86 and ARM Linux). Unlike wall time it does not move
-/// with the disk's flush latency, so it compares runs taken on different days.
+/// `USER_HZ` ticks: 100 a second on x86 and ARM Linux). Unlike wall time it does not include
+/// waiting for the disk's flushes.
 pub fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     // The command name may hold spaces and parentheses; the fields after its last `)` do not.
