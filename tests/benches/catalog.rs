@@ -203,9 +203,9 @@ fn main() {
     let origin_addr = info["p2p_addrs"][0].as_str().unwrap().to_owned();
 
     let first = versions.min(10_000);
-    let publish_cpu = cpu_secs(origin.child.id());
+    let before = cpu_secs(origin.child.id());
     let rate_first = publish(&origin.url, &key, 0, first);
-    let mut publish_cpu = cpu_secs(origin.child.id()) - publish_cpu;
+    let mut publish_cpu = cpu_secs(origin.child.id()) - before;
     reads(&origin.url, &key, first);
     let rate_rest = if versions > first {
         let before = cpu_secs(origin.child.id());
