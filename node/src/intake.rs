@@ -23,7 +23,7 @@
 use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use niso_protocol::{
-    Digest,
+    Digest, PackageMeta,
     api::MirrorReport,
     archive::read_meta,
     record::{ManifestBody, Record, RecordBody},
@@ -56,8 +56,10 @@ pub enum Provided {
     File(PathBuf),
     /// Bytes in a temporary file that the source already hashed and inspected.
     Checked(PathBuf, Box<Verified>),
-    /// Already durable in the blob store under its digest (a verified libp2p fetch).
-    Stored,
+    /// Already durable in the blob store under its digest (a verified libp2p fetch), with
+    /// the `niso.toml` its check read when the source has it (then the blob is not read
+    /// again to compare it with the manifest).
+    Stored(Option<Arc<PackageMeta>>),
 }
 
 /// Why a source could not provide a blob.
@@ -349,7 +351,8 @@ pub async fn admit_prechecked<S: BlobSource + Send>(
     let mut verdicts: Vec<Option<Verdict>> = vec![None; records.len()];
     let mut ready: Vec<Ready> = Vec::new();
     // One attempt per blob per batch: two manifests never make two fetches of one digest.
-    let mut blob_results: HashMap<Digest, Result<(), BlobFault>> = HashMap::new();
+    let mut blob_results: HashMap<Digest, Result<Option<Arc<PackageMeta>>, BlobFault>> =
+        HashMap::new();
     let mut blobs = 0u64;
     let mut bytes = 0u64;
     let checks = check_all(state, policy, &records, prechecked).await?;
@@ -371,13 +374,14 @@ pub async fn admit_prechecked<S: BlobSource + Send>(
             let have = state.store.blobs().contains(&m.digest);
             // First: are valid bytes for this digest durable here (fetching them if the rule
             // is eager)? Cached per digest, since that is a property of the bytes alone.
+            // `true` with them: they arrived in this batch.
             let durable = match blob_results.get(&m.digest) {
-                Some(r) => Some(r.clone().map(|()| false)),
-                None if have => Some(Ok(false)),
+                Some(r) => Some(r.clone().map(|meta| (false, meta))),
+                None if have => Some(Ok((false, None))),
                 None if eager => {
                     let r = take_blob(state, source, m).await;
-                    blob_results.insert(m.digest, r.clone().map(|_| ()));
-                    Some(r)
+                    blob_results.insert(m.digest, r.clone());
+                    Some(r.map(|meta| (true, meta)))
                 }
                 // Lazy: the record now, the bytes (and their check) on first pull.
                 None => None,
@@ -386,7 +390,10 @@ pub async fn admit_prechecked<S: BlobSource + Send>(
             let checked = match durable {
                 None => Ok(false),
                 Some(Err(fault)) => Err(fault),
-                Some(Ok(fetched)) => check_stored(state, m).await.map(|()| fetched),
+                Some(Ok((fetched, Some(meta)))) => matches_manifest(m, &meta)
+                    .map(|()| fetched)
+                    .map_err(BlobFault::Bad),
+                Some(Ok((fetched, None))) => check_stored(state, m).await.map(|()| fetched),
             };
             match checked {
                 Ok(true) => {
@@ -602,13 +609,13 @@ impl BlobFault {
     }
 }
 
-/// Gets a manifest's bytes from `source` and makes them durable; `Ok(true)` when new bytes
-/// arrived.
+/// Gets a manifest's bytes from `source` and makes them durable; returns their `niso.toml`
+/// when the source or this check read it.
 async fn take_blob<S: BlobSource + Send>(
     state: &Arc<NodeState>,
     source: &mut S,
     m: &ManifestBody,
-) -> Result<bool, BlobFault> {
+) -> Result<Option<Arc<PackageMeta>>, BlobFault> {
     let provided = match source.provide(state, m).await {
         Ok(p) => p,
         Err(BlobError::Unavailable(why)) => {
@@ -618,7 +625,7 @@ async fn take_blob<S: BlobSource + Send>(
     };
     let (file, verified) = match provided {
         // The fetcher hashed and inspected the bytes before they took their name.
-        Provided::Stored => return Ok(true),
+        Provided::Stored(meta) => return Ok(meta),
         Provided::Checked(file, verified) => (file, *verified),
         Provided::File(file) => {
             let limits = state.config.archive_limits();
@@ -651,7 +658,7 @@ async fn take_blob<S: BlobSource + Send>(
         .await
         .map_err(|e| BlobFault::Retry(format!("could not store the blob: {e}")))?;
     state.failpoints.hit(source.committed_failpoint(), 0).await;
-    Ok(true)
+    Ok(Some(Arc::new(verified.meta)))
 }
 
 /// A blob in the store passed every archive check when it entered; what is left is whether

@@ -471,7 +471,7 @@ impl BlobSource for PeerBlobs {
             .fetcher
             .fetch(state, m.name.as_str(), m.digest, m.size, vec![self.from])
             .await
-            .map(|()| Provided::Stored)
+            .map(Provided::Stored)
             .map_err(|e| BlobError::Unavailable(crate::http::error::chain(&e)))
     }
 }
@@ -493,9 +493,11 @@ impl BlobSource for StartBlobs {
             state
                 .fetcher
                 .start(state, m.name.as_str(), m.digest, m.size, vec![self.from]);
-        let done = matches!(*progress.borrow(), FetchState::Done);
-        if done || state.store.blobs().contains(&m.digest) {
-            return Ok(Provided::Stored);
+        if let FetchState::Done(meta) = &*progress.borrow() {
+            return Ok(Provided::Stored(meta.clone()));
+        }
+        if state.store.blobs().contains(&m.digest) {
+            return Ok(Provided::Stored(None));
         }
         Err(BlobError::Unavailable("its fetch is under way".into()))
     }

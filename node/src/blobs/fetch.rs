@@ -11,7 +11,7 @@ use std::{
 
 use bytes::Bytes;
 use libp2p::PeerId;
-use niso_protocol::Digest;
+use niso_protocol::{Digest, PackageMeta};
 use tokio::{
     io::{AsyncReadExt, AsyncSeekExt},
     sync::watch,
@@ -27,7 +27,7 @@ use super::{
     wire::{self, Meter, Order, RangeError, RangeWant, Source, Target, fetch_range},
     writeback::Writeback,
 };
-use crate::{ingest::store_blob, node::NodeState};
+use crate::node::NodeState;
 
 /// Why a fetch failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -60,7 +60,10 @@ pub enum FetchState {
     Running {
         verified: u64,
     },
-    Done,
+    /// The blob is durable in the store. `Some`: the `niso.toml` of the bytes this fetch
+    /// checked, so whoever waited on it need not read the blob again to learn it; `None`: the
+    /// blob was here already.
+    Done(Option<Arc<PackageMeta>>),
     Failed(FetchError),
 }
 
@@ -166,7 +169,7 @@ impl Fetcher {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&digest);
             let end = match result {
-                Ok(()) => FetchState::Done,
+                Ok(meta) => FetchState::Done(meta),
                 Err(e) => {
                     tracing::warn!(%digest, error = %crate::http::error::chain(&e), "blob fetch failed");
                     FetchState::Failed(e)
@@ -185,7 +188,8 @@ impl Fetcher {
         rx
     }
 
-    /// Fetches `digest` and waits until it is durable in the blob store.
+    /// Fetches `digest` and waits until it is durable in the blob store; returns its package's
+    /// `niso.toml` when a fetch checked the bytes (see [`FetchState::Done`]).
     pub async fn fetch(
         &self,
         state: &Arc<NodeState>,
@@ -193,20 +197,20 @@ impl Fetcher {
         digest: Digest,
         size: u64,
         hints: Vec<PeerId>,
-    ) -> Result<(), FetchError> {
+    ) -> Result<Option<Arc<PackageMeta>>, FetchError> {
         if state.store.blobs().contains(&digest) {
-            return Ok(());
+            return Ok(None);
         }
         let mut rx = self.start(state, package, digest, size, hints);
         loop {
             match rx.borrow_and_update().clone() {
-                FetchState::Done => return Ok(()),
+                FetchState::Done(meta) => return Ok(meta),
                 FetchState::Failed(e) => return Err(e),
                 FetchState::Running { .. } => {}
             }
             if rx.changed().await.is_err() {
                 return if state.store.blobs().contains(&digest) {
-                    Ok(())
+                    Ok(None)
                 } else {
                     Err(FetchError::Ended)
                 };
@@ -231,7 +235,7 @@ impl Fetcher {
             let now = progress.borrow_and_update().clone();
             match now {
                 FetchState::Failed(e) => return Err(e),
-                FetchState::Done => {
+                FetchState::Done(_) => {
                     let file = tokio::fs::File::open(&stored).await?;
                     return Ok(BlobReader::new(file, size, progress));
                 }
@@ -292,7 +296,7 @@ impl Fetcher {
             .map(|(digest, partial)| FetchProgress {
                 verified: match inflight.get(&digest).map(|rx| rx.borrow().clone()) {
                     Some(FetchState::Running { verified }) => verified,
-                    Some(FetchState::Done) => partial.size,
+                    Some(FetchState::Done(_)) => partial.size,
                     Some(FetchState::Failed(_)) | None => 0,
                 },
                 package: partial.package.clone(),
@@ -346,7 +350,7 @@ impl BlobReader {
         loop {
             let allowed = match &*self.progress.borrow_and_update() {
                 FetchState::Running { verified } => *verified,
-                FetchState::Done => self.size,
+                FetchState::Done(_) => self.size,
                 FetchState::Failed(e) => {
                     self.offset = self.size;
                     return Some(Err(std::io::Error::other(e.clone())));
@@ -374,7 +378,7 @@ impl BlobReader {
                 });
             }
             if self.progress.changed().await.is_err()
-                && !matches!(*self.progress.borrow(), FetchState::Done)
+                && !matches!(*self.progress.borrow(), FetchState::Done(_))
             {
                 self.offset = self.size;
                 return Some(Err(std::io::Error::other(FetchError::Ended)));
@@ -521,9 +525,9 @@ async fn run(
     size: u64,
     hints: Vec<PeerId>,
     progress: &watch::Sender<FetchState>,
-) -> Result<(), FetchError> {
+) -> Result<Option<Arc<PackageMeta>>, FetchError> {
     if state.store.blobs().contains(&digest) {
-        return Ok(());
+        return Ok(None);
     }
     let Some(p2p) = state.p2p.clone() else {
         return Err(FetchError::NoNetwork);
@@ -533,7 +537,7 @@ async fn run(
     // Bounded transfers at once: a page of many manifests queues here, not on the network.
     let turn = fetcher.turns.transfer().await.ok_or(FetchError::Ended)?;
     if state.store.blobs().contains(&digest) {
-        return Ok(());
+        return Ok(None);
     }
     let dir = state.store.blobs().partial_dir();
     let data = dir.join(digest.hex());
@@ -767,42 +771,52 @@ async fn run(
     // the file and one of its directory), not on the network, so the next transfer need not
     // wait for them.
     let _place = turn.store().await.ok_or(FetchError::Ended)?;
-    finish(state, digest, size, &target).await
+    finish(state, digest, size, &target).await.map(Some)
 }
 
 /// Every segment verified against the digest's tree; hashes the whole once more before the
-/// blob takes its name, and checks the archive like any pushed package.
+/// blob takes its name, and checks the archive like any pushed package. Returns the package's
+/// `niso.toml` as the check read it. Checking and storing run as one blocking task: a catch-up
+/// of small packages does this thousands of times a second, and each hand-off to the blocking
+/// pool and back costs two context switches.
 async fn finish(
     state: &Arc<NodeState>,
     digest: Digest,
     size: u64,
     target: &Target,
-) -> Result<(), FetchError> {
+) -> Result<Arc<PackageMeta>, FetchError> {
     state.failpoints.hit("fetch-finish", 0).await;
-    let check = target.data.clone();
+    let data = target.data.clone();
     let archive = state.config.archive_limits();
-    let verified =
-        tokio::task::spawn_blocking(move || crate::ingest::verify_file(&check, &archive))
-            .await
-            .map_err(|e| FetchError::Local(Arc::new(std::io::Error::other(e))))?;
-    let verified = match verified {
-        Ok(v) => v,
-        Err(e) => {
-            // Bytes that verify against the digest but are no package: nothing to resume.
-            remove_partial(target, size, false);
-            return Err(FetchError::Invalid(Arc::new(e)));
+    let blobs = state.store.blobs().clone();
+    // Held until the blob has its name and this fetch ends; GC's grace period keeps it after.
+    let _pin = blobs.pin(digest);
+    let stored = tokio::task::spawn_blocking(move || {
+        let verified = crate::ingest::verify_file(&data, &archive)
+            .map_err(|e| FetchError::Invalid(Arc::new(e)))?;
+        if verified.digest != digest {
+            return Err(FetchError::WrongDigest {
+                got: verified.digest,
+                want: digest,
+            });
         }
-    };
-    if verified.digest != digest {
-        remove_partial(target, size, false);
-        return Err(FetchError::WrongDigest {
-            got: verified.digest,
-            want: digest,
-        });
+        blobs
+            .commit(&data, &digest)
+            .map_err(|e| FetchError::Store(Arc::new(e.into())))?;
+        Ok(Arc::new(verified.meta))
+    })
+    .await
+    .map_err(|e| FetchError::Local(Arc::new(std::io::Error::other(e))))?;
+    match stored {
+        Ok(meta) => {
+            remove_partial(target, size, true);
+            Ok(meta)
+        }
+        // Bytes that verify against the digest but are no package: nothing to resume.
+        Err(e @ (FetchError::Invalid(_) | FetchError::WrongDigest { .. })) => {
+            remove_partial(target, size, false);
+            Err(e)
+        }
+        Err(e) => Err(e),
     }
-    let _pin = store_blob(&state.store, target.data.clone(), digest)
-        .await
-        .map_err(|e| FetchError::Store(Arc::new(e)))?;
-    remove_partial(target, size, true);
-    Ok(())
 }

@@ -396,3 +396,84 @@ async fn a_large_batch_has_every_signature_checked_and_refuses_exactly_the_forge
         outcome.refusal_messages()
     );
 }
+
+/// A source that stores the bytes itself and hands over the `niso.toml` its check read, as a
+/// libp2p fetch does.
+struct StoresChecked {
+    bytes: Vec<u8>,
+}
+
+impl niso_node::intake::BlobSource for StoresChecked {
+    async fn provide(
+        &mut self,
+        state: &std::sync::Arc<niso_node::NodeState>,
+        m: &ManifestBody,
+    ) -> Result<niso_node::intake::Provided, niso_node::intake::BlobError> {
+        let blobs = state.store.blobs();
+        let tmp = blobs.temp_path("test").unwrap();
+        std::fs::write(&tmp, &self.bytes).unwrap();
+        blobs.commit(&tmp, &m.digest).unwrap();
+        let meta = niso_protocol::archive::read_meta(&self.bytes[..]).unwrap();
+        Ok(niso_node::intake::Provided::Stored(Some(
+            std::sync::Arc::new(meta),
+        )))
+    }
+}
+
+#[tokio::test]
+async fn checked_bytes_of_another_package_are_refused_without_reading_them_again() {
+    use niso_node::intake::{Policy, Reason, admit};
+    use niso_protocol::record::NodeSecret;
+
+    let node = TestNode::new().await;
+    let state = node.node.state();
+    let secret = NodeSecret::from_bytes(&[43; 32]);
+    let decoy = package("decoy", "1.0.0", "any", b"decoy");
+    let manifest = |seq: u64, name: &str| {
+        Record::sign(
+            &secret,
+            seq,
+            1,
+            RecordBody::Manifest(ManifestBody {
+                name: PackageName::new(name).unwrap(),
+                version: Version::new(1, 0, 0),
+                arch: Arch::any(),
+                digest: Digest::of(&decoy),
+                size: decoy.len() as u64,
+                description: String::new(),
+            }),
+        )
+    };
+    // The digest verifies, but the bytes are `decoy`'s: the metadata the source read says so.
+    let mut source = StoresChecked {
+        bytes: decoy.clone(),
+    };
+    let outcome = admit(
+        state,
+        Policy::Operator,
+        vec![manifest(1, "s-pkg")],
+        &mut source,
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.applied, 0, "{:?}", outcome.verdicts);
+    assert_eq!(outcome.refused.len(), 1, "{:?}", outcome.verdicts);
+    assert_eq!(outcome.refused[0].reason, Reason::BadBlob);
+    assert!(
+        outcome.refused[0].message.contains("the blob holds decoy"),
+        "{}",
+        outcome.refused[0].message
+    );
+    assert!(state.store.versions("s-pkg").unwrap().is_empty());
+    // The same bytes under their own name are taken.
+    let outcome = admit(
+        state,
+        Policy::Operator,
+        vec![manifest(2, "decoy")],
+        &mut source,
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.applied, 1, "{:?}", outcome.verdicts);
+    assert_eq!(state.store.versions("decoy").unwrap().len(), 1);
+}
