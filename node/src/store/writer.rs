@@ -2,8 +2,9 @@
 //! waiting in its queue into one redb transaction, so a burst of pushes costs one fsync.
 //!
 //! Each job runs in its own transaction committed without an fsync, so a job that returns an
-//! error is rolled back alone; one empty durable commit then makes the whole batch durable.
-//! A job's reply is sent only after that durable commit. On a current-thread runtime the
+//! error is rolled back alone; the last job's commit is the durable one that makes the whole
+//! batch durable (an empty durable commit does, should the last job fail). A job's reply is
+//! sent only after that durable commit. On a current-thread runtime the
 //! hand-off runs in a blocking task, so a paused clock stands still while the disk works.
 //!
 //! A failed commit (a full disk, usually) fails every job of its batch with the commit's
@@ -216,7 +217,9 @@ fn run_batch(
     let mut finishes = Vec::new();
     let mut failure: Option<StoreError> = None;
     let mut committed = 0usize;
-    for job in jobs {
+    let mut before_commit = Some(before_commit);
+    let mut jobs = jobs.peekable();
+    while let Some(job) = jobs.next() {
         if failure.is_some() {
             finishes.push(job(None).1);
             continue;
@@ -230,8 +233,15 @@ fn run_batch(
             }
         };
         // Each job commits on its own (so a failed one rolls back alone) but without an
-        // fsync; the empty durable commit below makes the whole batch durable at once.
-        if let Err(e) = txn.set_durability(Durability::None) {
+        // fsync, except the last: its commit makes the whole batch durable at once, which
+        // spares an empty transaction per batch (most batches of a catch-up are one job).
+        let last = jobs.peek().is_none();
+        let durability = if last {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        if let Err(e) = txn.set_durability(durability) {
             failure = Some(db(e));
             finishes.push(job(None).1);
             continue;
@@ -244,7 +254,11 @@ fn run_batch(
             }
             continue;
         }
+        if last && let Some(hook) = before_commit.take() {
+            hook();
+        }
         match txn.commit() {
+            Ok(()) if last => return (finishes, Ok(())),
             Ok(()) => committed += 1,
             Err(e) => failure = Some(db(e)),
         }
@@ -252,10 +266,13 @@ fn run_batch(
     if let Some(e) = failure {
         return (finishes, Err(Arc::new(e)));
     }
+    // The last job failed (or none ran): the earlier ones still need their durable commit.
     if committed == 0 {
         return (finishes, Ok(()));
     }
-    before_commit();
+    if let Some(hook) = before_commit.take() {
+        hook();
+    }
     let durable = database.begin_write().map_err(db).and_then(|mut txn| {
         txn.set_durability(Durability::Immediate).map_err(db)?;
         txn.commit().map_err(db)
@@ -311,6 +328,41 @@ mod tests {
             "the failed job's write was rolled back"
         );
         assert!(t.get("c").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_batch_whose_last_job_fails_is_still_made_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = Database::create(dir.path().join("db")).unwrap();
+        let (a, ra) = put("a", false);
+        let (b, rb) = put("b", true);
+        let mut durable_commits = 0;
+        let (finishes, commit) =
+            run_batch(&database, vec![a, b].into_iter(), || durable_commits += 1);
+        assert!(commit.is_ok());
+        assert_eq!(durable_commits, 1);
+        for f in finishes {
+            f(commit.clone());
+        }
+        assert!(ra.blocking_recv().unwrap().is_ok());
+        assert!(rb.blocking_recv().unwrap().is_err());
+        drop(database);
+        let database = Database::open(dir.path().join("db")).unwrap();
+        let txn = database.begin_read().unwrap();
+        let t = txn.open_table(T).unwrap();
+        assert!(t.get("a").unwrap().is_some());
+        assert!(t.get("b").unwrap().is_none());
+
+        // Nothing committed, nothing to make durable.
+        let (c, rc) = put("c", true);
+        let mut durable_commits = 0;
+        let (finishes, commit) = run_batch(&database, std::iter::once(c), || durable_commits += 1);
+        assert!(commit.is_ok());
+        assert_eq!(durable_commits, 0);
+        for f in finishes {
+            f(commit.clone());
+        }
+        assert!(rc.blocking_recv().unwrap().is_err());
     }
 
     /// The simulator's virtual clock: a commit, however long the disk takes, must not let a
