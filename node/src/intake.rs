@@ -374,7 +374,8 @@ pub async fn admit_prechecked<S: BlobSource + Send>(
             let have = state.store.blobs().contains(&m.digest);
             // First: are valid bytes for this digest durable here (fetching them if the rule
             // is eager)? Cached per digest, since that is a property of the bytes alone.
-            // `true` with them: they arrived in this batch.
+            // With it: whether they arrived in this batch, and their `niso.toml` if a check
+            // on the way in read it.
             let durable = match blob_results.get(&m.digest) {
                 Some(r) => Some(r.clone().map(|meta| (false, meta))),
                 None if have => Some(Ok((false, None))),

@@ -812,7 +812,7 @@ async fn finish(
             remove_partial(target, size, true);
             Ok(meta)
         }
-        // Bytes that verify against the digest but are no package: nothing to resume.
+        // Bytes that are no package, or not the digest's: nothing to resume.
         Err(e @ (FetchError::Invalid(_) | FetchError::WrongDigest { .. })) => {
             remove_partial(target, size, false);
             Err(e)

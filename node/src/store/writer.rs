@@ -4,8 +4,8 @@
 //! Each job runs in its own transaction committed without an fsync, so a job that returns an
 //! error is rolled back alone; the last job's commit is the durable one that makes the whole
 //! batch durable (an empty durable commit does, should the last job fail). A job's reply is
-//! sent only after that durable commit. On a current-thread runtime the
-//! hand-off runs in a blocking task, so a paused clock stands still while the disk works.
+//! sent only after that durable commit. On a current-thread runtime the hand-off runs in a
+//! blocking task, so a paused clock stands still while the disk works.
 //!
 //! A failed commit (a full disk, usually) fails every job of its batch with the commit's
 //! error and nothing of the batch is kept. redb refuses all later transactions after an I/O
