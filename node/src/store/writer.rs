@@ -299,70 +299,59 @@ mod tests {
         })
     }
 
-    #[test]
-    fn a_failing_job_rolls_back_alone_and_the_batch_is_durable() {
-        let dir = tempfile::tempdir().unwrap();
-        let database = Database::create(dir.path().join("db")).unwrap();
-        let (a, ra) = put("a", false);
-        let (b, rb) = put("b", true);
-        let (c, rc) = put("c", false);
+    /// Runs one job per key as a batch (`true`: that job fails); returns how many durable
+    /// commits the batch made and, per job, whether its caller was told it succeeded.
+    fn batch(database: &Database, jobs: &[(&'static str, bool)]) -> (usize, Vec<bool>) {
+        let (jobs, replies): (Vec<_>, Vec<_>) =
+            jobs.iter().map(|&(key, fail)| put(key, fail)).unzip();
         let mut durable_commits = 0;
-        let (finishes, commit) = run_batch(&database, vec![a, b, c].into_iter(), || {
-            durable_commits += 1
-        });
+        let (finishes, commit) = run_batch(database, jobs.into_iter(), || durable_commits += 1);
         assert!(commit.is_ok());
-        assert_eq!(durable_commits, 1, "one fsync for the whole batch");
         for f in finishes {
             f(commit.clone());
         }
-        assert!(ra.blocking_recv().unwrap().is_ok());
-        assert!(rb.blocking_recv().unwrap().is_err());
-        assert!(rc.blocking_recv().unwrap().is_ok());
-        drop(database);
-        let database = Database::open(dir.path().join("db")).unwrap();
+        let ok = replies
+            .into_iter()
+            .map(|r| r.blocking_recv().unwrap().is_ok())
+            .collect();
+        (durable_commits, ok)
+    }
+
+    /// Which of `keys` the database at `path` holds, opened afresh.
+    fn held(path: &std::path::Path, keys: &[&str]) -> Vec<bool> {
+        let database = Database::open(path).unwrap();
         let txn = database.begin_read().unwrap();
         let t = txn.open_table(T).unwrap();
-        assert!(t.get("a").unwrap().is_some());
-        assert!(
-            t.get("b").unwrap().is_none(),
-            "the failed job's write was rolled back"
-        );
-        assert!(t.get("c").unwrap().is_some());
+        keys.iter().map(|k| t.get(*k).unwrap().is_some()).collect()
+    }
+
+    #[test]
+    fn a_failing_job_rolls_back_alone_and_the_batch_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let database = Database::create(&path).unwrap();
+        let (durable_commits, ok) = batch(&database, &[("a", false), ("b", true), ("c", false)]);
+        assert_eq!(durable_commits, 1, "one fsync for the whole batch");
+        assert_eq!(ok, [true, false, true]);
+        drop(database);
+        // `b`'s write was rolled back.
+        assert_eq!(held(&path, &["a", "b", "c"]), [true, false, true]);
     }
 
     #[test]
     fn a_batch_whose_last_job_fails_is_still_made_durable() {
         let dir = tempfile::tempdir().unwrap();
-        let database = Database::create(dir.path().join("db")).unwrap();
-        let (a, ra) = put("a", false);
-        let (b, rb) = put("b", true);
-        let mut durable_commits = 0;
-        let (finishes, commit) =
-            run_batch(&database, vec![a, b].into_iter(), || durable_commits += 1);
-        assert!(commit.is_ok());
+        let path = dir.path().join("db");
+        let database = Database::create(&path).unwrap();
+        let (durable_commits, ok) = batch(&database, &[("a", false), ("b", true)]);
         assert_eq!(durable_commits, 1);
-        for f in finishes {
-            f(commit.clone());
-        }
-        assert!(ra.blocking_recv().unwrap().is_ok());
-        assert!(rb.blocking_recv().unwrap().is_err());
-        drop(database);
-        let database = Database::open(dir.path().join("db")).unwrap();
-        let txn = database.begin_read().unwrap();
-        let t = txn.open_table(T).unwrap();
-        assert!(t.get("a").unwrap().is_some());
-        assert!(t.get("b").unwrap().is_none());
-
+        assert_eq!(ok, [true, false]);
         // Nothing committed, nothing to make durable.
-        let (c, rc) = put("c", true);
-        let mut durable_commits = 0;
-        let (finishes, commit) = run_batch(&database, std::iter::once(c), || durable_commits += 1);
-        assert!(commit.is_ok());
+        let (durable_commits, ok) = batch(&database, &[("c", true)]);
         assert_eq!(durable_commits, 0);
-        for f in finishes {
-            f(commit.clone());
-        }
-        assert!(rc.blocking_recv().unwrap().is_err());
+        assert_eq!(ok, [false]);
+        drop(database);
+        assert_eq!(held(&path, &["a", "b", "c"]), [true, false, false]);
     }
 
     /// The simulator's virtual clock: a commit, however long the disk takes, must not let a
