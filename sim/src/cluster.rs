@@ -117,6 +117,9 @@ impl Cluster {
             config.p2p.listen = vec![address(i).to_string()];
             config.p2p.mdns = false;
             config.p2p.sync_interval_secs = scenario.sync_interval_secs;
+            if let Some(max) = scenario.max_connections {
+                config.p2p.max_connections = max;
+            }
             let mut dial: Vec<usize> = scenario.bootstrap.clone();
             if i > 0 {
                 let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
@@ -438,4 +441,31 @@ fn niso_node_key(dir: &Path, secret: &[u8; 32]) -> std::io::Result<()> {
             .write_all(secret)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(extra: &str) -> anyhow::Result<Cluster> {
+        let text = format!("name = \"t\"\nnodes = 3\n{extra}");
+        let scenario = Scenario::parse(&text, "test")?;
+        let dir = tempfile::tempdir()?;
+        Cluster::new(&scenario, 1, dir.path(), Options::default())
+    }
+
+    #[test]
+    fn a_scenario_sets_every_node_s_connection_limit_or_leaves_the_default() {
+        let limits = |c: Cluster| -> Vec<u32> {
+            c.nodes
+                .iter()
+                .map(|n| n.config.p2p.max_connections)
+                .collect()
+        };
+        assert_eq!(limits(cluster("max_connections = 5").unwrap()), [5, 5, 5]);
+        let default = niso_node::config::P2pConfig::default().max_connections;
+        assert_eq!(limits(cluster("").unwrap()), [default; 3]);
+        let err = Scenario::parse("name = \"t\"\nnodes = 3\nmax_connections = 0", "test");
+        assert!(err.unwrap_err().to_string().contains("max_connections"));
+    }
 }

@@ -21,6 +21,9 @@ pub struct Scenario {
     /// federation where each site knows a few others, not one where all dial the same hubs.
     #[serde(default)]
     pub bootstrap_random: usize,
+    /// Each node's `p2p.max_connections`; the node's default (128) when absent.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
     /// Per-node uplink capacity; unlimited when absent.
     #[serde(default)]
     pub uplink_mbit: Option<f64>,
@@ -249,6 +252,9 @@ impl Scenario {
             .find(|n| !in_range(**n))
         {
             return bad(format!("node {n} does not exist"));
+        }
+        if self.max_connections == Some(0) {
+            return bad("max_connections must be at least 1".to_owned());
         }
         Ok(())
     }
