@@ -411,9 +411,13 @@ pub async fn send_ranges(
     if on_current_thread() || served <= INLINE_BYTES {
         // As in `fetch_range`: encoded here, then written, all on the runtime's thread.
         // Sized for the data and its hashes, so the encoding is not copied as it grows.
-        let hashes = served / (BLOCK.bytes() as u64) * 64 + 64 * 64;
+        let bound: u64 = chunk_ranges
+            .iter()
+            .take(MAX_RANGES)
+            .map(|&r| encoded_bound(size, r))
+            .sum();
         let mut encoded =
-            Vec::with_capacity(usize::try_from((served + hashes).min(INLINE_RESERVE)).unwrap_or(0));
+            Vec::with_capacity(usize::try_from(bound.min(INLINE_RESERVE)).unwrap_or(0));
         encode_into(&mut encoded, digest, &source, &ranges)?;
         writer.write_all(&encoded).await?;
         writer.shutdown().await?;
