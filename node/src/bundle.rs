@@ -251,7 +251,7 @@ async fn import_inner(
     let (header, records, blobs) = {
         let bundle = bundle.to_owned();
         let blob_dir = blob_dir.to_owned();
-        tokio::task::spawn_blocking(move || read_and_verify(&bundle, &blob_dir, &limits))
+        crate::offload::spawn(move || read_and_verify(&bundle, &blob_dir, &limits))
             .await
             .map_err(|e| BundleError::Io(io::Error::other(e)))??
     };

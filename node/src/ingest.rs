@@ -73,7 +73,7 @@ impl<R: Read> Read for HashingReader<R> {
 pub async fn store_blob(store: &Store, file: PathBuf, digest: Digest) -> Result<Pin, StoreError> {
     let pin = store.blobs().pin(digest);
     let blobs = store.blobs().clone();
-    tokio::task::spawn_blocking(move || blobs.commit(&file, &digest))
+    crate::offload::spawn(move || blobs.commit(&file, &digest))
         .await
         .map_err(|e| StoreError::Io(io::Error::other(e)))??;
     Ok(pin)

@@ -631,13 +631,14 @@ async fn take_blob<S: BlobSource + Send>(
         Provided::File(file) => {
             let limits = state.config.archive_limits();
             let check = file.clone();
-            let verified = tokio::task::spawn_blocking(move || verify_file(&check, &limits))
+            let verified = crate::offload::spawn(move || verify_file(&check, &limits))
                 .await
                 .map_err(|e| BlobFault::Retry(format!("could not check the blob: {e}")))?;
             match verified {
                 Ok(v) => (file, v),
                 Err(e) => {
-                    let _ = tokio::fs::remove_file(&file).await;
+                    let doomed = file.clone();
+                    let _ = crate::offload::io(move || std::fs::remove_file(doomed)).await;
                     return Err(BlobFault::Bad(format!(
                         "the blob is not a valid package: {}",
                         crate::http::error::chain(&e)
@@ -647,7 +648,8 @@ async fn take_blob<S: BlobSource + Send>(
         }
     };
     if verified.digest != m.digest {
-        let _ = tokio::fs::remove_file(&file).await;
+        let doomed = file.clone();
+        let _ = crate::offload::io(move || std::fs::remove_file(doomed)).await;
         return Err(BlobFault::Bad(format!(
             "the blob hashes to {}, the manifest names {}",
             verified.digest, m.digest
@@ -666,7 +668,7 @@ async fn take_blob<S: BlobSource + Send>(
 /// it is the package this manifest names (its first entry, so this reads little).
 async fn check_stored(state: &NodeState, m: &ManifestBody) -> Result<(), BlobFault> {
     let path = state.store.blobs().path(&m.digest);
-    let meta = tokio::task::spawn_blocking(move || {
+    let meta = crate::offload::spawn(move || {
         let file = std::fs::File::open(&path)
             .map_err(|e| BlobFault::Retry(format!("could not read the blob: {e}")))?;
         read_meta(std::io::BufReader::new(file))

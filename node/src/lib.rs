@@ -7,7 +7,7 @@
 pub mod api_keys;
 pub mod blobs;
 pub mod bundle;
-mod clock;
+pub mod clock;
 pub mod config;
 mod deferred;
 pub mod failpoint;
@@ -21,6 +21,7 @@ mod last_used;
 pub mod metrics;
 pub mod mirror;
 mod node;
+pub mod offload;
 pub mod p2p;
 pub mod replication;
 mod runtime_flavor;

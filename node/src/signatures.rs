@@ -37,7 +37,7 @@ pub async fn verify_many(state: &Arc<NodeState>, records: Vec<Record>) -> Vec<Op
         }
         let state = state.clone();
         let len = part.len();
-        let task = tokio::task::spawn_blocking(move || {
+        let task = crate::offload::spawn(move || {
             let mut keys = OriginKeys::default();
             part.iter()
                 .map(|r| verify(&state, r, &mut keys).err().map(|e| e.to_string()))

@@ -46,7 +46,8 @@ pub async fn sweep(state: &NodeState) -> Result<usize, StoreError> {
     let rows = state.store.uploads()?;
     let mut removed = 0;
     for (id, entry) in &rows {
-        let Some(idle_for) = idle_for(&state.store.upload_path(id), now).await? else {
+        let path = state.store.upload_path(id);
+        let Some(idle_for) = crate::offload::io(move || idle_for(&path, now)).await? else {
             // The row outlived its file (a crash between the two): nothing to resume.
             if let Some(_lease) = state.lease_upload(id) {
                 state.store.remove_upload(id.clone()).await?;
@@ -72,30 +73,38 @@ pub async fn sweep(state: &NodeState) -> Result<usize, StoreError> {
             "removed abandoned upload"
         );
     }
-    let known: HashSet<&str> = rows.iter().map(|(id, _)| id.as_str()).collect();
-    let mut dir = tokio::fs::read_dir(state.store.uploads_dir()).await?;
-    while let Some(file) = dir.next_entry().await? {
-        let name = file.file_name();
-        if known.contains(name.to_string_lossy().as_ref()) {
+    let dir = state.store.uploads_dir().to_owned();
+    let known: HashSet<String> = rows.iter().map(|(id, _)| id.clone()).collect();
+    crate::offload::io(move || remove_strays(&dir, &known, now, idle)).await?;
+    Ok(removed)
+}
+
+/// Removes the files in `dir` that no upload row names and that have been idle for `idle`.
+/// An upload opened after the rows were read has a brand-new file, which this spares.
+fn remove_strays(
+    dir: &std::path::Path,
+    known: &HashSet<String>,
+    now: SystemTime,
+    idle: Duration,
+) -> std::io::Result<()> {
+    for file in std::fs::read_dir(dir)? {
+        let file = file?;
+        if known.contains(file.file_name().to_string_lossy().as_ref()) {
             continue;
         }
-        // An upload opened after the rows were read has a brand-new file, which this spares.
-        if idle_for(&file.path(), now)
-            .await?
-            .is_some_and(|d| d >= idle)
-        {
-            match tokio::fs::remove_file(file.path()).await {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        if idle_for(&file.path(), now)?.is_some_and(|d| d >= idle) {
+            match std::fs::remove_file(file.path()) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
                 _ => {}
             }
         }
     }
-    Ok(removed)
+    Ok(())
 }
 
 /// How long since the file last changed, or `None` if it is gone.
-async fn idle_for(path: &std::path::Path, now: SystemTime) -> Result<Option<Duration>, StoreError> {
-    match tokio::fs::metadata(path).await {
+fn idle_for(path: &std::path::Path, now: SystemTime) -> std::io::Result<Option<Duration>> {
+    match std::fs::metadata(path) {
         Ok(meta) => Ok(Some(
             meta.modified()
                 .ok()
@@ -103,7 +112,7 @@ async fn idle_for(path: &std::path::Path, now: SystemTime) -> Result<Option<Dura
                 .unwrap_or_default(),
         )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     }
 }
 

@@ -791,7 +791,7 @@ async fn finish(
     let blobs = state.store.blobs().clone();
     // Held until the blob has its name and this fetch ends; GC's grace period keeps it after.
     let _pin = blobs.pin(digest);
-    let stored = tokio::task::spawn_blocking(move || {
+    let stored = crate::offload::spawn(move || {
         let verified = crate::ingest::verify_file(&data, &archive)
             .map_err(|e| FetchError::Invalid(Arc::new(e)))?;
         if verified.digest != digest {

@@ -437,7 +437,7 @@ async fn handle<H: Holdings>(
         Some(Held::Complete { data, size }) => {
             // Computing a tree reads the whole blob: never on the runtime's threads.
             let h = holdings.clone();
-            let outboard = tokio::task::spawn_blocking(move || h.outboard(&digest))
+            let outboard = crate::offload::spawn(move || h.outboard(&digest))
                 .await
                 .map_err(|e| WireError::Io(std::io::Error::other(e)))??;
             Source {

@@ -10,7 +10,7 @@ use std::path::Path;
 #[derive(Default)]
 pub(super) struct Writeback {
     unflushed: u64,
-    running: Option<tokio::task::JoinHandle<()>>,
+    running: Option<crate::offload::Offloaded<()>>,
 }
 
 impl Writeback {
@@ -20,13 +20,18 @@ impl Writeback {
     /// Counts a verified range of 1 KiB chunks of `data`; starts a flush once `EVERY` bytes
     /// are unflushed and none is running. Returns whether it started one.
     pub(super) fn verified(&mut self, data: &Path, chunks: (u64, u64)) -> bool {
+        // An early flush pays off by overlapping the fetch; done in place (`offload.rs`) it
+        // would only stop the thread until the disk is done.
+        if crate::offload::in_place() {
+            return false;
+        }
         self.unflushed += chunks.1.saturating_sub(chunks.0) * 1024;
         if self.unflushed < Self::EVERY || self.running.as_ref().is_some_and(|t| !t.is_finished()) {
             return false;
         }
         self.unflushed = 0;
         let data = data.to_owned();
-        self.running = Some(tokio::task::spawn_blocking(move || {
+        self.running = Some(crate::offload::spawn(move || {
             // Only an early start: the final flush still makes the blob durable. A flush that
             // outlives its fetch finds the file renamed, or flushes a new fetch's: harmless.
             if let Err(e) = std::fs::File::open(&data).and_then(|f| f.sync_data()) {
@@ -66,9 +71,25 @@ mod tests {
             "a finished flush holds nothing back"
         );
         // A flush still running holds the next back; the bytes wait for the one after.
-        w.running = Some(tokio::spawn(std::future::pending()));
+        let pending = tokio::spawn(std::future::pending());
+        let abort = pending.abort_handle();
+        w.running = Some(crate::offload::Offloaded::Running(pending));
         assert!(!w.verified(&data, mib(32)));
-        w.running.take().unwrap().abort();
+        abort.abort();
+        w.running = None;
         assert!(w.verified(&data, mib(0)), "the held-back bytes go next");
+    }
+
+    #[test]
+    fn a_thread_that_works_in_place_starts_no_early_flush() {
+        std::thread::spawn(|| {
+            crate::offload::in_place_on_this_thread();
+            let mut w = Writeback::default();
+            let data = std::path::Path::new("never-opened");
+            assert!(!w.verified(data, (0, 64 * 1024)), "64 MiB, and no flush");
+            assert!(w.running.is_none());
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -19,7 +19,6 @@ use niso_protocol::{
     scope::Action,
 };
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt;
 use utoipa::IntoParams;
 
 use super::{
@@ -158,7 +157,8 @@ pub async fn list(
             continue;
         }
         // A file gone between the read and now is an upload that just ended.
-        let Ok(meta) = tokio::fs::metadata(state.store.upload_path(&id)).await else {
+        let path = state.store.upload_path(&id);
+        let Ok(meta) = crate::offload::io(move || std::fs::metadata(path)).await else {
             continue;
         };
         let idle = meta
@@ -245,7 +245,7 @@ pub async fn status(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let (_, _lease, path) = open_upload(&state, &principal, &id).await?;
-    let offset = tokio::fs::metadata(&path).await?.len();
+    let offset = upload_len(&path).await?;
     Ok(status_response(StatusCode::OK, id, offset))
 }
 
@@ -276,7 +276,7 @@ pub async fn append(
     body: Body,
 ) -> Result<Response, ApiError> {
     let (_, lease, path) = open_upload(&state, &principal, &id).await?;
-    let current = tokio::fs::metadata(&path).await?.len();
+    let current = upload_len(&path).await?;
     let offset: u64 = headers
         .get(UPLOAD_OFFSET)
         .and_then(|v| v.to_str().ok())
@@ -302,11 +302,7 @@ pub async fn append(
         remove(&state, id, lease).await?;
         return Err(too_large(max));
     }
-    let file = tokio::fs::OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .await?;
-    let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
+    let mut file = crate::offload::Appender::open(&path).await?;
     let mut written = current;
     let mut stream = body.into_data_stream();
     let body_idle = Duration::from_secs(state.config.http.body_idle_timeout_secs.max(1));
@@ -344,9 +340,8 @@ pub async fn append(
             }
         }
     }
-    file.flush().await?;
     // The offset the client is told (now, or by a later GET) must survive a node crash.
-    file.get_ref().sync_data().await?;
+    file.sync().await?;
     drop(file);
     drop(lease);
     state.metrics.upload_bytes.inc_by(written - current);
@@ -375,6 +370,12 @@ pub async fn append(
         }
     }
     Ok(status_response(StatusCode::OK, id, written))
+}
+
+/// How many bytes an upload's file holds.
+async fn upload_len(path: &std::path::Path) -> std::io::Result<u64> {
+    let path = path.to_owned();
+    crate::offload::io(move || std::fs::metadata(path).map(|m| m.len())).await
 }
 
 /// Whether a body error is the server's body-idle deadline (`http::server`).
@@ -523,7 +524,7 @@ async fn check_upload(
 ) -> Result<crate::ingest::Verified, ApiError> {
     let limits = state.config.archive_limits();
     let file = path.to_owned();
-    let verified = tokio::task::spawn_blocking(move || verify_file(&file, &limits))
+    let verified = crate::offload::spawn(move || verify_file(&file, &limits))
         .await
         .map_err(|e| ApiError::internal(&std::io::Error::other(e)))?
         .map_err(|e| match e {

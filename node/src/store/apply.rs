@@ -50,11 +50,14 @@ pub enum LocalChange {
     },
 }
 
-/// Signs `change` as this node's next record(s) and applies them.
+/// Signs `change` as this node's next record(s), made at `at_ms`, and applies them. The caller
+/// reads the clock: this runs on the writer's thread, whose clock may not be the node's
+/// (`clock.rs`).
 pub fn originate(
     txn: &WriteTransaction,
     secret: &NodeSecret,
     change: LocalChange,
+    at_ms: u64,
 ) -> Result<Vec<Record>, ChangeError> {
     let bodies = match change {
         LocalChange::Publish(m) => vec![RecordBody::Manifest(m)],
@@ -76,7 +79,7 @@ pub fn originate(
     LogTables::with(txn, |tables| {
         for body in bodies {
             seq += 1;
-            let record = Record::sign(secret, seq, now_ms(), body);
+            let record = Record::sign(secret, seq, at_ms, body);
             tables.apply(&record)?;
             records.push(record);
         }

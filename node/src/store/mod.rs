@@ -127,7 +127,7 @@ impl Store {
     /// its part of the failure.
     pub async fn probe_writes(&self) -> Result<(), StoreError> {
         let path = self.blobs.temp_path("probe")?;
-        let written = tokio::task::spawn_blocking(move || {
+        let written = crate::offload::spawn(move || {
             let result = std::fs::File::create(&path).and_then(|mut file| {
                 std::io::Write::write_all(&mut file, &[0u8; PROBE_BYTES])?;
                 file.sync_all()
@@ -178,9 +178,10 @@ impl Store {
     /// Signs and applies a change made on this node. Returns the new records.
     pub async fn originate(&self, change: LocalChange) -> Result<Vec<Record>, ChangeError> {
         let secret = self.secret.clone();
+        let at_ms = crate::clock::now_ms();
         let records = self
             .writer
-            .write(move |txn| apply::originate(txn, &secret, change))
+            .write(move |txn| apply::originate(txn, &secret, change, at_ms))
             .await?;
         self.log_changed();
         Ok(records)

@@ -44,7 +44,8 @@ impl Store {
     ) -> Result<(), OpenUploadError> {
         let path = self.upload_path(&id);
         // The file comes first: a row without its file would read as a vanished upload.
-        tokio::fs::File::create(&path)
+        let created = path.clone();
+        crate::offload::io(move || std::fs::File::create(created).map(drop))
             .await
             .map_err(StoreError::from)?;
         let result = self
@@ -69,7 +70,8 @@ impl Store {
             .await;
         if result.is_err() {
             // Refused or failed: the row was rolled back, so its file must go too.
-            match tokio::fs::remove_file(&path).await {
+            let doomed = path.clone();
+            match crate::offload::io(move || std::fs::remove_file(doomed)).await {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     tracing::warn!(path = %path.display(), error = %e, "could not remove refused upload file");
                 }
@@ -111,10 +113,11 @@ impl Store {
         id: String,
     ) -> Result<Vec<Record>, ChangeError> {
         let secret = self.secret.clone();
+        let at_ms = crate::clock::now_ms();
         let records = self
             .writer
             .write(move |txn| {
-                let records = apply::originate(txn, &secret, change)?;
+                let records = apply::originate(txn, &secret, change, at_ms)?;
                 txn.open_table(UPLOADS)
                     .map_err(db)?
                     .remove(id.as_str())
@@ -128,7 +131,8 @@ impl Store {
 
     /// Forgets an upload and deletes its file (if it is still there).
     pub async fn remove_upload(&self, id: String) -> Result<(), StoreError> {
-        match tokio::fs::remove_file(self.upload_path(&id)).await {
+        let doomed = self.upload_path(&id);
+        match crate::offload::io(move || std::fs::remove_file(doomed)).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
             _ => {}
         }

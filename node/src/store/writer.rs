@@ -5,7 +5,8 @@
 //! error is rolled back alone; the last job's commit is the durable one that makes the whole
 //! batch durable (an empty durable commit does, should the last job fail). A job's reply is
 //! sent only after that durable commit. On a current-thread runtime the hand-off runs in a
-//! blocking task, so a paused clock stands still while the disk works.
+//! blocking task, so a paused clock stands still while the disk works, or in place on a thread
+//! that runs its blocking work there (`offload.rs`).
 //!
 //! A failed commit (a full disk, usually) fails every job of its batch with the commit's
 //! error and nothing of the batch is kept. redb refuses all later transactions after an I/O
@@ -71,6 +72,15 @@ impl Writer {
         E: From<StoreError> + Send + 'static,
     {
         let (job, reply) = job(f);
+        if crate::offload::in_place() {
+            // This thread waits out the commit itself. Unconstrained: tokio's per-task budget
+            // would otherwise answer "not yet" forever inside this loop that never yields.
+            let tx = self.tx.clone();
+            let sent = futures::executor::block_on(tokio::task::unconstrained(tx.send(job)));
+            sent.map_err(|_| E::from(StoreError::WriterGone))?;
+            return futures::executor::block_on(tokio::task::unconstrained(reply))
+                .map_err(|_| E::from(StoreError::WriterGone))?;
+        }
         if on_current_thread() {
             // Handed off from a blocking task: on a current-thread runtime the clock may be
             // paused (the simulator's virtual time), and it jumps to the next timer whenever

@@ -53,7 +53,7 @@ pub async fn show(State(state): State<AppState>, viewer: Viewer) -> Result<Respo
     let storage = if admin {
         let state = state.clone();
         // A directory walk over every blob: off the async workers.
-        match tokio::task::spawn_blocking(move || state.store.blobs().list()).await {
+        match crate::offload::spawn(move || state.store.blobs().list()).await {
             Ok(Ok(files)) => Some(context! {
                 blobs => files.len(),
                 bytes => files.iter().map(|f| f.size).sum::<u64>(),
