@@ -6,6 +6,15 @@
 //! fast the host runs hundreds of nodes. Work on blocking threads (database commits, hashing)
 //! holds the clock still while it runs: it costs no simulated time.
 //!
+//! A seed fixes the order of events, not just the schedule. Blocking work (`spawn_blocking`,
+//! `tokio::fs`, the database writer's hand-off) would otherwise finish on another thread at a
+//! moment only the host decides, and wake its task before or after others of the same instant.
+//! So this runtime has one blocking thread, and after every poll of a task (and of the
+//! timeline, [`Clock::block_on`]) waits until that thread is idle: blocking work runs in the order it
+//! was asked for and its task is woken before anything else runs. It is no slower in simulated
+//! time (that stands still meanwhile, as it does for any blocking task in flight) and costs the
+//! host what running the work in place would.
+//!
 //! What virtual time cannot do: drop one node's tasks and nothing else. A crash under the
 //! wall clock drops that node's own runtime; on a shared runtime there is no such boundary,
 //! so timelines with `crash` or `restart` run on the wall clock.
@@ -17,9 +26,9 @@
 //! its heartbeat (on this clock) checks against the wall clock. They wake nothing, but they
 //! can let a backoff end sooner or later in simulated time than it would on a real network.
 
-use std::{fmt, str::FromStr};
+use std::{fmt, future::Future, str::FromStr};
 
-use tokio::runtime::Runtime;
+use tokio::runtime::{Handle, Runtime};
 
 use crate::scenario::{Action, Scenario};
 
@@ -69,6 +78,8 @@ impl Clock {
             Clock::Virtual => tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .start_paused(true)
+                .max_blocking_threads(1)
+                .on_after_task_poll(|_| settle())
                 .build(),
             Clock::Real => tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -76,6 +87,33 @@ impl Clock {
                 .build(),
         }
         .map_err(ClockError::Runtime)
+    }
+
+    /// Runs `future` to completion on `runtime` (built by [`Clock::runtime`]). Under virtual
+    /// time it waits out blocking work after every poll of `future`, as the runtime does after
+    /// every poll of a task.
+    pub fn block_on<F: Future>(self, runtime: &Runtime, future: F) -> F::Output {
+        if self == Clock::Real {
+            return runtime.block_on(future);
+        }
+        let mut future = std::pin::pin!(future);
+        runtime.block_on(std::future::poll_fn(|cx| {
+            let polled = future.as_mut().poll(cx);
+            settle();
+            polled
+        }))
+    }
+}
+
+/// Waits until the runtime's blocking thread has finished every task handed to it. A task that
+/// ended has woken whoever awaits it by then: the pool counts its thread idle only after that.
+fn settle() {
+    let Ok(handle) = Handle::try_current() else {
+        return;
+    };
+    let metrics = handle.metrics();
+    while metrics.num_blocking_threads() > metrics.num_idle_blocking_threads() {
+        std::thread::yield_now();
     }
 }
 

@@ -357,7 +357,7 @@ impl Cluster {
         if status != StatusCode::OK {
             bail!("upload failed: {status} {}", String::from_utf8_lossy(&body));
         }
-        let digest = tokio::task::spawn_blocking({
+        let digest = niso_node::offload::spawn({
             let file = file.to_owned();
             move || niso_node::store::hash_file(&file)
         })

@@ -5,12 +5,14 @@
 //! router; it never models a node.
 //!
 //! Time is virtual by default (`clock.rs`): the whole cluster runs on one paused runtime, so
-//! link time, not host speed, bounds the results. What the seed fixes for certain (node
+//! link time, not host speed, bounds the results. What the seed fixes on either clock (node
 //! identities, the fault schedule, which changes each node ends up holding, the invariant
-//! verdicts) is reported separately as `exact`.
+//! verdicts) is reported separately as `exact`; under virtual time the `niso-sim` binary
+//! repeats the timings and traffic for a seed too (`entropy.rs`).
 
 pub mod clock;
 pub mod cluster;
+pub mod entropy;
 pub mod hostile;
 pub mod invariants;
 pub mod network;

@@ -44,6 +44,29 @@ enum Command {
     },
 }
 
+/// Answers every draw of randomness in this process from the seeded streams of
+/// `niso_sim::entropy` instead of the kernel. The standard library and the `getrandom` crate
+/// find this definition by name at run time (rustc exports an executable's `no_mangle`
+/// functions for such lookups).
+///
+/// # Safety
+/// The caller passes a buffer of `len` writable bytes, as the C library's `getrandom` asks.
+#[expect(
+    unsafe_code,
+    reason = "the only way to stand in for a C library function the runtime looks up"
+)]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getrandom(buf: *mut u8, len: usize, _flags: u32) -> isize {
+    // A zero-length call (with a dangling pointer) is how callers probe for support.
+    if len == 0 || buf.is_null() {
+        return 0;
+    }
+    // SAFETY: the caller hands over `len` writable bytes at `buf` (the function's contract).
+    let buf = unsafe { std::slice::from_raw_parts_mut(buf, len) };
+    niso_sim::entropy::fill(buf);
+    isize::try_from(len).unwrap_or(isize::MAX)
+}
+
 fn main() -> ExitCode {
     let Command::Run {
         file,

@@ -1,6 +1,7 @@
-//! The report of a run. `exact` holds what the seed determines (identities, the fault schedule,
-//! final holdings, invariant verdicts) and must repeat for the same seed; `measured` holds
-//! timings and traffic, which depend on the host's scheduling.
+//! The report of a run. `exact` holds what the seed determines on either clock (identities, the
+//! fault schedule, final holdings, invariant verdicts) and must repeat for the same seed;
+//! `measured` holds timings and traffic, which repeat too under virtual time in a `niso-sim`
+//! process (all but `wall_secs`), and depend on the host on the wall clock.
 
 use std::fmt::Write;
 

@@ -25,8 +25,12 @@ use crate::{
 /// How often the observer looks at every node; timings have this resolution.
 pub const SAMPLE: Duration = Duration::from_millis(25);
 
+/// Where the nodes' wall clock starts under virtual time (2026-01-01T00:00:00Z): records signed
+/// in a run carry the same timestamps for a seed, so the same bytes and gossip message ids.
+const SIMULATED_EPOCH_MS: u64 = 1_767_225_600_000;
+
 /// Progress callback: simulated seconds, events done, (converged, total) items.
-pub type Progress<'a> = &'a mut dyn FnMut(f64, usize, (usize, usize));
+pub type Progress<'a> = &'a mut (dyn FnMut(f64, usize, (usize, usize)) + Send);
 
 /// Builds a package file deterministically from the seed.
 fn make_package(
@@ -126,7 +130,9 @@ fn expected_holders(
 }
 
 /// Runs `scenario` with `seed` on the clock `options` asks for (or the scenario's default), on
-/// a runtime of its own.
+/// a runtime of its own. Under virtual time that runtime lives on a new thread whose random
+/// stream starts from the seed (`entropy.rs`): nothing drawn before, by this process or by an
+/// earlier run in it, shifts what the run draws.
 pub fn simulate(
     scenario: &Scenario,
     seed: u64,
@@ -134,15 +140,31 @@ pub fn simulate(
     progress: Progress<'_>,
 ) -> anyhow::Result<(Report, Observer)> {
     let clock = Clock::for_scenario(scenario, options.clock)?;
-    let runtime = clock.runtime()?;
     let options = Options {
         clock: Some(clock),
         ..options
     };
-    let outcome = runtime.block_on(run(scenario, seed, options, progress));
-    // Nodes' writer threads and blocking work outlive their tasks briefly; do not wait on them.
-    runtime.shutdown_background();
-    outcome
+    let mut on_runtime = move || {
+        let runtime = clock.runtime()?;
+        let outcome = clock.block_on(&runtime, run(scenario, seed, options, progress));
+        // Nodes' writer threads and blocking work outlive their tasks briefly; do not wait on them.
+        runtime.shutdown_background();
+        outcome
+    };
+    match clock {
+        Clock::Real => on_runtime(),
+        Clock::Virtual => std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("niso-sim-run".into())
+                .spawn_scoped(s, move || {
+                    crate::entropy::reseed(seed);
+                    on_runtime()
+                })
+                .context("could not start the run's thread")?
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        }),
+    }
 }
 
 async fn run(
@@ -152,6 +174,12 @@ async fn run(
     progress: Progress<'_>,
 ) -> anyhow::Result<(Report, Observer)> {
     let wall = std::time::Instant::now();
+    if options.clock == Some(Clock::Virtual) {
+        // One thread runs everything: the order of events must not depend on when another
+        // thread finishes, nor the nodes' records on the host's clock (`clock.rs`).
+        niso_node::offload::in_place_on_this_thread();
+        niso_node::clock::follow_runtime_clock(SIMULATED_EPOCH_MS);
+    }
     let dir = tempfile::tempdir().context("could not create a work directory")?;
     let pkgs = dir.path().join("packages");
     std::fs::create_dir_all(&pkgs)?;
