@@ -388,4 +388,43 @@ mod tests {
         assert_eq!(start.elapsed(), std::time::Duration::ZERO);
         timer.abort();
     }
+
+    /// On a thread that works in place (the simulator's), a write is over, committed, when its
+    /// first poll returns: no other thread decides when the caller goes on.
+    #[test]
+    fn in_place_a_write_is_done_at_its_first_poll() {
+        use futures::FutureExt as _;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let database = Arc::new(Db::open(path.clone(), 1 << 20).unwrap());
+        let writer = Writer::spawn(database, WriteHealth::default(), Failpoints::new(&[])).unwrap();
+        let put = |key: &'static str| {
+            let writer = writer.clone();
+            async move {
+                writer
+                    .write(move |txn| {
+                        txn.open_table(T).map_err(db)?.insert(key, 1).map_err(db)?;
+                        Ok::<_, StoreError>(())
+                    })
+                    .await
+            }
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let _inside = runtime.enter();
+        assert!(
+            put("handed off").now_or_never().is_none(),
+            "elsewhere the hand-off is waited for"
+        );
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let _inside = runtime.enter();
+                crate::offload::in_place_on_this_thread();
+                let done = put("in place").now_or_never();
+                assert!(matches!(done, Some(Ok(()))), "{done:?}");
+            });
+        });
+    }
 }
