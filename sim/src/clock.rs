@@ -3,17 +3,17 @@
 //! Virtual time: every node, the network and the timeline share one current-thread tokio
 //! runtime whose clock starts paused. It moves only when every task waits, and then jumps to
 //! the next timer, so results are bounded by link time (latency, bandwidth, loss), not by how
-//! fast the host runs hundreds of nodes. Work on blocking threads (database commits, hashing)
-//! holds the clock still while it runs: it costs no simulated time.
+//! fast the host runs hundreds of nodes. Blocking work (database commits, hashing) runs in
+//! place on the runtime's thread (`niso_node::offload`, which `run.rs` turns on), so the clock
+//! cannot move while it runs: it costs no simulated time.
 //!
-//! A seed fixes the order of events, not just the schedule. Blocking work (`spawn_blocking`,
-//! `tokio::fs`, the database writer's hand-off) would otherwise finish on another thread at a
-//! moment only the host decides, and wake its task before or after others of the same instant.
-//! So this runtime has one blocking thread, and after every poll of a task (and of the
-//! timeline, [`Clock::block_on`]) waits until that thread is idle: blocking work runs in the order it
-//! was asked for and its task is woken before anything else runs. It is no slower in simulated
-//! time (that stands still meanwhile, as it does for any blocking task in flight) and costs the
-//! host what running the work in place would.
+//! A seed fixes the order of events, not just the schedule. Work left to another thread would
+//! finish at a moment only the host decides, and wake its task before or after others of the
+//! same instant. What a node does not run in place, and any library's `spawn_blocking`, goes
+//! to this runtime's one blocking thread, and after every poll of a task (and of the
+//! timeline, [`Clock::block_on`]) the runtime waits until that thread is idle. That narrows
+//! the race to a task that finds its work already done at the first poll; in-place work has
+//! none.
 //!
 //! What virtual time cannot do: drop one node's tasks and nothing else. A crash under the
 //! wall clock drops that node's own runtime; on a shared runtime there is no such boundary,
@@ -21,10 +21,8 @@
 //!
 //! libp2p's own timers (upgrade timeouts, gossipsub's heartbeat, Kademlia and identify
 //! timeouts, idle connections) are on this clock too: the workspace patches `futures-timer`
-//! onto tokio's timer (`patches/futures-timer`). libp2p still reads `Instant::now()` in a
-//! few places: Kademlia's query deadline, and gossipsub's backoffs and message caches, which
-//! its heartbeat (on this clock) checks against the wall clock. They wake nothing, but they
-//! can let a backoff end sooner or later in simulated time than it would on a real network.
+//! onto tokio's timer (`patches/futures-timer`), and libp2p reads the time from it
+//! (`patches/web-time`).
 
 use std::{fmt, future::Future, str::FromStr};
 
