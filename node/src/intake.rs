@@ -637,8 +637,7 @@ async fn take_blob<S: BlobSource + Send>(
             match verified {
                 Ok(v) => (file, v),
                 Err(e) => {
-                    let doomed = file.clone();
-                    let _ = crate::offload::io(move || std::fs::remove_file(doomed)).await;
+                    let _ = crate::offload::remove_file(&file).await;
                     return Err(BlobFault::Bad(format!(
                         "the blob is not a valid package: {}",
                         crate::http::error::chain(&e)
@@ -648,8 +647,7 @@ async fn take_blob<S: BlobSource + Send>(
         }
     };
     if verified.digest != m.digest {
-        let doomed = file.clone();
-        let _ = crate::offload::io(move || std::fs::remove_file(doomed)).await;
+        let _ = crate::offload::remove_file(&file).await;
         return Err(BlobFault::Bad(format!(
             "the blob hashes to {}, the manifest names {}",
             verified.digest, m.digest

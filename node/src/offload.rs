@@ -86,6 +86,12 @@ pub async fn io<T: Send + 'static>(
     spawn(f).await.map_err(std::io::Error::other)?
 }
 
+/// Removes the file at `path`, as [`spawn`] runs work.
+pub async fn remove_file(path: &Path) -> std::io::Result<()> {
+    let path = path.to_owned();
+    io(move || std::fs::remove_file(path)).await
+}
+
 /// A file appended to through a 1 MiB buffer: tokio's file on its blocking threads, or a
 /// standard one written in place (see the module's documentation).
 #[derive(Debug)]

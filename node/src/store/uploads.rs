@@ -70,8 +70,7 @@ impl Store {
             .await;
         if result.is_err() {
             // Refused or failed: the row was rolled back, so its file must go too.
-            let doomed = path.clone();
-            match crate::offload::io(move || std::fs::remove_file(doomed)).await {
+            match crate::offload::remove_file(&path).await {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     tracing::warn!(path = %path.display(), error = %e, "could not remove refused upload file");
                 }
@@ -131,8 +130,7 @@ impl Store {
 
     /// Forgets an upload and deletes its file (if it is still there).
     pub async fn remove_upload(&self, id: String) -> Result<(), StoreError> {
-        let doomed = self.upload_path(&id);
-        match crate::offload::io(move || std::fs::remove_file(doomed)).await {
+        match crate::offload::remove_file(&self.upload_path(&id)).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
             _ => {}
         }

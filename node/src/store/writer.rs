@@ -75,8 +75,7 @@ impl Writer {
         if crate::offload::in_place() {
             // This thread waits out the commit itself. Unconstrained: tokio's per-task budget
             // would otherwise answer "not yet" forever inside this loop that never yields.
-            let tx = self.tx.clone();
-            let sent = futures::executor::block_on(tokio::task::unconstrained(tx.send(job)));
+            let sent = futures::executor::block_on(tokio::task::unconstrained(self.tx.send(job)));
             sent.map_err(|_| E::from(StoreError::WriterGone))?;
             return futures::executor::block_on(tokio::task::unconstrained(reply))
                 .map_err(|_| E::from(StoreError::WriterGone))?;
