@@ -4,6 +4,8 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::store::Durability;
+
 /// Everything a node can be told. Every field has a default, so an empty file is valid.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -28,6 +30,10 @@ pub struct NodeConfig {
     /// environment; never read from a file.
     #[serde(skip)]
     pub failpoints: Vec<String>,
+    /// Whether commits wait for the disk. Always [`Durability::Flushed`] but in the
+    /// simulator, whose nodes share a process that outlives them; never read from a file.
+    #[serde(skip)]
+    pub durability: Durability,
     /// Deliberate faults, for showing that the simulator catches them. Test builds only.
     #[cfg(feature = "fault-injection")]
     #[serde(skip)]
@@ -57,6 +63,7 @@ impl Default for NodeConfig {
             replicate: Vec::new(),
             share: Vec::new(),
             failpoints: Vec::new(),
+            durability: Durability::Flushed,
             #[cfg(feature = "fault-injection")]
             faults: Faults::default(),
         }

@@ -211,6 +211,7 @@ impl Node {
             secret,
             failpoints.clone(),
             config.limits.db_cache_bytes,
+            config.durability,
         )?;
         let mut tasks = Vec::new();
         let (p2p, events) = if config.p2p_enabled() {

@@ -17,7 +17,7 @@ use niso_node::{
     Node, NodeConfig,
     config::{BlobMode, ReplicateRule, ShareRule},
     p2p::{TransportChoice, transport::secure},
-    store::Store,
+    store::{Durability, Store},
 };
 use niso_protocol::{Digest, record::NodeSecret};
 use rand::{Rng, RngExt, SeedableRng};
@@ -110,6 +110,9 @@ impl Cluster {
         for (i, secret) in secrets.iter().enumerate() {
             let mut config = NodeConfig {
                 data_dir: root.join(format!("node{i}")),
+                // One process holds every node and outlives them: what a node wrote is in the
+                // page cache whatever befalls it, so waiting for the disk only costs the host.
+                durability: Durability::Cached,
                 ..NodeConfig::default()
             };
             // Every simulated node is a peer, whatever its rules.

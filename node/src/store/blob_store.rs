@@ -2,7 +2,8 @@
 //!
 //! A blob is written to `tmp/`, fsynced, then renamed into place and its directory fsynced, so
 //! a file under `blobs/` always holds exactly the bytes its name promises. Anything left in
-//! `tmp/` by a crash is removed at the next start.
+//! `tmp/` by a crash is removed at the next start. (Flushes are skipped under
+//! [`Durability::Cached`].)
 
 use std::{
     collections::HashMap,
@@ -15,11 +16,14 @@ use std::{
 
 use niso_protocol::Digest;
 
+use super::Durability;
+
 #[derive(Clone, Debug)]
 pub struct BlobStore {
     root: PathBuf,
     tmp: PathBuf,
     pins: Arc<Mutex<HashMap<Digest, usize>>>,
+    durability: Durability,
 }
 
 /// A blob on disk, as GC sees it.
@@ -50,7 +54,7 @@ impl Drop for Pin {
 }
 
 impl BlobStore {
-    pub fn open(data_dir: &Path) -> io::Result<Self> {
+    pub fn open(data_dir: &Path, durability: Durability) -> io::Result<Self> {
         let root = data_dir.join("blobs");
         let tmp = data_dir.join("tmp");
         fs::create_dir_all(&root)?;
@@ -63,6 +67,7 @@ impl BlobStore {
             root,
             tmp,
             pins: Arc::default(),
+            durability,
         })
     }
 
@@ -119,7 +124,7 @@ impl BlobStore {
         // write of the inode carries both.
         let file = fs::File::options().write(true).open(verified_file)?;
         file.set_modified(SystemTime::now())?;
-        file.sync_all()?;
+        self.durability.flush(&file)?;
         drop(file);
         let dir = dest.parent().unwrap_or(&self.root);
         // The shard directory exists but for a store's first blobs under a prefix; trying the
@@ -128,12 +133,12 @@ impl BlobStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.is_dir() => {
                 fs::create_dir_all(dir)?;
                 // The new directory's own name must outlive a crash as well as the blob's.
-                fs::File::open(&self.root)?.sync_all()?;
+                self.durability.flush_dir(&self.root)?;
                 fs::rename(verified_file, &dest)?;
             }
             other => other?,
         }
-        fs::File::open(dir)?.sync_all()?;
+        self.durability.flush_dir(dir)?;
         Ok(())
     }
 
@@ -192,7 +197,7 @@ impl BlobStore {
                 )));
             }
             out.flush()?;
-            out.get_ref().sync_all()?;
+            self.durability.flush(out.get_ref())?;
         }
         fs::rename(&tmp, &path)?;
         Ok(path)
@@ -265,7 +270,7 @@ mod tests {
     #[test]
     fn commit_list_remove() {
         let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(dir.path()).unwrap();
+        let store = BlobStore::open(dir.path(), Durability::Flushed).unwrap();
         let d = store.put_bytes(b"hello").unwrap();
         assert!(store.contains(&d));
         assert_eq!(fs::read(store.path(&d)).unwrap(), b"hello");
@@ -283,10 +288,10 @@ mod tests {
     #[test]
     fn tmp_is_cleared_on_open_and_pins_count() {
         let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(dir.path()).unwrap();
+        let store = BlobStore::open(dir.path(), Durability::Flushed).unwrap();
         let stale = store.temp_path("x").unwrap();
         fs::write(&stale, b"partial").unwrap();
-        let store = BlobStore::open(dir.path()).unwrap();
+        let store = BlobStore::open(dir.path(), Durability::Flushed).unwrap();
         assert!(!stale.exists());
         let d = Digest::of(b"x");
         let a = store.pin(d);

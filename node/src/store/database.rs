@@ -15,7 +15,10 @@ use std::{
 
 use redb::Database;
 
-use super::error::{StoreError, db};
+use super::{
+    durability::{Durability, UnflushedFile},
+    error::{StoreError, db},
+};
 
 /// How long a reopen waits for readers still holding the old handle.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -25,15 +28,21 @@ pub(crate) struct Db {
     path: PathBuf,
     /// Bytes of pages redb may cache (its default, 1 GiB, made memory grow with the catalog).
     cache_bytes: usize,
+    durability: Durability,
     current: RwLock<Option<Arc<Database>>>,
 }
 
 impl Db {
-    pub(crate) fn open(path: PathBuf, cache_bytes: usize) -> Result<Self, StoreError> {
-        let database = create(&path, cache_bytes)?;
+    pub(crate) fn open(
+        path: PathBuf,
+        cache_bytes: usize,
+        durability: Durability,
+    ) -> Result<Self, StoreError> {
+        let database = create(&path, cache_bytes, durability)?;
         Ok(Self {
             path,
             cache_bytes,
+            durability,
             current: RwLock::new(Some(Arc::new(database))),
         })
     }
@@ -80,16 +89,33 @@ impl Db {
     }
 
     fn open_again(&self) -> Result<(), StoreError> {
-        let database = create(&self.path, self.cache_bytes)?;
+        let database = create(&self.path, self.cache_bytes, self.durability)?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(database));
         tracing::info!(path = %self.path.display(), "database reopened");
         Ok(())
     }
 }
 
-fn create(path: &std::path::Path, cache_bytes: usize) -> Result<Database, StoreError> {
-    Database::builder()
-        .set_cache_size(cache_bytes)
-        .create(path)
-        .map_err(db)
+fn create(
+    path: &std::path::Path,
+    cache_bytes: usize,
+    durability: Durability,
+) -> Result<Database, StoreError> {
+    let mut builder = Database::builder();
+    builder.set_cache_size(cache_bytes);
+    match durability {
+        Durability::Flushed => builder.create(path).map_err(db),
+        Durability::Cached => {
+            // Opened as redb's own `create` opens it.
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)?;
+            builder
+                .create_with_backend(UnflushedFile::new(file).map_err(db)?)
+                .map_err(db)
+        }
+    }
 }

@@ -6,6 +6,7 @@ mod authority;
 mod blob_store;
 mod catalog;
 mod database;
+mod durability;
 mod entries;
 mod error;
 mod gc;
@@ -29,6 +30,7 @@ use redb::{Database, ReadTransaction, ReadableDatabase};
 pub use apply::{Applied, LocalChange};
 pub use blob_store::{BlobStore, Pin, hash_file};
 pub use catalog::{RecordFilter, VersionRow};
+pub use durability::Durability;
 pub use entries::{KeyEntry, PeerSync, TagEntry, UploadEntry, VersionEntry};
 pub use error::{ChangeError, StoreError, is_no_space};
 pub use gc::GcOutcome;
@@ -79,21 +81,29 @@ impl Store {
         secret: NodeSecret,
         failpoints: Failpoints,
     ) -> Result<Self, StoreError> {
-        Self::open_with_cache(data_dir, secret, failpoints, DEFAULT_CACHE_BYTES)
+        Self::open_with_cache(
+            data_dir,
+            secret,
+            failpoints,
+            DEFAULT_CACHE_BYTES,
+            Durability::Flushed,
+        )
     }
 
-    /// [`Store::open`] with at most `cache_bytes` of database pages cached in memory.
+    /// [`Store::open`] with at most `cache_bytes` of database pages cached in memory, its
+    /// commits as durable as `durability` says.
     pub fn open_with_cache(
         data_dir: &Path,
         secret: NodeSecret,
         failpoints: Failpoints,
         cache_bytes: u64,
+        durability: Durability,
     ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir)?;
         let uploads_dir = data_dir.join("uploads");
         std::fs::create_dir_all(&uploads_dir)?;
         let cache = usize::try_from(cache_bytes).unwrap_or(usize::MAX);
-        let db = Arc::new(Db::open(data_dir.join(DB_FILE), cache)?);
+        let db = Arc::new(Db::open(data_dir.join(DB_FILE), cache, durability)?);
         create_tables(&*db.get()?)?;
         let health = WriteHealth::default();
         let writer = Writer::spawn(db.clone(), health.clone(), failpoints)?;
@@ -102,7 +112,7 @@ impl Store {
             db,
             writer,
             health,
-            blobs: BlobStore::open(data_dir)?,
+            blobs: BlobStore::open(data_dir, durability)?,
             secret,
             uploads_dir,
             log_head: Arc::new(tokio::sync::watch::channel(head).0),

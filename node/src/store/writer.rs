@@ -294,6 +294,7 @@ mod tests {
     use redb::{ReadableDatabase, TableDefinition};
 
     use super::*;
+    use crate::store::Durability;
 
     const T: TableDefinition<&str, u64> = TableDefinition::new("t");
 
@@ -368,7 +369,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_write_takes_no_time_on_a_paused_clock() {
         let dir = tempfile::tempdir().unwrap();
-        let database = Arc::new(Db::open(dir.path().join("db"), 1 << 20).unwrap());
+        let database =
+            Arc::new(Db::open(dir.path().join("db"), 1 << 20, Durability::Flushed).unwrap());
         let writer = Writer::spawn(database, WriteHealth::default(), Failpoints::new(&[])).unwrap();
         // A pending timer for an idle runtime to jump to.
         let timer = tokio::spawn(tokio::time::sleep(std::time::Duration::from_secs(5)));
@@ -396,7 +398,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
-        let database = Arc::new(Db::open(path.clone(), 1 << 20).unwrap());
+        let database = Arc::new(Db::open(path.clone(), 1 << 20, Durability::Flushed).unwrap());
         let writer = Writer::spawn(database, WriteHealth::default(), Failpoints::new(&[])).unwrap();
         let put = |key: &'static str| {
             let writer = writer.clone();
