@@ -96,11 +96,33 @@ enum Seg {
 struct Peer {
     role: Role,
     lease: Option<u64>,
-    /// Segments the peer lacked: when it last said so, and how many times so far.
-    lacked: HashMap<u64, (Instant, u32)>,
+    /// Segments the peer lacked, by index: when it last said so, and how many times so far.
+    /// Indexed, not hashed: `next` reads it for every waiting segment and every helper.
+    lacked: Vec<Option<(Instant, u32)>>,
     failures: u32,
     dropped: bool,
     not_before: Instant,
+}
+
+impl Peer {
+    fn lacked(&self, segment: u64) -> Option<(Instant, u32)> {
+        let i = usize::try_from(segment).ok()?;
+        self.lacked.get(i).copied().flatten()
+    }
+
+    fn lacks(&self, segment: u64) -> bool {
+        self.lacked(segment).is_some()
+    }
+
+    fn set_lacked(&mut self, segment: u64, word: (Instant, u32)) {
+        let Ok(i) = usize::try_from(segment) else {
+            return;
+        };
+        if self.lacked.len() <= i {
+            self.lacked.resize(i + 1, None);
+        }
+        self.lacked[i] = Some(word);
+    }
 }
 
 #[derive(Debug)]
@@ -179,7 +201,7 @@ impl Schedule {
             Peer {
                 role,
                 lease: None,
-                lacked: HashMap::new(),
+                lacked: Vec::new(),
                 failures: 0,
                 dropped: false,
                 not_before: Instant::now(),
@@ -244,9 +266,9 @@ impl Schedule {
         // lately (ask again soon, as a last resort once helpers lack it), so it waits
         // `recheck`.
         let fresh = |i: &u64| {
-            p.lacked.get(i).is_none_or(|(at, n)| {
-                let n = if p.role == Role::Helper { *n } else { 1 };
-                now - *at >= recheck * (1 << n.clamp(1, 4) >> 1)
+            p.lacked(*i).is_none_or(|(at, n)| {
+                let n = if p.role == Role::Helper { n } else { 1 };
+                now - at >= recheck * (1 << n.clamp(1, 4) >> 1)
             })
         };
         // Live helpers whose last word on segment `i` was that they lack it. A helper is
@@ -262,7 +284,7 @@ impl Schedule {
             let n = s
                 .peers
                 .values()
-                .filter(|h| !h.dropped && h.role == Role::Helper && h.lacked.contains_key(i))
+                .filter(|h| !h.dropped && h.role == Role::Helper && h.lacks(*i))
                 .count();
             u32::try_from(n).unwrap_or(u32::MAX)
         };
@@ -331,8 +353,8 @@ impl Schedule {
                 return Reported::Finished;
             }
             Answer::Missing => {
-                let n = p.lacked.get(&lease.segment).map_or(0, |(_, n)| *n);
-                p.lacked.insert(lease.segment, (now, n.saturating_add(1)));
+                let n = p.lacked(lease.segment).map_or(0, |(_, n)| n);
+                p.set_lacked(lease.segment, (now, n.saturating_add(1)));
                 s.segs[lease.segment as usize] = Seg::Waiting;
                 Reported::GaveBack
             }
@@ -445,10 +467,8 @@ impl Schedule {
         for (i, seg) in (0..).zip(&s.segs) {
             if *seg != Seg::Done && !held.contains(i) {
                 // Fresh word, not a further miss: the back-off does not grow.
-                p.lacked
-                    .entry(i)
-                    .and_modify(|(at, _)| *at = now)
-                    .or_insert((now, 1));
+                let n = p.lacked(i).map_or(1, |(_, n)| n);
+                p.set_lacked(i, (now, n));
             }
         }
     }
