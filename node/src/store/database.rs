@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use redb::Database;
+use redb::{Database, backends::FileBackend};
 
 use super::{
     durability::{Durability, UnflushedFile},
@@ -101,21 +101,19 @@ fn create(
     cache_bytes: usize,
     durability: Durability,
 ) -> Result<Database, StoreError> {
+    // Opened as redb's own `Builder::create` opens it, so both backends see the same file.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| db(redb::Error::Io(e)))?;
     let mut builder = Database::builder();
     builder.set_cache_size(cache_bytes);
     match durability {
-        Durability::Flushed => builder.create(path).map_err(db),
-        Durability::Cached => {
-            // Opened as redb's own `create` opens it.
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)?;
-            builder
-                .create_with_backend(UnflushedFile::new(file).map_err(db)?)
-                .map_err(db)
-        }
+        Durability::Flushed => builder.create_with_backend(FileBackend::new(file).map_err(db)?),
+        Durability::Cached => builder.create_with_backend(UnflushedFile::new(file).map_err(db)?),
     }
+    .map_err(db)
 }
