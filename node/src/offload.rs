@@ -20,6 +20,8 @@ use std::{
 
 use tokio::{io::AsyncWriteExt as _, task::JoinHandle};
 
+use crate::store::Durability;
+
 thread_local! {
     static IN_PLACE: Cell<bool> = const { Cell::new(false) };
 }
@@ -128,18 +130,25 @@ impl Appender {
         }
     }
 
-    /// Writes out the buffer and makes the file's data durable.
-    pub async fn sync(&mut self) -> std::io::Result<()> {
+    /// Writes out the buffer and makes the file's data as durable as `durability` asks: on
+    /// the disk, or (the simulator's nodes) in the page cache only.
+    pub async fn sync(&mut self, durability: Durability) -> std::io::Result<()> {
+        let flushed = durability == Durability::Flushed;
         match self {
             Self::InPlace(w) => {
                 w.flush()?;
-                w.get_ref().sync_data()
+                if flushed {
+                    w.get_ref().sync_data()?;
+                }
             }
             Self::Offloaded(w) => {
                 w.flush().await?;
-                w.get_ref().sync_data().await
+                if flushed {
+                    w.get_ref().sync_data().await?;
+                }
             }
         }
+        Ok(())
     }
 }
 
@@ -190,9 +199,12 @@ mod tests {
                     let mut file = Appender::open(&path).await.unwrap();
                     assert!(matches!(file, Appender::InPlace(_)));
                     file.write_all(b"more").await.unwrap();
-                    file.sync().await.unwrap();
-                    drop(file);
+                    file.sync(Durability::Flushed).await.unwrap();
+                    // Read while the appender is still open: its drop would flush too.
                     assert_eq!(std::fs::read(&path).unwrap(), b"held more");
+                    file.write_all(b", cached").await.unwrap();
+                    file.sync(Durability::Cached).await.unwrap();
+                    assert_eq!(std::fs::read(&path).unwrap(), b"held more, cached");
                 });
         })
         .join()

@@ -341,7 +341,7 @@ pub async fn append(
         }
     }
     // The offset the client is told (now, or by a later GET) must survive a node crash.
-    file.sync().await?;
+    file.sync(state.config.durability).await?;
     drop(file);
     drop(lease);
     state.metrics.upload_bytes.inc_by(written - current);
