@@ -133,7 +133,7 @@ impl Appender {
     /// Writes out the buffer and makes the file's data as durable as `durability` asks: on
     /// the disk, or (the simulator's nodes) in the page cache only.
     pub async fn sync(&mut self, durability: Durability) -> std::io::Result<()> {
-        let flushed = durability == Durability::Flushed;
+        let flushed = durability.waits_for_disk();
         match self {
             Self::InPlace(w) => {
                 w.flush()?;

@@ -19,20 +19,29 @@ pub enum Durability {
 }
 
 impl Durability {
+    /// Whether a write counts as done only once it is on the disk: whether to flush. Files
+    /// written elsewhere (std or tokio, data only or with metadata) ask this.
+    pub fn waits_for_disk(self) -> bool {
+        match self {
+            Durability::Flushed => true,
+            Durability::Cached => false,
+        }
+    }
+
     /// Flushes `file`'s data and metadata, unless commits stop at the page cache.
     pub fn flush(self, file: &File) -> io::Result<()> {
-        match self {
-            Durability::Flushed => file.sync_all(),
-            Durability::Cached => Ok(()),
+        if self.waits_for_disk() {
+            file.sync_all()?;
         }
+        Ok(())
     }
 
     /// Flushes directory `dir` (the names in it), unless commits stop at the page cache.
     pub fn flush_dir(self, dir: &Path) -> io::Result<()> {
-        match self {
-            Durability::Flushed => File::open(dir)?.sync_all(),
-            Durability::Cached => Ok(()),
+        if self.waits_for_disk() {
+            File::open(dir)?.sync_all()?;
         }
+        Ok(())
     }
 }
 
