@@ -16,7 +16,10 @@ use http_body_util::BodyExt;
 use niso_node::{
     Node, NodeConfig,
     config::{BlobMode, ReplicateRule, ShareRule},
-    p2p::{TransportChoice, transport::secure},
+    p2p::{
+        TransportChoice,
+        transport::{Security, secure},
+    },
     store::{Durability, Store},
 };
 use niso_protocol::{Digest, record::NodeSecret};
@@ -53,6 +56,7 @@ struct Running {
 pub struct Cluster {
     pub net: Network,
     clock: Clock,
+    security: Security,
     pub nodes: Vec<SimNode>,
     pub root: PathBuf,
 }
@@ -184,6 +188,7 @@ impl Cluster {
         Ok(Self {
             net,
             clock: options.clock.unwrap_or(Clock::Real),
+            security: scenario.security,
             nodes,
             root: root.to_owned(),
         })
@@ -243,13 +248,14 @@ impl Cluster {
         niso_node_key(&n.config.data_dir, &n.secret)?;
         let config = n.config.clone();
         let net = self.net.clone();
+        let security = self.security;
         // The previous incarnation's database closes a moment after its runtime is gone.
         let mut last = None;
         for _ in 0..200 {
             let cfg = config.clone();
             let net = net.clone();
             let transport = TransportChoice::Custom(Box::new(move |key| {
-                secure(net.transport(i), key).map_err(|e| Box::new(e) as _)
+                secure(net.transport(i), key, security).map_err(|e| Box::new(e) as _)
             }));
             match handle.spawn(Node::open_with(cfg, transport)).await? {
                 Ok(node) => {
@@ -470,5 +476,59 @@ mod tests {
         assert_eq!(limits(cluster("").unwrap()), [default; 3]);
         let err = Scenario::parse("name = \"t\"\nnodes = 3\nmax_connections = 0", "test");
         assert!(err.unwrap_err().to_string().contains("max_connections"));
+    }
+
+    #[test]
+    fn a_scenario_picks_the_connections_security_noise_unless_told() {
+        assert_eq!(cluster("").unwrap().security, Security::Noise);
+        let plain = cluster("security = \"plaintext\"").unwrap();
+        assert_eq!(plain.security, Security::Plaintext);
+        let err = Scenario::parse("name = \"t\"\nnodes = 3\nsecurity = \"tls\"", "test");
+        let err = format!("{:#}", anyhow::Error::from(err.unwrap_err()));
+        assert!(err.contains("unknown variant `tls`"), "{err}");
+        let hostile = "name = \"t\"\nnodes = 3\nsecurity = \"plaintext\"\nhostile = [2]";
+        let err = Scenario::parse(hostile, "test").unwrap_err().to_string();
+        assert!(err.contains("hostile"), "{err}");
+    }
+
+    /// Node 1 of a plaintext scenario takes a plaintext handshake (and the peer it proves is
+    /// node 1) and refuses noise: the scenario's choice reaches the transport.
+    #[test]
+    fn a_node_listens_with_the_scenario_s_security() {
+        use libp2p::{
+            Transport as _,
+            core::{
+                Endpoint,
+                transport::{DialOpts, PortUse},
+            },
+        };
+        let text = "name = \"t\"\nnodes = 2\nsecurity = \"plaintext\"";
+        let scenario = Scenario::parse(text, "test").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut cluster = Cluster::new(&scenario, 1, dir.path(), Options::default()).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            cluster.start(1).await.unwrap();
+            let key = libp2p::identity::Keypair::ed25519_from_bytes([9; 32]).unwrap();
+            let dial = |security| {
+                secure(cluster.net.transport(0), &key, security)
+                    .unwrap()
+                    .dial(
+                        address(1),
+                        DialOpts {
+                            role: Endpoint::Dialer,
+                            port_use: PortUse::New,
+                        },
+                    )
+                    .unwrap()
+            };
+            let (peer, _muxer) = dial(Security::Plaintext).await.unwrap();
+            assert_eq!(peer.to_string(), cluster.nodes[1].peer_id);
+            dial(Security::Noise).await.unwrap_err();
+        });
+        cluster.shutdown();
     }
 }

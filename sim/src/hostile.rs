@@ -7,7 +7,10 @@ use std::time::Duration;
 use futures::AsyncWriteExt;
 use niso_node::{
     config::P2pConfig,
-    p2p::{P2p, TransportChoice, frames, transport::secure},
+    p2p::{
+        P2p, TransportChoice, frames,
+        transport::{Security, secure},
+    },
     trust::Trust,
 };
 use niso_protocol::{
@@ -52,7 +55,8 @@ impl Hostile {
         _victims: Vec<String>,
     ) -> anyhow::Result<Self> {
         let transport = TransportChoice::Custom(Box::new(move |key| {
-            secure(net.transport(index), key).map_err(|e| Box::new(e) as _)
+            // Scenarios with hostile nodes run on noise (`Scenario::check`).
+            secure(net.transport(index), key, Security::Noise).map_err(|e| Box::new(e) as _)
         }));
         let (p2p, _events, _tx, _task, incoming) = runtime
             .spawn(async move { P2p::start(secret, &config, Trust::default(), transport).await })

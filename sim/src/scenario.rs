@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use niso_node::p2p::transport::Security;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -24,6 +25,12 @@ pub struct Scenario {
     /// Each node's `p2p.max_connections`; the node's default (128) when absent.
     #[serde(default)]
     pub max_connections: Option<u32>,
+    /// How connections authenticate and encrypt: `noise`, what a node runs with, or
+    /// `plaintext`, which skips the cryptography (host time and memory only: simulated
+    /// timings hardly move) and takes each peer's identity on its word, so it is refused
+    /// together with hostile nodes.
+    #[serde(default)]
+    pub security: Security,
     /// Per-node uplink capacity; unlimited when absent.
     #[serde(default)]
     pub uplink_mbit: Option<f64>,
@@ -252,6 +259,13 @@ impl Scenario {
             .find(|n| !in_range(**n))
         {
             return bad(format!("node {n} does not exist"));
+        }
+        if self.security == Security::Plaintext && !self.hostile.is_empty() {
+            return bad(
+                "security = \"plaintext\" cannot have hostile nodes: without noise a peer's \
+                 identity is not proven"
+                    .to_owned(),
+            );
         }
         if self.max_connections == Some(0) {
             return bad("max_connections must be at least 1".to_owned());

@@ -14,7 +14,7 @@ use libp2p::{
         upgrade::Version,
     },
     identity::Keypair,
-    noise, tcp, yamux,
+    noise, plaintext, tcp, yamux,
 };
 
 use super::{
@@ -49,8 +49,23 @@ impl std::fmt::Debug for TransportChoice {
     }
 }
 
-/// Wraps any raw transport with noise and yamux.
-pub fn secure<T>(raw: T, key: &Keypair) -> Result<BoxedTransport, noise::Error>
+/// How a connection proves who is at the other end and hides what it carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Security {
+    /// Noise: the remote proves it holds its key and every byte is encrypted. What a node
+    /// runs with.
+    #[default]
+    Noise,
+    /// libp2p's plaintext handshake: the remote sends its public key and is taken at its word,
+    /// and bytes travel as they are. Only for a network that exists inside one process, the
+    /// simulator's, where nobody can listen in and encrypting costs host time without
+    /// changing a simulated result.
+    Plaintext,
+}
+
+/// Wraps any raw transport with `security` and yamux.
+pub fn secure<T>(raw: T, key: &Keypair, security: Security) -> Result<BoxedTransport, noise::Error>
 where
     T: libp2p::Transport + Send + Unpin + 'static,
     T::Output: futures::AsyncRead + futures::AsyncWrite + Unpin + Send + 'static,
@@ -58,12 +73,20 @@ where
     T::ListenerUpgrade: Send + 'static,
     T::Dial: Send + 'static,
 {
-    Ok(raw
-        .upgrade(Version::V1)
-        .authenticate(noise::Config::new(key)?)
-        .multiplex(yamux::Config::default())
-        .timeout(Duration::from_secs(20))
-        .boxed())
+    let raw = raw.upgrade(Version::V1);
+    let timeout = Duration::from_secs(20);
+    Ok(match security {
+        Security::Noise => raw
+            .authenticate(noise::Config::new(key)?)
+            .multiplex(yamux::Config::default())
+            .timeout(timeout)
+            .boxed(),
+        Security::Plaintext => raw
+            .authenticate(plaintext::Config::new(key))
+            .multiplex(yamux::Config::default())
+            .timeout(timeout)
+            .boxed(),
+    })
 }
 
 pub(super) fn build(
@@ -95,7 +118,7 @@ pub(super) fn build(
         TransportChoice::Memory => SwarmBuilder::with_existing_identity(key)
             .with_tokio()
             .with_other_transport(|k| {
-                secure(MemoryTransport::default(), k)
+                secure(MemoryTransport::default(), k, Security::Noise)
                     .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
             })
             .map_err(|e| err(Box::new(e)))?
@@ -197,6 +220,67 @@ mod tests {
         assert_eq!(tcp_socket_addr("/dns4/localhost/tcp/4001"), None);
         assert_eq!(tcp_socket_addr("/ip4/127.0.0.1/udp/4001/quic-v1"), None);
         assert_eq!(tcp_socket_addr("not an address"), None);
+    }
+
+    /// Dials a listener over the memory transport, each end with its own security; the
+    /// peer each end authenticated, or the dialer's error.
+    async fn handshake(listener: Security, dialer: Security) -> Result<(PeerId, PeerId), String> {
+        use futures::StreamExt as _;
+        use libp2p::Transport as _;
+        use libp2p::core::{
+            Endpoint,
+            transport::{DialOpts, ListenerId, PortUse, TransportEvent},
+        };
+
+        let listen_key = Keypair::ed25519_from_bytes([1; 32]).unwrap();
+        let dial_key = Keypair::ed25519_from_bytes([2; 32]).unwrap();
+        let mut l = secure(MemoryTransport::default(), &listen_key, listener).unwrap();
+        let mut d = secure(MemoryTransport::default(), &dial_key, dialer).unwrap();
+        l.listen_on(ListenerId::next(), "/memory/0".parse().unwrap())
+            .unwrap();
+        let addr = loop {
+            if let Some(TransportEvent::NewAddress { listen_addr, .. }) = l.next().await {
+                break listen_addr;
+            }
+        };
+        let dial = d
+            .dial(
+                addr,
+                DialOpts {
+                    role: Endpoint::Dialer,
+                    port_use: PortUse::New,
+                },
+            )
+            .unwrap();
+        let accept = async {
+            loop {
+                if let Some(TransportEvent::Incoming { upgrade, .. }) = l.next().await {
+                    return upgrade.await;
+                }
+            }
+        };
+        let (dialed, accepted) = futures::join!(dial, accept);
+        let (listener_seen, _) = dialed.map_err(|e| e.to_string())?;
+        let (dialer_seen, _) = accepted.map_err(|e| e.to_string())?;
+        assert_eq!(listener_seen, listen_key.public().to_peer_id());
+        assert_eq!(dialer_seen, dial_key.public().to_peer_id());
+        Ok((listener_seen, dialer_seen))
+    }
+
+    #[tokio::test]
+    async fn both_securities_authenticate_the_peer_and_do_not_mix() {
+        handshake(Security::Noise, Security::Noise).await.unwrap();
+        handshake(Security::Plaintext, Security::Plaintext)
+            .await
+            .unwrap();
+        // Each refuses the other's protocol: were `Plaintext` noise after all, these would
+        // connect.
+        handshake(Security::Plaintext, Security::Noise)
+            .await
+            .unwrap_err();
+        handshake(Security::Noise, Security::Plaintext)
+            .await
+            .unwrap_err();
     }
 
     #[test]
