@@ -64,6 +64,13 @@ pub enum Security {
     Plaintext,
 }
 
+/// Most bytes noise puts in one frame (a frame is at most 65,535 bytes with its 16-byte tag).
+/// Noise writes a frame when it is full or flushed; plaintext connections write the same
+/// pieces through a buffer this size, so that a socket (the simulator's, which stamps each
+/// write with its own delay) sees writes as it would under noise, not yamux's 12-byte headers
+/// apart from their bodies.
+const NOISE_FRAME: usize = 65_535 - 16;
+
 /// Wraps any raw transport with `security` and yamux.
 pub fn secure<T>(raw: T, key: &Keypair, security: Security) -> Result<BoxedTransport, noise::Error>
 where
@@ -73,15 +80,18 @@ where
     T::ListenerUpgrade: Send + 'static,
     T::Dial: Send + 'static,
 {
-    let raw = raw.upgrade(Version::V1);
+    use libp2p::Transport as _;
     let timeout = Duration::from_secs(20);
     Ok(match security {
         Security::Noise => raw
+            .upgrade(Version::V1)
             .authenticate(noise::Config::new(key)?)
             .multiplex(yamux::Config::default())
             .timeout(timeout)
             .boxed(),
         Security::Plaintext => raw
+            .map(|socket, _| futures::io::BufWriter::with_capacity(NOISE_FRAME, socket))
+            .upgrade(Version::V1)
             .authenticate(plaintext::Config::new(key))
             .multiplex(yamux::Config::default())
             .timeout(timeout)
@@ -195,6 +205,12 @@ fn tcp_socket_addr(addr: &str) -> Option<SocketAddr> {
 
 #[cfg(test)]
 mod tests {
+    use std::{
+        pin::Pin,
+        sync::{Arc, Mutex},
+        task::{Context, Poll},
+    };
+
     use super::*;
 
     #[test]
@@ -222,9 +238,57 @@ mod tests {
         assert_eq!(tcp_socket_addr("not an address"), None);
     }
 
+    /// A connection that notes the size of each write it passes on.
+    struct Recorded<S> {
+        inner: S,
+        writes: Arc<Mutex<Vec<usize>>>,
+    }
+
+    impl<S: futures::AsyncRead + Unpin> futures::AsyncRead for Recorded<S> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl<S: futures::AsyncWrite + Unpin> futures::AsyncWrite for Recorded<S> {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+            if let Poll::Ready(Ok(n)) = &written {
+                self.writes.lock().unwrap().push(*n);
+            }
+            written
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_close(cx)
+        }
+    }
+
+    /// Both ends of a connection.
+    struct Connected {
+        /// At the dialer: the listener's peer id, as the handshake proved it, and the muxer.
+        at_dialer: (PeerId, StreamMuxerBox),
+        /// At the listener: the dialer's peer id and the muxer.
+        at_listener: (PeerId, StreamMuxerBox),
+        /// Every write the dialer made on its raw connection.
+        dialer_writes: Arc<Mutex<Vec<usize>>>,
+    }
+
     /// Dials a listener over the memory transport, each end with its own security; the
-    /// peer each end authenticated, or the dialer's error.
-    async fn handshake(listener: Security, dialer: Security) -> Result<(PeerId, PeerId), String> {
+    /// dialer's error if the handshake fails.
+    async fn connect(listener: Security, dialer: Security) -> Result<Connected, String> {
         use futures::StreamExt as _;
         use libp2p::Transport as _;
         use libp2p::core::{
@@ -234,8 +298,16 @@ mod tests {
 
         let listen_key = Keypair::ed25519_from_bytes([1; 32]).unwrap();
         let dial_key = Keypair::ed25519_from_bytes([2; 32]).unwrap();
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let recorded = {
+            let writes = writes.clone();
+            MemoryTransport::default().map(move |inner, _| Recorded {
+                inner,
+                writes: writes.clone(),
+            })
+        };
         let mut l = secure(MemoryTransport::default(), &listen_key, listener).unwrap();
-        let mut d = secure(MemoryTransport::default(), &dial_key, dialer).unwrap();
+        let mut d = secure(recorded, &dial_key, dialer).unwrap();
         l.listen_on(ListenerId::next(), "/memory/0".parse().unwrap())
             .unwrap();
         let addr = loop {
@@ -260,27 +332,80 @@ mod tests {
             }
         };
         let (dialed, accepted) = futures::join!(dial, accept);
-        let (listener_seen, _) = dialed.map_err(|e| e.to_string())?;
-        let (dialer_seen, _) = accepted.map_err(|e| e.to_string())?;
-        assert_eq!(listener_seen, listen_key.public().to_peer_id());
-        assert_eq!(dialer_seen, dial_key.public().to_peer_id());
-        Ok((listener_seen, dialer_seen))
+        let at_dialer = dialed.map_err(|e| e.to_string())?;
+        let at_listener = accepted.map_err(|e| e.to_string())?;
+        assert_eq!(at_dialer.0, listen_key.public().to_peer_id());
+        assert_eq!(at_listener.0, dial_key.public().to_peer_id());
+        Ok(Connected {
+            at_dialer,
+            at_listener,
+            dialer_writes: writes,
+        })
     }
 
     #[tokio::test]
     async fn both_securities_authenticate_the_peer_and_do_not_mix() {
-        handshake(Security::Noise, Security::Noise).await.unwrap();
-        handshake(Security::Plaintext, Security::Plaintext)
+        connect(Security::Noise, Security::Noise).await.unwrap();
+        connect(Security::Plaintext, Security::Plaintext)
             .await
             .unwrap();
         // Each refuses the other's protocol: were `Plaintext` noise after all, these would
         // connect.
-        handshake(Security::Plaintext, Security::Noise)
+        assert!(connect(Security::Plaintext, Security::Noise).await.is_err());
+        assert!(connect(Security::Noise, Security::Plaintext).await.is_err());
+    }
+
+    /// yamux writes each frame's 12-byte header and its body apart; noise sends both in one
+    /// frame, and plaintext's buffer must too, or the simulator would stamp them as two
+    /// segments, each with its own jitter and chance of loss.
+    #[tokio::test]
+    async fn a_plaintext_connection_writes_a_frame_and_its_header_at_once() {
+        use futures::{AsyncReadExt as _, AsyncWriteExt as _, future::poll_fn};
+        use libp2p::core::muxing::StreamMuxerExt as _;
+
+        let Connected {
+            at_dialer: (_, mut sender),
+            at_listener: (_, mut receiver),
+            dialer_writes,
+        } = connect(Security::Plaintext, Security::Plaintext)
             .await
-            .unwrap_err();
-        handshake(Security::Noise, Security::Plaintext)
+            .unwrap();
+        let before = dialer_writes.lock().unwrap().len();
+        let payload = vec![7u8; 100_000];
+        let mut out = poll_fn(|cx| sender.poll_outbound_unpin(cx)).await.unwrap();
+        let send = async {
+            out.write_all(&payload).await.unwrap();
+            out.close().await.unwrap();
+        };
+        let receive = async {
+            let mut inbound = poll_fn(|cx| {
+                let _ = receiver.poll_unpin(cx);
+                receiver.poll_inbound_unpin(cx)
+            })
             .await
-            .unwrap_err();
+            .unwrap();
+            let mut got = Vec::new();
+            let read = inbound.read_to_end(&mut got);
+            let drive = poll_fn(|cx| receiver.poll_unpin(cx).map(|_| ()));
+            futures::pin_mut!(read, drive);
+            match futures::future::select(read, drive).await {
+                futures::future::Either::Left((read, _)) => read.unwrap(),
+                futures::future::Either::Right(_) => panic!("the receiver's connection ended"),
+            };
+            got
+        };
+        let drive = poll_fn(|cx| sender.poll_unpin(cx).map(|_| ()));
+        let both = async { futures::join!(send, receive).1 };
+        futures::pin_mut!(both, drive);
+        let got = match futures::future::select(both, drive).await {
+            futures::future::Either::Left((got, _)) => got,
+            futures::future::Either::Right(_) => panic!("the sender's connection ended"),
+        };
+        assert_eq!(got, payload);
+        let writes = dialer_writes.lock().unwrap()[before..].to_vec();
+        // A full frame is a 16 KiB body behind its header, in one write; never a bare body.
+        assert!(writes.contains(&(12 + 16 * 1024)), "{writes:?}");
+        assert!(!writes.contains(&(16 * 1024)), "{writes:?}");
     }
 
     #[test]
