@@ -73,12 +73,13 @@ fn main() {
     fan_out("fan-out", &fanout, mbit, "target <= 1.2", 1.2);
     fan_out("hub and spoke", &hub, mbit, "baseline", f64::NAN);
     spread(&load("lossy-64"));
+    // The 1.2 targets are the 16-node fan-out's; at 256 nodes the target is host time.
     fan_out(
         "fanout-256 (64 MiB, 255 nodes)",
         &load("fanout-256"),
         mbit,
-        "target <= 1.2",
-        1.2,
+        "no target at 256 nodes",
+        f64::NAN,
     );
     spread(&load("lossy-256"));
 }
@@ -102,10 +103,14 @@ fn fan_out(label: &str, scenario: &Scenario, mbit: f64, target: &str, egress_tar
         "    time as a multiple of that              {:>8.2}   {target}",
         done / ideal
     );
-    println!(
-        "    origin egress (x size)                  {:>8.2}   target <= {egress_target}",
-        report.measured.origin_egress_x.unwrap_or(f64::NAN)
-    );
+    let egress = report.measured.origin_egress_x.unwrap_or(f64::NAN);
+    if egress_target.is_nan() {
+        println!("    origin egress (x size)                  {egress:>8.2}   {target}");
+    } else {
+        println!(
+            "    origin egress (x size)                  {egress:>8.2}   target <= {egress_target}"
+        );
+    }
     print_footer(&report);
 }
 
